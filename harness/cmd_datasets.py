@@ -1,0 +1,49 @@
+"""`tfbench datasets`: the registered datasets, their expected layouts, and where each looks for its data."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these datasets (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON record per dataset instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.data import DATASETS, describe_datasets
+
+    for name in args.names:
+        if name not in DATASETS:
+            DATASETS.get(name)  # raises the registry's one-line error with a did-you-mean
+    rows = [r for r in describe_datasets() if not args.names or r["name"] in args.names]
+    if args.json:
+        for r in rows:
+            print(json.dumps(r, sort_keys=True))
+        return 0
+    print(format_rows(rows))
+    return 0
+
+
+def format_rows(rows: list[dict]) -> str:
+    """Human-readable listing: one block per dataset."""
+    out = []
+    for r in rows:
+        flags = ["in-memory fast path" if r["in_memory"] else "DataLoader path"]
+        if r["download"]:
+            flags.append("download: true supported")
+        out.append(f"{r['name']}  ({', '.join(flags)})")
+        if r["env_var"]:
+            out.append(f"  data:   {r['root']}  [{r['status']}]  (from {r['source']})")
+            others = [f"{p} ({s})" for p, s in r["candidates"] if p != r["root"]]
+            if others:
+                out.append(f"  also:   {'; '.join(others)}")
+            out.append(f"  env:    {r['env_var']} (or --set dataset.root=...; TFBENCH_DATA/<name> otherwise)")
+        else:
+            out.append("  data:   built in (no files needed)")
+        out.append(f"  layout: {r['layout']}")
+        out.append(f"  params: {', '.join(r['params']) or 'none'}")
+    return "\n".join(out)
+
+
+__all__ = ["add_arguments", "format_rows", "run"]

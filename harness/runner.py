@@ -1,0 +1,363 @@
+"""Run a sweep on Ray Tune: one Tune trial per TrialSpec, resumable, fault-isolated.
+
+Why the trial folders, not Ray's experiment state, are the source of truth: every trial checkpoints into
+results/<sweep>/trials/<key>/ each epoch, and a finished trial has a result.json. A rerun of the same file
+(after Ctrl-C, a kill, a reboot, or with more seeds) starts a fresh Tune experiment over the trials that
+have no finished record, and each of those resumes from its own checkpoint. Nothing depends on the driver
+surviving.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UserError
+from harness.io import atomic_write_json, atomic_write_text
+from harness.spec import TrialSpec
+from harness.sweep import SweepSpec
+
+RESULT_COLUMNS = ["best_top1", "best_epoch", "last_top1", "best_top5", "last_top5", "last_nll", "last_ece",
+                  "train_top1", "train_val_gap", "step_time_s", "images_per_s", "peak_mem_bytes", "state_bytes",
+                  "wall_time_s"]
+
+
+# --- the results folder --------------------------------------------------------------------------
+
+class ResultsLock:
+    """One sweep per results folder at a time: a second `tfbench run` gets a clear message, not a mix-up."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> ResultsLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(f"{self.path.parent}: another tfbench run (pid {holder}) is using this results folder; "
+                            f"wait for it to finish, or give this sweep another name") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def write_probe(folder: Path) -> None:
+    """Fail before any training if results cannot be written (read-only folder, full disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write results to {folder}: {e.strerror or e}; free space or choose another "
+                        f"folder with --results") from None
+
+
+def trial_status(trial_dir: Path) -> str:
+    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished)."""
+    try:
+        result = json.loads((trial_dir / "result.json").read_text())
+        if result.get("status") == "finished":
+            return "finished"
+    except (OSError, ValueError):
+        pass
+    return "failed" if (trial_dir / "error.json").exists() else "pending"
+
+
+def write_trials_csv(folder: Path, trials: list[TrialSpec]) -> Path:
+    """One flat row per trial of the sweep, in the sweep's order: the source of every table."""
+    param_names = sorted({k for t in trials for k in t.method_params})
+    columns = (["key", "status", "error", "method", "dataset", "model", "seed", "epochs"]
+               + [f"p.{p}" for p in param_names] + RESULT_COLUMNS)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for spec in trials:
+        tdir = folder / "trials" / spec.key()
+        status = trial_status(tdir)
+        row: dict[str, Any] = {"key": spec.key(), "status": status, "method": spec.method, "dataset": spec.dataset,
+                               "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs}
+        row.update({f"p.{k}": v for k, v in spec.method_params.items()})
+        if status == "finished":
+            row.update(json.loads((tdir / "result.json").read_text()))
+        elif status == "failed":
+            row["error"] = json.loads((tdir / "error.json").read_text()).get("error", "")
+        writer.writerow(row)
+    path = folder / "trials.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def write_sweep_record(folder: Path, sweep: SweepSpec, sets: list[str]) -> None:
+    record = {"source": str(sweep.source), "sets": list(sets), "file": sweep.raw,
+              "trials": [{"key": t.key(), "spec": t.to_dict()} for t in sweep.trials]}
+    atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False))
+
+
+# --- the Ray side --------------------------------------------------------------------------------
+
+def _trial_logger(path: Path) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
+
+
+def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None]) -> None:
+    """Train one trial inside a Ray worker; on failure, record the error next to the checkpoint and re-raise."""
+    import torch
+
+    from harness.trial import train_trial
+
+    torch.set_num_threads(max(1, threads))
+    spec = TrialSpec.from_dict(spec_dict)
+    tdir = Path(trial_dir)
+    tdir.mkdir(parents=True, exist_ok=True)
+    lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
+    try:
+        train_trial(spec, tdir, report=report, log=log)
+    except BaseException as e:
+        if not lead:
+            raise
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+            msg = f"out of memory: {msg}"
+        log(traceback.format_exc())
+        atomic_write_json(tdir / "error.json", {"status": "failed", "error": msg, "time": time.time()})
+        raise
+    (tdir / "error.json").unlink(missing_ok=True)
+
+
+def _tune_trainable(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int) -> None:
+    from ray import tune
+
+    key = config["key"]
+    _run_one(specs[key], os.path.join(folder, "trials", key), threads, report=lambda m: tune.report(m))
+
+
+def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int, workers: int,
+               cpus: float, gpus: float) -> None:
+    """Data-parallel trial: a Ray Train TorchTrainer inside the Tune trial (gloo on CPU, NCCL on GPUs)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    key = config["key"]
+    trainer = TorchTrainer(
+        _dp_worker,
+        train_loop_config={"spec": specs[key], "trial_dir": os.path.join(folder, "trials", key), "threads": threads},
+        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+        run_config=ray.train.RunConfig(name=f"dp-{key}", storage_path=os.path.join(folder, ".ray", "train"),
+                                       callbacks=[TuneReportCallback()],
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+    )
+    trainer.fit()
+
+
+def _dp_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    # every worker reports (Ray Train's report is collective); train_trial writes files on rank 0 only
+    _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
+
+
+class Progress:
+    """A compact live view: one status line, rewritten in place on a terminal, printed on change otherwise."""
+
+    def __init__(self, name: str, total: int, done_before: int, stream=sys.stdout):
+        self.name, self.total, self.done_before = name, total, done_before
+        self.running: set[str] = set()
+        self.done = 0
+        self.failed: set[str] = set()
+        self.start = time.time()
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def line(self) -> str:
+        elapsed = time.time() - self.start
+        finished = self.done_before + self.done
+        eta = "?"
+        if self.done:
+            remaining = self.total - finished - len(self.failed)
+            eta = _fmt_time(elapsed / self.done * remaining)
+        return (f"[{self.name}] finished {finished}/{self.total}  running {len(self.running)}  "
+                f"failed {len(self.failed)}  elapsed {_fmt_time(elapsed)}  eta {eta}")
+
+    def show(self, force: bool = False) -> None:
+        text = self.line()
+        if text == self.last and not force:
+            return
+        self.last = text
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _make_callback(progress: Progress):
+    from ray import tune
+
+    class _Cb(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.running.add(trial.config["key"])
+            progress.show()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            progress.show()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.config["key"])
+            progress.done += 1
+            progress.show()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.config["key"])
+            progress.failed.add(trial.config["key"])
+            progress.show()
+
+    return _Cb()
+
+
+def _init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    else:
+        if gpus_needed > 0:
+            import torch
+
+            if torch.cuda.device_count() == 0:
+                raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but this machine has no visible GPU; "
+                                f"set it to 0, or attach to a cluster with GPUs (--address)")
+        # a capped object store: trials exchange only small metric dicts
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 object_store_memory=200 * 1024**2, configure_logging=True, logging_level="ERROR")
+    if gpus_needed > 0 and ray.cluster_resources().get("GPU", 0) < min(gpus_needed, 1):
+        raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but the Ray cluster has "
+                        f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+    cluster_cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus > cluster_cpus:
+        raise UserError(f"resources.cpus_per_trial is {cpus:g} but the Ray cluster has only {cluster_cpus:g} CPUs")
+
+
+def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
+              progress: bool = True) -> int:
+    """Run what is missing of `sweep`, then write trials.csv, the summary tables and the plots.
+
+    Returns 0 when every trial finished, 1 when some failed.
+    """
+    folder = (results_root / sweep.name).resolve()
+    write_probe(folder)
+    with ResultsLock(folder):
+        write_sweep_record(folder, sweep, list(sets))
+        pending = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
+        done_before = len(sweep.trials) - len(pending)
+        print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {done_before} already finished, "
+              f"{len(pending)} to run -> {folder}", flush=True)
+        if pending:
+            _tune(sweep, folder, pending, done_before, address, progress)
+        write_trials_csv(folder, sweep.trials)
+        failed = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
+        _summarise(folder)
+    print(f"sweep {sweep.name}: {len(sweep.trials) - len(failed)} finished, {len(failed)} failed; "
+          f"{folder / 'trials.csv'}", flush=True)
+    for t in failed:
+        err = folder / "trials" / t.key() / "error.json"
+        why = json.loads(err.read_text())["error"] if err.exists() else "did not finish"
+        print(f"  failed: {t.key()}: {why}", flush=True)
+    return 1 if failed else 0
+
+
+def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before: int, address: str | None,
+          show: bool) -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    import ray
+    from ray import tune
+
+    r = sweep.resources
+    workers = r.workers_per_trial
+    _init_ray(address, r.cpus_per_trial * (workers if workers > 1 else 1), r.gpus_per_trial)
+    specs = {t.key(): t.to_dict() for t in pending}
+    threads = max(1, int(r.cpus_per_trial))
+    if workers > 1:
+        trainable = tune.with_parameters(_dp_driver, specs=specs, folder=str(folder), threads=threads,
+                                         workers=workers, cpus=r.cpus_per_trial, gpus=r.gpus_per_trial)
+        # the driver itself only waits for the Train workers, which hold the trial's real resources
+        trainable = tune.with_resources(trainable, {"CPU": 0})
+    else:
+        trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
+        trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
+    progress = Progress(sweep.name, len(sweep.trials), done_before)
+    callbacks = [_make_callback(progress)] if show else []
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"key": tune.grid_search(list(specs))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(folder / ".ray"), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=sweep.retries),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    try:
+        if show:
+            progress.show(force=True)
+        tuner.fit()
+    finally:
+        progress.close()
+        if not address and not os.environ.get("RAY_ADDRESS"):
+            ray.shutdown()
+
+
+def _summarise(folder: Path) -> None:
+    """Tables and plots, when the results code is installed; a failure here never loses trial records."""
+    try:
+        from harness.tables import write_summary
+    except ImportError:
+        return
+    write_summary(folder)
+    try:
+        from harness.plots import write_plots
+    except ImportError:
+        return
+    write_plots(folder)
+

@@ -1,0 +1,230 @@
+"""The one interface every method implements.
+
+A method sees tensors and a small step context, never the harness. It declares what it needs
+(`Needs`), and the harness computes only that: a method without `features` costs nothing extra.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .registry import Registry
+
+METHODS = Registry("method")
+
+
+def register(name: str):
+    """Register a `Method` subclass under `name`: `@register("zipf")`."""
+    return METHODS.register(name)
+
+
+class MethodParamError(ValueError):
+    """A bad hyper-parameter; the message names the method and the parameter."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    features: bool = False  # final + previous-stage feature maps and the model's classifier
+    indices: bool = False   # dataset index of every sample in the batch
+    pairs: bool = False     # class-paired batches; the harness calls `pair_batches`
+    epoch: bool = False     # epoch hooks matter (the harness always calls them; this documents intent)
+
+
+@dataclass
+class StepContext:
+    """What the harness hands to `Method.loss` for one batch (only the fields the method declared)."""
+
+    epoch: int = 0                            # 0-based
+    num_epochs: int = 1
+    indices: Tensor | None = None             # (B,) long, dataset indices
+    final_map: Tensor | None = None           # (B, D, H, W): the map global pooling turns into the head input
+    prev_map: Tensor | None = None            # (B, D', H', W'): the previous stage's map
+    classifier: nn.Module | None = None       # the model's final nn.Linear (weight (C, D), bias (C,))
+    partner_logits: Tensor | None = None      # (B, C), train-mode, no grad: CS-KD partners
+    generator: torch.Generator | None = None  # seeded, on the logits' device, for random draws
+
+
+@dataclass(frozen=True)
+class NoParams:
+    pass
+
+
+class Method:
+    """Base class. Subclasses set `Params` (a dataclass) and `needs`, and implement `loss`."""
+
+    name: ClassVar[str] = "?"
+    Params: ClassVar[type] = NoParams
+    needs: ClassVar[Needs] = Needs()
+
+    def __init__(
+        self,
+        params: Any = None,
+        *,
+        num_classes: int,
+        num_train: int = 0,
+        feature_channels: tuple[int, int] | None = None,  # (final D, previous stage D')
+    ):
+        self.params = params if params is not None else self.Params()
+        self.num_classes = int(num_classes)
+        self.num_train = int(num_train)
+        self.feature_channels = feature_channels
+        self._check_choices()
+        self.validate()
+
+    # --- hyper-parameters -------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise `MethodParamError` (via `self.fail`) for a bad value. Called on construction."""
+
+    def fail(self, param: str, message: str) -> typing.NoReturn:
+        raise MethodParamError(f"method {self.name!r}: parameter {param!r} {message}")
+
+    def _check_choices(self) -> None:
+        # `make_params` checks choices for dicts; this also covers `Params(...)` built by hand.
+        hints = typing.get_type_hints(type(self.params))
+        for f in dataclasses.fields(self.params):
+            hint = hints.get(f.name)
+            value = getattr(self.params, f.name)
+            base = next((a for a in typing.get_args(hint) if a is not type(None)), None)
+            if typing.get_origin(hint) is typing.Literal:
+                base = hint
+            if typing.get_origin(base) is typing.Literal:
+                choices = typing.get_args(base)
+                if value not in choices and not (value is None and type(None) in typing.get_args(hint)):
+                    self.fail(f.name, f"is {value!r}; allowed: {', '.join(map(str, choices))}")
+
+    # --- the step ---------------------------------------------------------------------------
+    def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """Return {"loss": total, <part>: value, ...} for one batch. logits (B, C), targets (B,)."""
+        raise NotImplementedError
+
+    def extra_modules(self) -> nn.Module | None:
+        """Trainable modules the method adds (optimised with the model, saved in checkpoints)."""
+        return None
+
+    def pair_batches(self, labels: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        """For `needs.pairs`: yield (anchor indices, partner indices) for one epoch."""
+        raise NotImplementedError
+
+    # --- hooks ------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        pass
+
+    def on_step_end(self) -> None:
+        """Called after the optimiser step (PS-KD writes its table here)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def epoch_sums(self) -> list[Tensor]:
+        """Accumulators that data-parallel workers must sum (in place) before `on_epoch_end` (OLS's)."""
+        return []
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_nbytes(self) -> int:
+        """Bytes of state that scales with the data (PS-KD's table, OLS's matrix); 0 if none."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values() if isinstance(t, Tensor))
+
+    def to(self, device: torch.device | str) -> Method:
+        return self
+
+
+# --- construction and listing -------------------------------------------------------------------
+
+def param_fields(cls: type[Method]) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(cls.Params))
+
+
+def make_params(cls: type[Method], values: dict[str, Any] | None) -> Any:
+    """Build `cls.Params` from a plain dict: unknown keys and wrong types are one clear error."""
+    values = dict(values or {})
+    fields = {f.name: f for f in param_fields(cls)}
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            allowed = ", ".join(fields) or "none"
+            raise MethodParamError(f"method {cls.name!r}: unknown parameter {key!r}{hint}; allowed: {allowed}")
+    hints = typing.get_type_hints(cls.Params)
+    out = {}
+    for key, value in values.items():
+        out[key] = _coerce(cls.name, key, value, hints.get(key))
+    return cls.Params(**out)
+
+
+def _coerce(method: str, key: str, value: Any, hint: Any) -> Any:
+    """Accept YAML's natural spellings (1 for 1.0); refuse what cannot be meant (a string for a float)."""
+    args = typing.get_args(hint)
+    if value is None and type(None) in args:
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(base) is typing.Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            raise MethodParamError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: {', '.join(map(str, choices))}")
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+    elif base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif base is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise MethodParamError(
+        f"method {method!r}: parameter {key!r} is {value!r} ({type(value).__name__}); expected {base.__name__}"
+    )
+
+
+def build_method(name: str, params: dict[str, Any] | None = None, **context: Any) -> Method:
+    """The one factory: `build_method("zipf", {"lam": 0.1}, num_classes=100, ...)`."""
+    cls = METHODS.get(name)
+    return cls(make_params(cls, params), **context)
+
+
+def describe_methods() -> list[tuple[str, list[tuple[str, str, Any]]]]:
+    """[(name, [(param, type, default), ...]), ...] for `tfbench methods`."""
+    rows = []
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        hints = typing.get_type_hints(cls.Params)
+        fields_ = []
+        for f in param_fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            fields_.append((f.name, _type_name(hints.get(f.name)), default))
+        rows.append((name, fields_))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "{" + ",".join(map(str, typing.get_args(hint))) + "}"
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:
+        return _type_name(args[0]) + "?"
+    return getattr(hint, "__name__", str(hint))
+
+
+__all__ = [
+    "METHODS", "Method", "MethodParamError", "Needs", "NoParams", "StepContext",
+    "build_method", "describe_methods", "field", "make_params", "register",
+]

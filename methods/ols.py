@@ -1,0 +1,78 @@
+"""Online label smoothing (`ols`; Zhang et al., TIP 2021).
+
+A C x C matrix S (row c = the soft target for class c) is rebuilt at every epoch end from the mean
+prediction of the correctly classified training samples of each class. Classes with no correct
+sample get the uniform row 1/C (docs/METHODS.md; the reference PyTorch port leaves them at zero).
+
+Data-parallel training: all-reduce (sum) the two tensors of `accumulators()` across workers
+before `on_epoch_end`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Method, Needs, StepContext, register
+from .functional import ols_accumulate, ols_matrix
+
+
+@register("ols")
+class OLS(Method):
+    """L = 0.5 * CE + 0.5 * soft CE with target S[y], S from the previous epoch (constant within one).
+
+    init `zeros` (the official CIFAR code: epoch 0 is effectively 0.5 * CE) or `uniform` (1/C).
+    """
+
+    needs = Needs(epoch=True)
+
+    @dataclass(frozen=True)
+    class Params:
+        init: Literal["zeros", "uniform"] = "zeros"
+
+    def __init__(self, params: Any = None, **context: Any):
+        super().__init__(params, **context)
+        c = self.num_classes
+        self.S = torch.zeros(c, c) if self.params.init == "zeros" else torch.full((c, c), 1.0 / c)
+        self.sums = torch.zeros(c, c)
+        self.counts = torch.zeros(c)
+
+    def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        z = logits.float()
+        logp = F.log_softmax(z, dim=1)
+        ce = F.nll_loss(logp, targets)
+        soft = -(self.S[targets] * logp).sum(1).mean()
+        with torch.no_grad():
+            sums, counts = ols_accumulate(probs=logp.detach().exp(), targets=targets, num_classes=self.num_classes)
+            self.sums += sums
+            self.counts += counts
+        total = 0.5 * ce + 0.5 * soft
+        return {"loss": total, "ce": ce.detach(), "soft": soft.detach()}
+
+    def accumulators(self) -> tuple[Tensor, Tensor]:
+        """(sums (C, C), counts (C,)) of this epoch so far, to be summed across workers in place."""
+        return self.sums, self.counts
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.S = ols_matrix(sums=self.sums, counts=self.counts)
+        self.sums.zero_()
+        self.counts.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"S": self.S, "sums": self.sums, "counts": self.counts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.S.device
+        self.S = state["S"].to(device, torch.float32).clone()
+        self.sums = state["sums"].to(device, torch.float32).clone()
+        self.counts = state["counts"].to(device, torch.float32).clone()
+
+    def state_nbytes(self) -> int:
+        return self.S.numel() * self.S.element_size()
+
+    def to(self, device: torch.device | str) -> OLS:
+        self.S, self.sums, self.counts = (t.to(device) for t in (self.S, self.sums, self.counts))
+        return self
