@@ -351,7 +351,7 @@ def ablation_rows(groups: pd.DataFrame, *, method: str, param: str) -> list[Abla
 
 
 def ordered_values(values: Iterable[Any]) -> list[Any]:
-    """Distinct values: numeric order when all are numbers, else order of first appearance (sweep order)."""
+    """Distinct values: numeric order when all are numbers, else the order they come in."""
     distinct = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and math.isnan(v))))
     if all(value_sort_key(v)[0] == 0 for v in distinct):
         return sorted(distinct, key=float)

@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 
 from .bench_methods import SIZES, bench_methods, format_bench_methods
+from .errors import UserError
 
 
 def _size(text: str) -> tuple[int, int, int]:
@@ -35,8 +36,6 @@ def _methods_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _methods_run(args: argparse.Namespace) -> int:
-    from .cli import UserError
-
     if args.repeats < 1 or args.warmup < 0:
         raise UserError(f"bench methods: --repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
     if args.device.startswith("cuda"):

@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
     ignore_1d = not args.include_1d
     n_fig = sum(p.figure for p in picks)
     progress = Progress(n_fig * (args.grid ** 2 + len(alphas)) + len(picks) * (args.k + 1))
-    print(f"landscape: {len(picks)} trials ({n_fig} with grids of {args.grid}x{args.grid}), {args.subset} training "
-          f"images, sharpness radius {args.radius} over {args.k} directions, device {device}", flush=True)
+    print(f"landscape: {len(picks)} trials ({n_fig} with grids of {args.grid}x{args.grid}), up to {args.subset} "
+          f"training images, sharpness radius {args.radius} over {args.k} directions, device {device}", flush=True)
     atomic_write_json(out / "landscape.json", {
         "trials": [p.key for p in picks], "grid": args.grid, "span": args.span, "subset": args.subset,
         "seed": args.seed, "radius": args.radius, "k": args.k, "ignore_1d": ignore_1d,
@@ -242,9 +242,18 @@ def run(args: argparse.Namespace) -> int:
             d1, d2 = L.random_directions(model, seed=args.seed, n=2, ignore_1d=ignore_1d)
             L.save_directions(out / p.key / "directions.pt", [d1, d2], model=model, seed=args.seed,
                               ignore_1d=ignore_1d)
+            computed = []
+
+            def on_row(done: int, total: int, name: str = name, computed: list = computed) -> None:
+                computed.append(done)
+                progress.advance(len(xs), f"{name}: grid row {done}/{total}")
+
             grid = L.grid_2d(model, d1, d2, xs, xs, batches, out / p.key / "grid.npz", seed=args.seed,
-                             on_row=lambda done, total, name=name: progress.advance(
-                                 len(xs), f"{name}: grid row {done}/{total}"))
+                             on_row=on_row)
+            if len(computed) < len(xs):  # rows resumed from an earlier run: not part of this run's work
+                progress.total -= (len(xs) - len(computed)) * len(xs)
+                print(f"{name}: {len(xs) - len(computed)} grid rows resumed from {out / p.key / 'grid.npz'}",
+                      flush=True)
             curve = L.curve_1d(model, d1, alphas, batches)
             buf = io.BytesIO()
             np.savez(buf, **curve, seed=np.int64(args.seed))

@@ -199,7 +199,7 @@ def _describe_trial(trained: Any) -> dict[str, Any]:
 # --- toy ----------------------------------------------------------------------------------------
 
 def run_toy(args: argparse.Namespace) -> int:
-    from harness.zipf_analysis import fit_law, r_squared, toy_mean_sorted_probs, top_k_distribution
+    from harness.zipf_analysis import fit_law, r_squared, top_k_distribution, toy_mean_sorted_probs
     from harness.zipf_plots import rank_probability_figure, save_figure
 
     _check_toy(args)
@@ -303,7 +303,7 @@ def run_snr(args: argparse.Namespace) -> int:
     summary = snr_summary(snr)
     _write_csv(out / "snr.csv", ["rank", "mean_prob", "std_prob", "snr"],
                [[r + 1, f"{m:.10g}", f"{s:.10g}", f"{v:.6g}"]
-                for r, (m, s, v) in enumerate(zip(moments.mean, moments.std, snr))])
+                for r, (m, s, v) in enumerate(zip(moments.mean, moments.std, snr, strict=True))])
     atomic_write_json(out / "snr.json", {**info, "images": moments.n, **summary, "env": _env()})
     paths = save_figure(snr_figure(snr, top=args.top, title=what), out / "fig2_snr")
     print(f"rank SNR for {what}: {moments.n} images, {summary['num_ranks']} ranks")
@@ -373,8 +373,8 @@ def run_examples(args: argparse.Namespace) -> int:
     record = {"trial": _describe_trial(zt), "ce_trial": _describe_trial(ct), "seed": args.seed, "pick": args.pick,
               "soft_label": {k: v for k, v in kw.items() if k != "extra"} | {"extra_dense_layer": extra is not None},
               "examples": [{"index": e.index, "label": b.classes[e.label],
-                            "zipf_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.zipf_top, e.zipf_categories)],
-                            "ce_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.ce_top, e.ce_categories)]}
+                            "zipf_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.zipf_top, e.zipf_categories, strict=True)],
+                            "ce_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.ce_top, e.ce_categories, strict=True)]}
                            for e in examples]}
     atomic_write_json(out / "examples.json", record)
     print(f"soft-label examples: {len(examples)} val images of {zt.spec.dataset}; soft labels from {zt.trial_dir} "
@@ -399,7 +399,7 @@ def _ce_wrong(model: Any, dataset: Any, order: list[int], *, n: int, device: str
             items = [dataset[i] for i in idx]
             x = torch.stack([it[0] for it in items]).to(device)
             pred = model(x).argmax(1).cpu().tolist()
-            for i, it, p in zip(idx, items, pred):
+            for i, it, p in zip(idx, items, pred, strict=True):
                 (wrong if p != int(it[1]) else right).append(i)
             if len(wrong) >= n:
                 break

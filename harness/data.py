@@ -24,6 +24,16 @@ Images that cannot be decoded (the file-based sets: tinyimagenet, imagenet, inat
   DataLoader workers) and never decoded again; `bundle.skipped_images` is the number of distinct bad
   files seen so far and `bundle.skipped_files()` their paths. A split with no decodable image at all
   raises `UserError`.
+(With DataLoader workers, PyTorch re-raises a worker's `UserError` as a `UserError` whose message also
+holds the worker's traceback: the first line is still the one that matters.)
+
+Transforms (METHODS.md, "Training recipes"): CIFAR random crop 32 pad 4 + flip, mean (0.4914, 0.4822,
+0.4465), std (0.2023, 0.1994, 0.2010) for both CIFARs; Tiny ImageNet random-resized-crop 32 + flip, test
+resize 32, with the CIFAR normalisation (the Zipf/CS-KD code's), or at `image_size: 64` random crop 64 pad 4
++ flip and the test image as is; ImageNet and iNat21 random-resized-crop 224 + flip, resize 256 + centre
+crop 224, ImageNet mean/std. digits, synthetic and fashion_mnist train without augmentation by default
+(digits are not flip-invariant); every in-memory set takes `crop_padding` and `flip` to change that.
+digits and synthetic normalise with their own training split's per-channel mean and std.
 """
 from __future__ import annotations
 
@@ -164,7 +174,7 @@ class ImageFileDataset(Dataset):
             except (OSError, ValueError, SyntaxError) as e:  # PIL's decode errors (UnidentifiedImageError is an OSError)
                 if self.on_bad_image == "fail":
                     raise UserError(f"cannot decode image {path} ({type(e).__name__}: {_one_line(e)}); "
-                                    "set dataset on_bad_image=skip to skip undecodable files") from None
+                                    "use --set dataset.on_bad_image=skip to skip undecodable files") from None
                 self.bad[i] = True
                 continue
             return self.transform(img), label, i

@@ -42,9 +42,9 @@ def augment_batch(x: Tensor, *, crop_padding: int, flip: bool, generator: torch.
         flipped = torch.rand(B, generator=generator, device=dev) < 0.5
         # Flipping the crop = reading its columns right to left.
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
-    b = torch.arange(B, device=dev)[:, None, None, None]
-    c = torch.arange(C, device=dev)[None, :, None, None]
-    return x[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
+    # Two gathers (rows, then columns) cost half of one 4-index advanced-indexing gather on CPU.
+    x = x.gather(2, rows[:, None, :, None].expand(B, C, H, x.shape[3]))  # (B, C, H, W+2p)
+    return x.gather(3, cols[:, None, None, :].expand(B, C, H, W))       # (B, C, H, W)
 
 
 def normalise(x_uint8: Tensor, mean: Tensor, std: Tensor) -> Tensor:

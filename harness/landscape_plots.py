@@ -95,6 +95,12 @@ def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str =
     axes[0][0].set_ylabel("direction 2")
     cbar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
     cbar.set_label("train loss (cross-entropy)")
+    if scale == "log":  # ticks at 1-2-5 values, not at the (irrational) level boundaries
+        nice = [m * 10.0 ** e for e in range(-6, 7) for m in (1, 2, 5)]
+        ticks = [t for t in nice if levels[0] <= t <= levels[-1]]
+        if len(ticks) >= 2:
+            cbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+            cbar.ax.minorticks_off()
     if title:
         fig.suptitle(title)
     return fig

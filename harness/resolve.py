@@ -57,7 +57,11 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     model = model or default_model(dataset)
     preset = {k: v for k, v in method_preset(method, dataset, model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
-    params = dataclasses.asdict(make_params(cls, {**preset, **(method_params or {})}))
+    typed = make_params(cls, {**preset, **(method_params or {})})
+    # catch bad values now, before any data is read: the checks that depend on the class count are
+    # repeated with the real count when the trial starts (2 classes gives the loosest bounds)
+    cls(typed, num_classes=2, num_train=1, feature_channels=(1, 1))
+    params = dataclasses.asdict(typed)
     train = dict(train or {})
     check_train_keys(train, "train")
     epochs = train.pop("epochs", TrainConfig.epochs)

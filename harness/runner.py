@@ -12,6 +12,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -189,14 +190,13 @@ def _dp_worker(config: dict[str, Any]) -> None:
 class Progress:
     """A compact live view: one status line, rewritten in place on a terminal, printed on change otherwise."""
 
-    def __init__(self, name: str, total: int, done_before: int, stream=sys.stdout):
+    def __init__(self, name: str, total: int, done_before: int):
         self.name, self.total, self.done_before = name, total, done_before
         self.running: set[str] = set()
         self.done = 0
         self.failed: set[str] = set()
         self.start = time.time()
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.tty = sys.stdout.isatty()
         self.last = ""
 
     def line(self) -> str:
@@ -215,15 +215,15 @@ class Progress:
             return
         self.last = text
         if self.tty:
-            self.stream.write("\r" + text.ljust(100))
+            sys.stdout.write("\r" + text.ljust(100))
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def close(self) -> None:
         if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
 
 
 def _fmt_time(s: float) -> str:
@@ -303,7 +303,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
     for t in failed:
         err = folder / "trials" / t.key() / "error.json"
         why = json.loads(err.read_text())["error"] if err.exists() else "did not finish"
-        print(f"  failed: {t.key()}: {why}", flush=True)
+        print(f"  failed: {t.key()}: {why} (full log: {folder / 'trials' / t.key() / 'train.log'})", flush=True)
     return 1 if failed else 0
 
 
@@ -323,7 +323,7 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
         trainable = tune.with_parameters(_dp_driver, specs=specs, folder=str(folder), threads=threads,
                                          workers=workers, cpus=r.cpus_per_trial, gpus=r.gpus_per_trial)
         # the driver itself only waits for the Train workers, which hold the trial's real resources
-        trainable = tune.with_resources(trainable, {"CPU": 0})
+        trainable = tune.with_resources(trainable, {"CPU": 0.01})
     else:
         trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
         trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
@@ -338,6 +338,9 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
                                   failure_config=tune.FailureConfig(max_failures=sweep.retries),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
+    # a failing trial's traceback goes to its own train.log; the driver shows one line per failure
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         if show:
             progress.show(force=True)

@@ -23,6 +23,7 @@ presets (harness/presets.py) > the method's defaults. `--set` overrides are appl
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import math
@@ -271,16 +272,20 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
             d_methods = (block.get("methods") or {}).get(m, {})
             grid = _grid({**d_methods, **m_params}, f"methods[{mi}].params", problems)
             for params, model, seed in itertools.product(grid, models or [block.get("model")], seeds):
+                fields = {f.name for f in dataclasses.fields(METHODS.get(m).Params)}
                 try:
                     trials.append(resolve_trial(
                         method=m, dataset=d, model=model, seed=seed,
-                        method_params={**params, **overrides["method"]},
+                        method_params={**params, **{k: v for k, v in overrides["method"].items() if k in fields}},
                         dataset_params={**d_params, **overrides["dataset"]}, model_params=dict(overrides["model"]),
                         train=d_train, imports=tuple(resolved_imports)))
                 except (UserError, MethodParamError, RegistryError) as e:
                     msg = f"methods[{mi}] ({m}) on {d}: {e}"
                     if msg not in problems:
                         problems.append(msg)
+        for k in overrides["method"]:  # --set method.X applies to the methods that have X; one must
+            if not any(k in {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for m, _ in methods):
+                problems.append(f"--set method.{k}: no method of this sweep has a parameter {k!r}")
         keys = [t.key() for t in trials]
         if len(set(keys)) != len(keys):
             problems.append("the axes produce the same trial more than once; remove the duplicated entries")
@@ -292,6 +297,4 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
 
 
 def _with_workers(spec: TrialSpec, workers: int) -> TrialSpec:
-    import dataclasses
-
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, workers=workers))

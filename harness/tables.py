@@ -114,8 +114,9 @@ def best_mask(means: Sequence[float], *, decimals: int, higher_is_better: bool) 
 
 
 def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
-    """The most common n of the groups (the larger on a tie); None when there are none."""
+    """The most common n > 0 of the groups (the larger on a tie); None when no group has a finished seed."""
     ns = groups[f"{metric}_n"].astype(int)
+    ns = ns[ns > 0]
     if ns.empty:
         return None
     counts = ns.value_counts()
@@ -135,7 +136,8 @@ def metric_cell(row: pd.Series, *, metric: str, spec: MetricSpec, decimals: int,
 
 
 def _n_note(n: int | None) -> str:
-    return f"n = {n} seeds per cell unless marked (n=k); failed and pending trials are counted in their cell"
+    counted = "failed and pending trials are counted in their cell"
+    return f"n = {n} seeds per cell unless marked (n=k); {counted}" if n else f"n per cell; {counted}"
 
 
 # --- the tables ---------------------------------------------------------------------------------------

@@ -92,8 +92,9 @@ def law_pmf(law: str, params: dict[str, float], *, k: int) -> np.ndarray:
     if law == "exponential":
         return _normalise_log(-params["lam"] * r)
     if law == "lognormal":
-        w = stats.lognorm.logpdf(r, params["sigma"], scale=np.exp(params["mu"]))
-        return _normalise_log(w)
+        # lognorm.logpdf(r, sigma, scale=e^mu) written through the normal density of ln r, which stays
+        # finite for the huge mu of a nearly power-law fit (e^mu would overflow)
+        return _normalise_log(stats.norm.logpdf(np.log(r), loc=params["mu"], scale=params["sigma"]) - np.log(r))
     raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
 
 
@@ -152,7 +153,7 @@ def fit_law(p: np.ndarray, law: str) -> LawFit:
         params = {"mu": float((a + 1.0) * sigma**2), "sigma": sigma}
         if b >= -1.01e-8:
             note = "optimum on the sigma -> infinity bound (a power law)"
-    pmf = law_pmf(law, params, k=k)
+    pmf = _normalise_log(T @ theta)  # (K,) from the natural parameters: exact even on the sigma bound
     return LawFit(law=law, params=params, pmf=pmf, n_params=T.shape[1], converged=bool(res.success), note=note)
 
 
@@ -424,8 +425,14 @@ def zipf_soft_labels(model: Any, x: Any, targets: Any, *, alpha: float = 1.0, up
     import torch
 
     from harness.models import classifier, forward_with_maps
-    from methods.functional import (dense_votes, nontarget_pdf, rank_weights, ranks_from_logits,
-                                    vote_counts, zipf_ranks_from_counts)
+    from methods.functional import (
+        dense_votes,
+        nontarget_pdf,
+        rank_weights,
+        ranks_from_logits,
+        vote_counts,
+        zipf_ranks_from_counts,
+    )
 
     with torch.no_grad():
         logits, final_map, prev_map = forward_with_maps(model, x)
@@ -468,7 +475,7 @@ def build_examples(*, zipf_model: Any, ce_model: Any, dataset: Any, indices: Seq
     pdf, ce_probs = pdf.cpu().double().numpy(), ce_probs.cpu().double().numpy()
     zipf_logits = zipf_logits.cpu().double().numpy()
     out = []
-    for row, (i, item) in enumerate(zip(indices, items)):
+    for row, (i, item) in enumerate(zip(indices, items, strict=True)):
         label = int(item[1])
         # every unvoted class shares one weight: order those ties by the Zipf model's own logits
         z_top, z_cat = top_classes(pdf[row], k=k, label=label, superclasses=superclasses, exclude_label=True,

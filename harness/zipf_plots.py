@@ -79,7 +79,7 @@ def examples_figure(examples: Sequence[Example], classes: Sequence[str], *,
     n = len(examples)
     fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2, 2]})
-    for row, ex in zip(axes, examples):
+    for row, ex in zip(axes, examples, strict=True):
         img_ax, zipf_ax, ce_ax = row
         img_ax.imshow(ex.image, cmap="gray" if ex.image.ndim == 2 else None, vmin=0, vmax=1)
         img_ax.set_title(f"GT: {classes[ex.label]}", fontsize=9)

@@ -4,6 +4,7 @@ Built-ins are imported explicitly (no directory scanning), so registration order
 A user's method registers itself with `@register("name")` when its file is imported
 (`load_user_module`), and is then used by name like a built-in.
 """
+from . import ce, cskd, ls, ols, pskd, tfkd, zipf  # noqa: E402,F401  (registers the built-ins)
 from .base import (
     METHODS,
     Method,
@@ -16,7 +17,6 @@ from .base import (
     register,
 )
 from .user import UserImportError, load_user_module
-from . import ce, cskd, ls, ols, pskd, tfkd, zipf  # noqa: E402,F401  (registers the built-ins)
 
 __all__ = [
     "METHODS", "Method", "MethodParamError", "Needs", "StepContext", "UserImportError",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -166,10 +167,13 @@ def make_params(cls: type[Method], values: dict[str, Any] | None) -> Any:
 
 def _coerce(method: str, key: str, value: Any, hint: Any) -> Any:
     """Accept YAML's natural spellings (1 for 1.0); refuse what cannot be meant (a string for a float)."""
-    args = typing.get_args(hint)
-    if value is None and type(None) in args:
-        return None
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] / X | None
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        base = next(a for a in args if a is not type(None))
+    else:
+        base = hint
     if typing.get_origin(base) is typing.Literal:
         choices = typing.get_args(base)
         if value not in choices:

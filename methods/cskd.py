@@ -22,16 +22,18 @@ def class_pairs(*, labels: Tensor, batch_size: int, generator: torch.Generator) 
     Anchors: a fresh permutation of all N indices, cut into consecutive batches (the last may be
     short), so every sample is an anchor exactly once. Partners: for each anchor, an index drawn
     uniformly from all samples of its class (possibly the anchor itself), as the official
-    PairBatchSampler's `random.choice(class_indices[label])`. All draws come from `generator` (CPU).
+    PairBatchSampler's `random.choice(class_indices[label])`. All draws come from `generator`, on its
+    device (the indices come back there too).
     """
-    labels = labels.detach().to("cpu", torch.long)
+    device = generator.device
+    labels = labels.detach().to(device, torch.long)
     n = labels.numel()
     by_class = torch.argsort(labels, stable=True)  # (N,) indices grouped by class
     sizes = torch.bincount(labels)  # (K,)
     starts = sizes.cumsum(0) - sizes
-    anchors = torch.randperm(n, generator=generator)
+    anchors = torch.randperm(n, generator=generator, device=device)
     y = labels[anchors]
-    offset = (torch.rand(n, generator=generator, dtype=torch.float64) * sizes[y]).long()
+    offset = (torch.rand(n, generator=generator, device=device, dtype=torch.float64) * sizes[y]).long()
     partners = by_class[starts[y] + torch.minimum(offset, sizes[y] - 1)]
     for i in range(0, n, batch_size):
         yield anchors[i:i + batch_size], partners[i:i + batch_size]

@@ -4,8 +4,8 @@ A C x C matrix S (row c = the soft target for class c) is rebuilt at every epoch
 prediction of the correctly classified training samples of each class. Classes with no correct
 sample get the uniform row 1/C (docs/METHODS.md; the reference PyTorch port leaves them at zero).
 
-Data-parallel training: all-reduce (sum) the two tensors of `accumulators()` across workers
-before `on_epoch_end`.
+Data-parallel training: the harness all-reduces (sums) the two tensors of `epoch_sums()` across
+workers before `on_epoch_end`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Method, Needs, StepContext, register
-from .functional import ols_accumulate, ols_matrix
+from .functional import ols_accumulate_, ols_matrix
 
 
 @register("ols")
@@ -46,15 +46,13 @@ class OLS(Method):
         ce = F.nll_loss(logp, targets)
         soft = -(self.S[targets] * logp).sum(1).mean()
         with torch.no_grad():
-            sums, counts = ols_accumulate(probs=logp.detach().exp(), targets=targets, num_classes=self.num_classes)
-            self.sums += sums
-            self.counts += counts
+            ols_accumulate_(sums=self.sums, counts=self.counts, probs=logp.detach().exp(), targets=targets)
         total = 0.5 * ce + 0.5 * soft
         return {"loss": total, "ce": ce.detach(), "soft": soft.detach()}
 
-    def accumulators(self) -> tuple[Tensor, Tensor]:
-        """(sums (C, C), counts (C,)) of this epoch so far, to be summed across workers in place."""
-        return self.sums, self.counts
+    def epoch_sums(self) -> list[Tensor]:
+        """[sums (C, C), counts (C,)] of this epoch so far, summed across workers in place."""
+        return [self.sums, self.counts]
 
     def on_epoch_end(self, epoch: int) -> None:
         self.S = ols_matrix(sums=self.sums, counts=self.counts)

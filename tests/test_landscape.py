@@ -301,8 +301,8 @@ def test_curves_and_surface_figures_have_one_series_per_method():
 
 def _fake_results(tmp_path, monkeypatch):
     """A results folder whose trials load as tiny nets (the training loop is tested elsewhere)."""
-    from harness import cmd_landscape
     import harness.trial
+    from harness import cmd_landscape
 
     res = tmp_path / "results" / "toy"
     rows = [("ce-s0", "finished", "ce", 0), ("ce-s1", "finished", "ce", 1), ("zipf-s0", "finished", "zipf", 0),
@@ -324,6 +324,7 @@ def _fake_results(tmp_path, monkeypatch):
                                      bundle=types.SimpleNamespace(train_eval=data))
 
     monkeypatch.setattr(harness.trial, "load_trained", fake_load)
+    monkeypatch.setattr(cmd_landscape, "environment", lambda device=None: {"device": device})  # skips ray import
     parser = argparse.ArgumentParser()
     cmd_landscape.add_arguments(parser)
     return res, parser, cmd_landscape
@@ -346,9 +347,16 @@ def test_command_writes_grids_figures_and_sharpness_table(tmp_path, monkeypatch,
     ce = np.array([float(r["sharpness"]) for r in rows if r["method"] == "ce"])
     md = (out / "sharpness.md").read_text()
     assert f"{ce.mean():.4f} +- {ce.std(ddof=1):.4f}" in md
-    assert "[landscape" in capsys.readouterr().out  # progress lines
+    assert "grid row 3/3" in capsys.readouterr().out  # progress lines
     grid = L.load_grid(out / "ce-s0" / "grid.npz")
     assert grid.complete and grid.loss.shape == (3, 3)
+    # a second run resumes the finished grids (the file is not rewritten) and gives the same numbers
+    stamp = (out / "ce-s0" / "grid.npz").stat().st_mtime_ns
+    assert cmd.run(args) == 0
+    assert (out / "ce-s0" / "grid.npz").stat().st_mtime_ns == stamp
+    assert "3 grid rows resumed" in capsys.readouterr().out
+    with open(out / "sharpness.csv") as f:
+        assert [r["sharpness"] for r in csv.DictReader(f)] == [r["sharpness"] for r in rows]
 
 
 def test_command_user_errors_are_one_line(tmp_path, monkeypatch):

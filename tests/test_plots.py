@@ -126,8 +126,8 @@ def test_accuracy_vs_cost_points_and_error_bars():
     ce_bars = ce.lines[2]  # (x bars, y bars): y bar is +- std of (68, 70, 72) = 2
     np.testing.assert_allclose(ce_bars[1].get_segments()[0][:, 1], [68.0, 72.0])
     assert to_hex(zipf.lines[0].get_color()) == colors["zipf"]
-    (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()] == ["CE", "Zipf's LS"]
+    (legend,) = fig.legends  # labels name the swept parameter of the whole sweep
+    assert [t.get_text() for t in legend.get_texts()] == ["CE", "Zipf's LS (alpha=1.0)"]
 
 
 def test_write_plots_writes_png_and_pdf(tmp_path):
