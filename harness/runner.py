@@ -197,7 +197,8 @@ class Progress:
         self.failed: set[str] = set()
         self.start = time.time()
         self.tty = sys.stdout.isatty()
-        self.last = ""
+        self.last_state: tuple[int, int, int] | None = None
+        self.last_time = 0.0
 
     def line(self) -> str:
         elapsed = time.time() - self.start
@@ -210,14 +211,16 @@ class Progress:
                 f"failed {len(self.failed)}  elapsed {_fmt_time(elapsed)}  eta {eta}")
 
     def show(self, force: bool = False) -> None:
-        text = self.line()
-        if text == self.last and not force:
+        """On a terminal: rewrite the line at most once a second. In a log: a new line only when a count changes."""
+        state = (self.done, len(self.running), len(self.failed))
+        now = time.time()
+        if not force and state == self.last_state and (not self.tty or now - self.last_time < 1.0):
             return
-        self.last = text
+        self.last_state, self.last_time = state, now
         if self.tty:
-            sys.stdout.write("\r" + text.ljust(100))
+            sys.stdout.write("\r" + self.line().ljust(100))
         else:
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(self.line() + "\n")
         sys.stdout.flush()
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ See docs/METHODS.md for the definitions these functions pin.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -269,16 +271,43 @@ def zipf_pdf(*, weights: Tensor, targets: Tensor) -> Tensor:
     return drop_target(x=nontarget_pdf(weights=weights, targets=targets), targets=targets)
 
 
+class SparsePdf(NamedTuple):
+    """A non-target pdf in full layout that is one constant per row except at a few listed classes.
+
+    With dense votes every unvoted class shares one rank, so a row is `base` everywhere except at
+    its voted classes and its target (pdf 0); listing those (votes first, target last) keeps the pdf
+    at O(B*V) numbers and lets the loss skip a (B, C) pass. `share` = 1 / (times a class is listed
+    in its row), so that sums over the listed entries count each class once.
+    """
+
+    base: Tensor  # (B, 1)
+    index: Tensor  # (B, K) long
+    value: Tensor  # (B, K) pdf at `index`; entries of the same class agree
+    share: Tensor  # (B, K)
+    neg_entropy: Tensor  # (B,) sum_k pdf_k log pdf_k
+    num_classes: int
+
+    def dense(self) -> Tensor:
+        """(B, C) in full layout."""
+        b = self.base.shape[0]
+        return self.base.expand(b, self.num_classes).contiguous().scatter_(1, self.index, self.value)
+
+
+def densify(pdf: Tensor | SparsePdf) -> Tensor:
+    """A pdf as a (B, C) tensor, whichever form it came in."""
+    return pdf.dense() if isinstance(pdf, SparsePdf) else pdf
+
+
 def zipf_pdf_from_votes(*, votes: Tensor, targets: Tensor, num_classes: int, distribution: str = "zipf",
                         alpha: float = 1.0, smallest_prob: float | None = None,
-                        exp_lambda: float | None = None) -> tuple[Tensor, Tensor]:
-    """The dense-vote pdf for a rank-based distribution, fast: (pdf (B, C) full layout, sum pdf log pdf (B,)).
+                        exp_lambda: float | None = None) -> SparsePdf:
+    """The dense-vote pdf for a rank-based distribution, in O(B*V) numbers (`.dense()` gives (B, C)).
 
     Equal to `nontarget_pdf(rank_weights(zipf_ranks_from_counts(vote_counts(votes))))`, but a class's
     weight depends only on its vote count, and a row has at most V+1 distinct counts (every unvoted
-    class shares count 0, hence one rank, one past the voted ones). So counts, ranks, weights, the
-    normaliser and the entropy are computed per vote and per count value in O(B*V), and the
-    only (B, C) work is one fill of the pdf plus a scatter of the voted classes. votes (B, V) long.
+    class shares count 0, hence one rank, one past the voted ones). So ranks, weights, the
+    normaliser and the entropy are computed per vote and per count value, O(B*V); the only (B, C)
+    work is an int32 scatter of the votes (to count them), and no sort over the classes. votes (B, V) long.
     """
     b, v = votes.shape
     c = num_classes
@@ -297,10 +326,12 @@ def zipf_pdf_from_votes(*, votes: Tensor, targets: Tensor, num_classes: int, dis
     total = (nontarget_hist * w).sum(1, keepdim=True)  # (B, 1)
     p = torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), torch.full_like(w, 1.0 / (c - 1)))
     neg_entropy = (nontarget_hist * torch.xlogy(p, p)).sum(1)  # (B,)
-    pdf = p[:, :1].expand(b, c).contiguous()  # every class as if unvoted ...
-    pdf.scatter_(1, votes, p.gather(1, vote_count))  # ... then the voted ones ...
-    pdf.scatter_(1, targets[:, None], 0.0)  # ... and the target gets nothing
-    return pdf, neg_entropy
+    is_target = votes == targets[:, None]  # (B, V)
+    index = torch.cat([votes, targets[:, None]], dim=1)  # (B, V+1)
+    value = torch.cat([torch.where(is_target, 0.0, p.gather(1, vote_count)), p.new_zeros(b, 1)], dim=1)
+    listed = torch.cat([vote_count + is_target.long(), target_count + 1], dim=1)  # times each class is listed
+    return SparsePdf(base=p[:, :1], index=index, value=value, share=1.0 / listed, neg_entropy=neg_entropy,
+                     num_classes=c)
 
 
 def zipf_kl(*, logits: Tensor, pdf: Tensor, targets: Tensor, mask: bool = False) -> Tensor:
@@ -329,11 +360,13 @@ class _CEAndZipfKL(torch.autograd.Function):
       d ce_i / dz_k = softmax(z)_k - onehot_k,  softmax(z)_k = q_k exp(L - lse) for k != y
       d kl_i / dz   = q - pdf                                        (0 in the target column)
     L = m - log max_k q_k with m the largest non-target logit: q's largest entry is >= 1/(C-1), so
-    this stays exact however confident the sample is (no 1 - p_y cancellation).
+    this stays exact however confident the sample is (no 1 - p_y cancellation). A `SparsePdf`
+    (constant per row except at listed classes) turns sum_k pdf_k z_k and the pdf term of the
+    gradient into a row constant plus O(B*K) corrections.
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, pdf, kl_weight, neg_entropy):
+    def forward(ctx, logits, targets, kl_weight, pdf, neg_entropy):
         b = logits.shape[0]
         t = targets[:, None]
         z_y = logits.gather(1, t)  # (B, 1)
@@ -344,46 +377,64 @@ class _CEAndZipfKL(torch.autograd.Function):
         lse_nt = m - q.amax(1, keepdim=True).log()  # (B, 1)
         lse = torch.logaddexp(lse_nt, z_y)
         ce = (lse - z_y).sum() / b
-        cross = torch.linalg.vecdot(pdf, logits, dim=1)  # (B,) sum_k pdf_k z_k
-        if neg_entropy is None:
-            neg_entropy = torch.xlogy(pdf, pdf).sum(1)
+        if isinstance(pdf, SparsePdf):
+            listed = logits.gather(1, pdf.index)  # (B, K)
+            cross = pdf.base[:, 0] * logits.sum(1) + (pdf.share * (pdf.value - pdf.base) * listed).sum(1)  # (B,)
+            neg_entropy = pdf.neg_entropy
+        else:
+            cross = torch.linalg.vecdot(pdf, logits, dim=1)  # (B,) sum_k pdf_k z_k
+            if neg_entropy is None:
+                neg_entropy = torch.xlogy(pdf, pdf).sum(1)
         kl = ((neg_entropy - cross + lse_nt[:, 0]) * kl_weight).sum()
-        ctx.save_for_backward(q, lse_nt, lse, z_y, pdf, kl_weight, targets)
+        ctx.save_for_backward(lse_nt, lse, z_y, kl_weight, targets)
+        ctx.q, ctx.pdf = q, pdf  # q is an intermediate: backward overwrites it with the gradient
         return ce, kl
 
     @staticmethod
     def backward(ctx, g_ce, g_kl):
-        q, lse_nt, lse, z_y, pdf, kl_weight, targets = ctx.saved_tensors
+        lse_nt, lse, z_y, kl_weight, targets = ctx.saved_tensors
+        q, pdf = ctx.q, ctx.pdf
+        if q is None:
+            raise RuntimeError("ce_and_zipf_kl: a second backward through the same graph is not supported")
+        ctx.q = None
         b = q.shape[0]
         a_kl = g_kl * kl_weight[:, None]  # (B, 1)
-        grad = q * (g_ce / b * torch.exp(lse_nt - lse) + a_kl)
-        grad.addcmul_(pdf, a_kl, value=-1.0)
+        a_q = g_ce / b * torch.exp(lse_nt - lse) + a_kl  # (B, 1)
+        # the gradient is written into q's buffer: a fresh (B, C) costs page faults on the CPU
+        if isinstance(pdf, SparsePdf):
+            q_listed = q.gather(1, pdf.index)  # (B, K)
+            grad = torch.addcmul(-pdf.base * a_kl, q, a_q, out=q)  # q * a_q - base * a_kl in one pass
+            grad.scatter_(1, pdf.index, q_listed * a_q - pdf.value * a_kl)
+        else:
+            grad = q.mul_(a_q).addcmul_(pdf, a_kl, value=-1.0)
         p_y = torch.exp(z_y - lse)  # (B, 1)
         grad.scatter_(1, targets[:, None], g_ce / b * (p_y - 1.0))
         return grad, None, None, None, None
 
 
-def ce_and_zipf_kl(*, logits: Tensor, targets: Tensor, pdf: Tensor, mask: bool = False,
+def ce_and_zipf_kl(*, logits: Tensor, targets: Tensor, pdf: Tensor | SparsePdf, mask: bool = False,
                    pdf_neg_entropy: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(CE(z), zipf_kl(z, pdf)) in one pass; gradients flow into `logits` only.
 
-    logits (B, C) (computed in float32); pdf (B, C) in full layout (0 in the target column, rows sum
-    to 1), treated as a constant; pdf_neg_entropy (B,) = sum_k pdf_k log pdf_k if already known.
+    logits (B, C) (computed in float32); pdf a `SparsePdf` or (B, C) in full layout (0 in the
+    target column, rows sum to 1), treated as a constant; pdf_neg_entropy (B,) = sum_k pdf_k log pdf_k
+    if already known for a dense pdf.
     """
     z = logits.float()
-    correct = z.detach().argmax(1) == targets if mask else None
     if mask:
-        cw = correct.float()
+        cw = (z.detach().argmax(1) == targets).float()
         kl_weight = cw / cw.sum().clamp_min(1.0)  # mean over the correct ones, all-zero when none
     else:
         kl_weight = torch.full((z.shape[0],), 1.0 / z.shape[0], device=z.device)
+    if not isinstance(pdf, SparsePdf):
+        pdf = pdf.detach().float()
     ne = None if pdf_neg_entropy is None else pdf_neg_entropy.detach().float()
-    return _CEAndZipfKL.apply(z, targets, pdf.detach().float(), kl_weight, ne)
+    return _CEAndZipfKL.apply(z, targets, kl_weight, pdf, ne)
 
 
 __all__ = [
-    "DISTRIBUTIONS", "RANK_DISTRIBUTIONS", "RANK_FREE_DISTRIBUTIONS",
-    "ce_and_zipf_kl", "cskd_kd", "dense_votes", "drop_target", "insert_target_zero", "ls_parts", "ls_target",
+    "DISTRIBUTIONS", "RANK_DISTRIBUTIONS", "RANK_FREE_DISTRIBUTIONS", "SparsePdf",
+    "ce_and_zipf_kl", "cskd_kd", "dense_votes", "densify", "drop_target", "insert_target_zero", "ls_parts", "ls_target",
     "masked_mean", "nontarget_pdf", "ols_accumulate_", "ols_matrix", "one_hot", "pskd_alpha", "pskd_target",
     "rank_free_weights", "rank_weights", "ranks_from_logits", "soft_cross_entropy", "tfkd_kd", "tfkd_teacher", "vote_counts",
     "zipf_kl", "zipf_pdf", "zipf_pdf_from_votes", "zipf_ranks_from_counts",

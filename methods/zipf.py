@@ -6,8 +6,9 @@ own classifier applied at every location of the final feature map. The math live
 
 Against the official code (megvii-research/zipfls, pytorch_zipfls/losses.py):
 - Same numbers, computed on the device: the official code copies votes to the host and builds the
-  pdf with scipy's rankdata and numpy every step. Here ranks, weights and normaliser are per vote
-  count (O(B*V)) and the (B, C) pdf is one fill plus a scatter; CE and the KL share one exp pass.
+  pdf with scipy's rankdata and numpy every step. Here ranks, weights, normaliser and entropy are
+  per vote count (O(B*V)), the pdf stays a row constant plus the voted classes (`SparsePdf`), and
+  CE and the KL share one softmax pass with a fused backward.
 - The distribution ablation follows `get_masked_distribution`: `random_uniform` and `random_pareto`
   draw one weight per (sample, class) regardless of the rank (they are not sorted by rank);
   `linear_decay` and `exponential_decay` use the tie-sharing lowest rank, as the official code does
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from .base import Method, Needs, StepContext, register
 from .functional import (
     RANK_FREE_DISTRIBUTIONS,
+    SparsePdf,
     ce_and_zipf_kl,
     dense_votes,
     nontarget_pdf,
@@ -114,20 +116,19 @@ class Zipf(Method):
             votes = torch.cat([votes, prev], dim=1)
         return votes
 
-    def pdf(self, logits: Tensor, targets: Tensor, ctx: StepContext,
-            votes: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """(pdf (B, C) in full layout, sum pdf log pdf (B,) or None): the constant target of the KL."""
+    def pdf(self, logits: Tensor, targets: Tensor, ctx: StepContext, votes: Tensor | None = None) -> Tensor | SparsePdf:
+        """The constant target of the KL: (B, C) in full layout, or a `SparsePdf` for dense votes."""
         p = self.params
         if p.distribution in RANK_FREE_DISTRIBUTIONS:
             w = rank_free_weights(shape=tuple(logits.shape), distribution=p.distribution, device=logits.device,
                                   generator=ctx.generator)
-            return nontarget_pdf(weights=w, targets=targets), None
+            return nontarget_pdf(weights=w, targets=targets)
         kw = dict(distribution=p.distribution, alpha=p.alpha, smallest_prob=p.smallest_prob, exp_lambda=p.exp_lambda)
         if p.dense:
             votes = self.votes(ctx) if votes is None else votes
             return zipf_pdf_from_votes(votes=votes, targets=targets, num_classes=logits.shape[1], **kw)
         w = rank_weights(ranks=ranks_from_logits(logits=logits), num_classes=logits.shape[1], **kw)
-        return nontarget_pdf(weights=w, targets=targets), None
+        return nontarget_pdf(weights=w, targets=targets)
 
     def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         return self.loss_from_votes(logits, targets, ctx, votes=None)
@@ -138,8 +139,8 @@ class Zipf(Method):
         p = self.params
         z = logits.float()
         if p.lam > 0:
-            pdf, neg_entropy = self.pdf(z.detach(), targets, ctx, votes)
-            ce, zipf = ce_and_zipf_kl(logits=z, targets=targets, pdf=pdf, mask=p.mask, pdf_neg_entropy=neg_entropy)
+            pdf = self.pdf(z.detach(), targets, ctx, votes)
+            ce, zipf = ce_and_zipf_kl(logits=z, targets=targets, pdf=pdf, mask=p.mask)
         else:  # as the official code: no pdf at all
             ce, zipf = F.cross_entropy(z, targets), z.new_zeros(())
         total = ce + p.lam * zipf

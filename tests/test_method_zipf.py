@@ -9,6 +9,7 @@ from methods import MethodParamError, StepContext, build_method
 from methods.functional import (
     ce_and_zipf_kl,
     dense_votes,
+    densify,
     nontarget_pdf,
     rank_free_weights,
     rank_weights,
@@ -82,8 +83,8 @@ WORKED_VOTES = [50] * 50 + [3] * 8 + [11] * 4 + [20] * 2  # 64 votes, C = 100, t
 
 
 def test_worked_example_to_four_decimals():
-    pdf, _ = zipf_pdf_from_votes(votes=torch.tensor([WORKED_VOTES]), targets=torch.tensor([50]), num_classes=100)
-    pdf = pdf[0].numpy()
+    sparse = zipf_pdf_from_votes(votes=torch.tensor([WORKED_VOTES]), targets=torch.tensor([50]), num_classes=100)
+    pdf = sparse.dense()[0].numpy()
     assert [round(float(pdf[k]), 4) for k in (3, 11, 20)] == [0.0247, 0.0164, 0.0123]
     unvoted = np.setdiff1d(np.arange(100), [3, 11, 20, 50])
     assert np.allclose(np.round(pdf[unvoted], 4), 0.0099)
@@ -139,9 +140,10 @@ def test_pdf_from_votes_matches_numpy(alpha):
     y = rng.integers(0, c, size=12)
     y[:4] = votes[:4, 0]  # target among the voted classes ...
     y[4:8] = 12  # ... and not
-    pdf, neg_entropy = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c, alpha=alpha)
+    sparse = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c, alpha=alpha)
+    neg_entropy = sparse.neg_entropy
     expected = np_pdf(np_counts(votes, c), y, lambda r: (1 / r) ** alpha)
-    full = pdf.numpy()
+    full = sparse.dense().numpy()
     np.testing.assert_allclose(np.stack([np.delete(full[i], y[i]) for i in range(12)]), expected, atol=1e-6)
     assert (full[np.arange(12), y] == 0).all()
     np.testing.assert_allclose(neg_entropy.numpy(), (expected * np.log(expected)).sum(1), atol=1e-5)
@@ -161,8 +163,8 @@ def test_rank_based_distributions_match_numpy(distribution, params, weight):
     c = 13
     votes = rng.integers(0, c, size=(10, 9))
     y = rng.integers(0, c, size=10)
-    pdf, _ = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c,
-                                 distribution=distribution, **params)
+    pdf = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c,
+                              distribution=distribution, **params).dense()
     expected = np_pdf(np_counts(votes, c), y, weight)
     np.testing.assert_allclose(np.stack([np.delete(pdf[i].numpy(), y[i]) for i in range(10)]), expected, atol=1e-6)
 
@@ -175,7 +177,7 @@ def test_linear_decay_weights_sum_to_one_over_all_ranks():
 
 def test_constant_is_uniform_over_non_targets():
     m = build_method("zipf", {"distribution": "constant", "lam": 1.0}, num_classes=5)
-    pdf, _ = m.pdf(torch.zeros(2, 5), torch.tensor([1, 4]), StepContext())
+    pdf = m.pdf(torch.zeros(2, 5), torch.tensor([1, 4]), StepContext())
     np.testing.assert_allclose(pdf.numpy(), [[0.25, 0, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25, 0]])
 
 
@@ -193,7 +195,7 @@ def test_random_distributions_use_the_step_generator(distribution):
     z, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 3])
 
     def pdf(seed):
-        return m.pdf(z, y, StepContext(generator=torch.Generator().manual_seed(seed)))[0]
+        return m.pdf(z, y, StepContext(generator=torch.Generator().manual_seed(seed)))
 
     a, b, c = pdf(1), pdf(1), pdf(2)
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -209,8 +211,9 @@ def test_all_zero_weights_fall_back_to_uniform():
 
 # --- the KL and its gradient ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("form", ["sparse", "dense"])
 @pytest.mark.parametrize("mask", [False, True])
-def test_fused_ce_and_kl_match_numpy_values_and_autograd_reference(mask):
+def test_fused_ce_and_kl_match_numpy_values_and_autograd_reference(mask, form):
     rng = np.random.default_rng(4)
     c = 9
     z = rng.normal(size=(16, c)).astype(np.float32) * 2
@@ -220,9 +223,11 @@ def test_fused_ce_and_kl_match_numpy_values_and_autograd_reference(mask):
     z[5] = [50.0] + [0.0] * (c - 1)
     y[5] = 0  # a very confident sample
     votes = rng.integers(0, c, size=(16, 7))
-    pdf, ne = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c)
+    pdf = zipf_pdf_from_votes(votes=torch.tensor(votes), targets=torch.tensor(y), num_classes=c)
+    if form == "dense":
+        pdf = pdf.dense()
     zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
-    ce, kl = ce_and_zipf_kl(logits=zt, targets=torch.tensor(y), pdf=pdf, mask=mask, pdf_neg_entropy=ne)
+    ce, kl = ce_and_zipf_kl(logits=zt, targets=torch.tensor(y), pdf=pdf, mask=mask)
     pdf_np = np_pdf(np_counts(votes, c), y)
     assert abs(ce.item() - np_ce(z.astype(np.float64), y)) < 1e-5
     assert abs(kl.item() - np_kl(z.astype(np.float64), pdf_np, y, mask)) < 1e-5
@@ -252,7 +257,7 @@ def test_kl_grad_is_q_minus_pdf_and_zero_in_the_target_column():
 def test_mask_with_no_correct_sample_gives_zero():
     z = torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, 1.0]], requires_grad=True)
     y = torch.tensor([0, 2])  # both wrong
-    pdf, _ = zipf_pdf_from_votes(votes=torch.tensor([[1, 1], [0, 2]]), targets=y, num_classes=3)
+    pdf = zipf_pdf_from_votes(votes=torch.tensor([[1, 1], [0, 2]]), targets=y, num_classes=3)
     ce, kl = ce_and_zipf_kl(logits=z, targets=y, pdf=pdf, mask=True)
     assert kl.item() == 0.0
     kl.backward()
@@ -261,8 +266,8 @@ def test_mask_with_no_correct_sample_gives_zero():
 
 def test_extremely_confident_samples_stay_finite():
     z = torch.tensor([[1000.0, 0.0, -5.0, 3.0]], requires_grad=True)
-    pdf, ne = zipf_pdf_from_votes(votes=torch.tensor([[0, 0, 3]]), targets=torch.tensor([0]), num_classes=4)
-    ce, kl = ce_and_zipf_kl(logits=z, targets=torch.tensor([0]), pdf=pdf, pdf_neg_entropy=ne)
+    pdf = zipf_pdf_from_votes(votes=torch.tensor([[0, 0, 3]]), targets=torch.tensor([0]), num_classes=4)
+    ce, kl = ce_and_zipf_kl(logits=z, targets=torch.tensor([0]), pdf=pdf)
     assert torch.isfinite(ce) and torch.isfinite(kl)
     assert abs(kl.item() - np_kl(z.detach().numpy().astype(np.float64), np_pdf(np.array([[2.0, 0, 0, 1]]), [0]), [0])) < 1e-4
 
@@ -309,7 +314,7 @@ def test_upsample_votes_on_a_hand_computed_map():
     up = dense_votes(final_map=fmap, weight=lin.weight, bias=lin.bias, upsample="bilinear")
     assert up.tolist() == [[0, 2, 2, 1, 0, 2, 2, 1], [0, 0, 1, 1, 0, 0, 1, 1]]
     m = build_method("zipf", {"upsample": "bilinear", "lam": 1.0}, num_classes=3)
-    pdf, _ = m.pdf(torch.zeros(2, 3), torch.tensor([0, 0]), StepContext(final_map=fmap, classifier=lin))
+    pdf = densify(m.pdf(torch.zeros(2, 3), torch.tensor([0, 0]), StepContext(final_map=fmap, classifier=lin)))
     expected = np.array([1 / 2, 1 / 1]) / (1 / 2 + 1)  # class 2 has 4 votes (rank 1), class 1 has 2 (rank 2)
     np.testing.assert_allclose(pdf[0, 1:].numpy(), expected, rtol=1e-6)
     # classes 0 and 1 tie with 4 votes (rank 1), class 2 has none (rank 3): weights 1 and 1/3
@@ -452,3 +457,13 @@ def test_no_host_synchronisation_on_cuda():
     ref = cpu.loss(z.detach().cpu(), y.cpu(), StepContext(final_map=ctx.final_map.cpu(), prev_map=ctx.prev_map.cpu(),
                                                           classifier=ctx.classifier.cpu()))
     assert abs(ref["loss"].item() - out["loss"].item()) < 1e-3
+
+
+def test_second_backward_is_refused_not_silently_wrong():
+    z = torch.randn(3, 5, requires_grad=True)
+    y = torch.tensor([0, 1, 2])
+    ce, kl = ce_and_zipf_kl(logits=z, targets=y, pdf=zipf_pdf_from_votes(votes=torch.tensor([[1], [2], [3]]), targets=y,
+                                                                         num_classes=5))
+    (ce + kl).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        (ce + kl).backward()
