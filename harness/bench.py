@@ -78,8 +78,13 @@ def fmt_bytes(n: int | float | None) -> str:
     return f"{n:.1f} GiB"
 
 
+def fmt_mib(n: int | float | None) -> str:
+    """MiB with one decimal (a column of similar sizes stays comparable), or 'n/a' where not measured."""
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
-__all__ = ["bench_device", "fmt_bytes", "load_average", "machine_line", "median", "set_threads", "sync", "verdict"]
+__all__ = ["bench_device", "fmt_bytes", "fmt_mib", "load_average", "machine_line", "median", "set_threads", "sync", "verdict"]

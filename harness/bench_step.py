@@ -39,7 +39,7 @@ import torch
 from tabulate import tabulate
 from torch import Tensor, nn
 
-from harness.bench import fmt_bytes, load_average, machine_line, median, set_threads, sync, verdict
+from harness.bench import fmt_bytes, fmt_mib, load_average, machine_line, median, set_threads, sync, verdict
 from harness.presets import method_preset
 from harness.spec import RECIPES
 from methods import METHODS, Method, StepContext, build_method
@@ -157,11 +157,11 @@ def train_step(rig: Rig, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // G
     parts["loss"].backward()
     rig.opt.step()
     m.on_step_end()
-    # the on-device metric sums of train_trial, with its per-step count tensor
+    # train_trial's on-device metric sums (the host reads them once per epoch)
     for name, value in parts.items():
         rig.sums[name] = rig.sums.get(name, 0) + value.detach().float() * len(y)
-    rig.counts += torch.stack([(logits.detach().argmax(1) == y).sum().float(),
-                               torch.tensor(float(len(y)), device=dev)])
+    rig.counts[0] += (logits.detach().argmax(1) == y).sum()
+    rig.counts[1] += len(y)
 
 
 def timed_step(rig: Rig, step: int) -> tuple[float, float]:
@@ -344,7 +344,7 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     headers = ["method", "ms/step", "x CE", "forward ms", "fwd x CE", "backward+opt ms", "images/s",
                "peak memory", "method state", "forward passes"]
     table = [(r["method"], f"{r['ms']:.1f}", f"{r['x_ce']:.3f}", f"{r['fwd_ms']:.1f}", f"{r['fwd_x_ce']:.2f}",
-              f"{r['bwd_ms']:.1f}", f"{r['images_per_s']:.0f}", fmt_bytes(r["peak_bytes"]),
+              f"{r['bwd_ms']:.1f}", f"{r['images_per_s']:.0f}", fmt_mib(r["peak_bytes"]),
               fmt_bytes(r["state_bytes"]), f"{r['forward_passes']}{' (+maps)' if r['maps'] else ''}")
              for r in result.rows]
     res = result
@@ -361,7 +361,8 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
             f"took {res.seconds:.0f} s" + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
                                            if load else "")]
     for what, got, ok in targets(res):
-        foot.append(f"target ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {verdict(ok)}")
+        judged = "not judged (smoke)" if res.smoke else verdict(ok)
+        foot.append(f"target ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("tfbench: interrupted", file=sys.stderr)
+        print("tfbench: interrupted; finished work is kept, rerun the same command to continue", file=sys.stderr)
         return 130
     except Exception as e:  # only user errors are reduced to one line
         if _is_user_error(e):

@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 
 from .bench_methods import SIZES, bench_methods, format_bench_methods
+from .bench_targets import TARGETS as STEP_HARNESS_SWEEP
 from .errors import UserError
 
 
@@ -55,6 +56,7 @@ def _methods_run(args: argparse.Namespace) -> int:
 # target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
+    **STEP_HARNESS_SWEEP,  # step, harness, sweep (harness/bench_targets.py)
 }
 
 

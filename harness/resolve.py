@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from typing import Any
 
 import yaml
@@ -17,6 +19,8 @@ from methods import METHODS, make_params
 
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 SET_SECTIONS = ("method", "dataset", "model", "train")
+MAX_INT = 2**31 - 1
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def parse_value(text: str) -> Any:
@@ -62,14 +66,18 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     # repeated with the real count when the trial starts (2 classes gives the loosest bounds)
     cls(typed, num_classes=2, num_train=1, feature_channels=(1, 1))
     params = dataclasses.asdict(typed)
+    for key, value in params.items():  # range checks written as `x >= 0` let nan (and often inf) through
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: a finite number")
     train = dict(train or {})
     check_train_keys(train, "train")
     epochs = train.pop("epochs", TrainConfig.epochs)
     recipe = train.pop("recipe", default_recipe(dataset))
     if recipe not in RECIPES:
         raise UserError(f"train.recipe is {recipe!r}; allowed: {', '.join(RECIPES)}")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise UserError(f"train.epochs is {epochs!r}; allowed: a whole number >= 1")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_INT:
+        raise UserError(f"train.epochs is {_short(epochs)}; allowed: a whole number in [1, {MAX_INT}]")
+    _check_milestones(train.get("milestones"))
     try:
         config = resolve_train(epochs, recipe, **train)
     except TypeError as e:
@@ -91,8 +99,31 @@ def _check_train_types(config: TrainConfig) -> None:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if not ok:
-            raise UserError(f"train.{f.name} is {value!r} ({type(value).__name__}); expected {expected.__name__}")
+            raise UserError(f"train.{f.name} is {_short(value)} ({type(value).__name__}); expected {expected.__name__}")
+        if expected is float and not math.isfinite(value):
+            raise UserError(f"train.{f.name} is {value!r}; allowed: a finite number >= 0")
         if expected in (int, float) and value < 0:
             raise UserError(f"train.{f.name} is {value!r}; allowed: >= 0")
+        if expected is int and value > MAX_INT:  # ints reach C code (32-bit) through torch
+            raise UserError(f"train.{f.name} is {_short(value)}; allowed: a whole number in [0, {MAX_INT}]")
     if config.batch_size < 1:
         raise UserError(f"train.batch_size is {config.batch_size}; allowed: >= 1")
+    if not DEVICE.fullmatch(config.device):
+        raise UserError(f"train.device is {config.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def _check_milestones(ms: Any) -> None:
+    """Fractions of the run (0.5) or epochs (100): anything else would crash when the schedule is built."""
+    if ms is None:
+        return
+    ok = isinstance(ms, (list, tuple)) and all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= MAX_INT  # False for nan
+        for m in ms)
+    if not ok:
+        raise UserError(f"train.milestones is {_short(ms)}; allowed: a list of fractions of the run in (0, 1) "
+                        f"or of epochs >= 1")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -14,7 +14,9 @@ import io
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -63,28 +65,43 @@ class ResultsLock:
 
 def write_probe(folder: Path) -> None:
     """Fail before any training if results cannot be written (read-only folder, full disk)."""
+    probe = folder / f".write-probe-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 65536)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:  # a full disk fails in write or fsync: leave nothing behind either way
+            probe.unlink(missing_ok=True)
     except OSError as e:
         raise UserError(f"cannot write results to {folder}: {e.strerror or e}; free space or choose another "
                         f"folder with --results") from None
 
 
-def trial_status(trial_dir: Path) -> str:
-    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished)."""
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record of a trial folder, or None when it is missing, truncated or not a JSON object.
+    Why never raise: one damaged file must not stop the aggregation of every other trial."""
     try:
-        result = json.loads((trial_dir / "result.json").read_text())
-        if result.get("status") == "finished":
-            return "finished"
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
-        pass
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def trial_status(trial_dir: Path) -> str:
+    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished,
+    so the trial runs again and resumes from its checkpoint)."""
+    result = read_record(trial_dir / "result.json")
+    if result is not None and result.get("status") == "finished":
+        return "finished"
     return "failed" if (trial_dir / "error.json").exists() else "pending"
+
+
+def _error_of(trial_dir: Path) -> str:
+    record = read_record(trial_dir / "error.json") or {}
+    return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
 
 
 def write_trials_csv(folder: Path, trials: list[TrialSpec]) -> Path:
@@ -102,9 +119,9 @@ def write_trials_csv(folder: Path, trials: list[TrialSpec]) -> Path:
                                "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs}
         row.update({f"p.{k}": v for k, v in spec.method_params.items()})
         if status == "finished":
-            row.update(json.loads((tdir / "result.json").read_text()))
+            row.update(read_record(tdir / "result.json") or {})
         elif status == "failed":
-            row["error"] = json.loads((tdir / "error.json").read_text()).get("error", "")
+            row["error"] = _error_of(tdir)
         writer.writerow(row)
     path = folder / "trials.csv"
     atomic_write_text(path, buf.getvalue())
@@ -140,11 +157,11 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
     try:
         train_trial(spec, tdir, report=report, log=log)
-    except BaseException as e:
+    except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
         if not lead:
             raise
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower():
             msg = f"out of memory: {msg}"
         log(traceback.format_exc())
         atomic_write_json(tdir / "error.json", {"status": "failed", "error": msg, "time": time.time()})
@@ -289,31 +306,90 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
     Returns 0 when every trial finished, 1 when some failed.
     """
     folder = (results_root / sweep.name).resolve()
+    if not (address or os.environ.get("RAY_ADDRESS")):  # on a cluster the data lives on the workers
+        check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
     write_probe(folder)
     with ResultsLock(folder):
+        _remove_stale_temporaries(folder)
         write_sweep_record(folder, sweep, list(sets))
         pending = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
         done_before = len(sweep.trials) - len(pending)
         print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {done_before} already finished, "
               f"{len(pending)} to run -> {folder}", flush=True)
+        interrupted = False
         if pending:
-            _tune(sweep, folder, pending, done_before, address, progress)
+            try:
+                interrupted = _tune(sweep, folder, pending, done_before, address, progress)
+            except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
+                interrupted = True
         write_trials_csv(folder, sweep.trials)
-        failed = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
+        statuses = {t.key(): trial_status(folder / "trials" / t.key()) for t in sweep.trials}
+        n_done = sum(s == "finished" for s in statuses.values())
+        if interrupted:
+            # the summary waits for the rerun; trials.csv already says what finished
+            print(f"tfbench: sweep {sweep.name} interrupted: {n_done} of {len(sweep.trials)} trials finished and "
+                  f"kept; rerun the same command to continue (stopped trials resume from their last "
+                  f"checkpoint); {folder / 'trials.csv'}", file=sys.stderr, flush=True)
+            return 130
+        _test_pause("TFBENCH_TEST_PAUSE_BEFORE_SUMMARY")
         _summarise(folder)
-    print(f"sweep {sweep.name}: {len(sweep.trials) - len(failed)} finished, {len(failed)} failed; "
-          f"{folder / 'trials.csv'}", flush=True)
+    failed = [t for t in sweep.trials if statuses[t.key()] != "finished"]
+    print(f"sweep {sweep.name}: {n_done} finished, {len(failed)} failed; {folder / 'trials.csv'}", flush=True)
     for t in failed:
-        err = folder / "trials" / t.key() / "error.json"
-        why = json.loads(err.read_text())["error"] if err.exists() else "did not finish"
-        print(f"  failed: {t.key()}: {why} (full log: {folder / 'trials' / t.key() / 'train.log'})", flush=True)
+        tdir = folder / "trials" / t.key()
+        why = _error_of(tdir) if statuses[t.key()] == "failed" else "did not finish"
+        print(f"  failed: {t.key()}: {why} (full log: {tdir / 'train.log'})", flush=True)
     return 1 if failed else 0
 
 
+def check_data_roots(trials: list[TrialSpec]) -> None:
+    """Refuse a sweep whose data is missing or laid out wrongly, before anything is written or Ray starts:
+    the cheap checks only (the root exists, its top-level layout); a trial still reports deeper problems."""
+    from harness.data import DATASETS, _require_root, make_dataset_params, resolve_root
+
+    seen: set[tuple[str, str]] = set()
+    for t in trials:
+        ident = (t.dataset, json.dumps(t.dataset_params, sort_keys=True, default=str))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        cls = DATASETS.get(t.dataset)
+        if not cls.needs_root:
+            continue
+        p = make_dataset_params(cls, dict(t.dataset_params))
+        download = bool(getattr(p, "download", False))
+        root = _require_root(cls, resolve_root(cls, getattr(p, "root", None)), download)
+        problem = cls.problem(root) if root.exists() else None
+        if problem and not download:
+            raise cls.malformed(root, problem)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Half-written files of a killed run (atomic writes' .<name>.*.tmp, a probe) never become results;
+    remove them. Only in trial folders, which nothing but a sweep holding the lock writes to."""
+    for tmp in [*folder.glob("trials/*/.*.tmp"), *folder.glob(".write-probe-*")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _test_pause(var: str) -> None:
+    """Test-only hook (tests/test_reliability.py): with $VAR set to a path, create that file and wait while
+    it exists, so a test can kill the driver at a known point. Unset (always, outside tests): no effect."""
+    marker = os.environ.get(var)
+    if not marker:
+        return
+    Path(marker).touch()
+    deadline = time.time() + 600
+    while Path(marker).exists() and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before: int, address: str | None,
-          show: bool) -> None:
+          show: bool) -> bool:
+    """Run the pending trials; returns True when Ctrl-C stopped the sweep."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ray reports usage statistics to its servers by default; tfbench makes no network access unless asked
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import tune
 
@@ -347,11 +423,51 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
     try:
         if show:
             progress.show(force=True)
-        tuner.fit()
+        with _CtrlC() as ctrl_c:
+            tuner.fit()
     finally:
         progress.close()
         if not address and not os.environ.get("RAY_ADDRESS"):
             ray.shutdown()
+    return ctrl_c.pressed
+
+
+class _CtrlC:
+    """Ctrl-C during Tune's loop. Why our own handler: Tune's stops the run gracefully but leaves no trace
+    of it (fit() returns as if the sweep had ended). Ours records the interruption, then asks Tune for the
+    same graceful stop through SIGUSR1, which Tune always handles that way; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self.active = threading.current_thread() is threading.main_thread()  # signals: main thread only
+        self.old: dict[int, Any] = {}
+        self.env: str | None = None
+
+    def __enter__(self) -> _CtrlC:
+        if self.active:
+            self.env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            self.old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.pressed or not callable(signal.getsignal(signal.SIGUSR1)):  # Tune is not listening yet
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\ntfbench: Ctrl-C: stopping the sweep (running trials keep their last epoch's checkpoint); "
+              "press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+        if self.env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self.env
 
 
 def _summarise(folder: Path) -> None:
@@ -360,10 +476,14 @@ def _summarise(folder: Path) -> None:
         from harness.tables import write_summary
     except ImportError:
         return
-    write_summary(folder)
     try:
+        write_summary(folder)
         from harness.plots import write_plots
-    except ImportError:
-        return
-    write_plots(folder)
+
+        write_plots(folder)
+    except Exception as e:  # e.g. a damaged metrics file: trials.csv is already complete
+        log = folder / "summary-error.log"
+        atomic_write_text(log, traceback.format_exc())
+        print(f"tfbench: warning: could not write the summary or plots ({type(e).__name__}: {e}); trials.csv is "
+              f"complete; details in {log}; `tfbench table {folder}` retries", file=sys.stderr, flush=True)
 

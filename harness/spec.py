@@ -48,6 +48,7 @@ class TrainConfig:
     checkpoint: bool = True         # write checkpoint.pt every epoch
     max_steps_per_epoch: int = 0    # 0 = the whole epoch; >0 caps it (smoke tests, benchmarks)
     workers: int = 1                # data-parallel workers (Ray Train); 1 = plain single process
+    sync_debug: bool = False        # CUDA: raise on any host synchronisation inside a training step
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TrialSpec:
     def key(self) -> str:
         """Stable across runs and machines: sha256 of canonical JSON, minus fields that change no number."""
         d = self.to_dict()
-        for k in ("device", "threads", "num_workers", "checkpoint"):
+        for k in ("device", "threads", "num_workers", "checkpoint", "sync_debug"):
             d["train"].pop(k, None)
         d["dataset_params"] = {k: v for k, v in d["dataset_params"].items() if k != "root"}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)

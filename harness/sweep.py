@@ -43,14 +43,17 @@ SCHEMA_VERSION = 1
 TOP_KEYS = ["schema_version", "name", "description", "imports", "methods", "datasets", "models", "seeds", "train",
             "dataset_defaults", "resources", "retries"]
 RESOURCE_KEYS = ["cpus_per_trial", "gpus_per_trial", "workers_per_trial", "max_concurrent"]
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
+MAX_SEED_COUNT = 10_000  # more is a typo, and expanding it would only exhaust memory
 
 
 class SweepError(UserError):
     """Every problem found in a sweep file, one per line."""
 
     def __init__(self, source: str, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        # one line per problem, whatever the text quoted (a user module's multi-line exception, YAML's excerpt)
+        self.problems = [" ".join(str(p).split()) for p in problems]
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -118,17 +121,52 @@ def _grid(params: dict[str, Any], path: str, problems: list[str]) -> list[dict[s
         else:
             keys.append(k)
             axes.append([v])
-    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
-def _check_number(value: Any, path: str, problems: list[str], *, integer: bool = False, minimum: float = 0) -> bool:
+def _check_number(value: Any, path: str, problems: list[str], *, integer: bool = False, minimum: float = 0,
+                  maximum: int | None = None) -> bool:
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
-    if not bad and (math.isnan(value) or math.isinf(value) or value < minimum):
+    if not bad and (math.isnan(value) or math.isinf(value) or value < minimum
+                    or (maximum is not None and value > maximum)):
         bad = True
     if bad:
         kind = "a whole number" if integer else "a number"
-        problems.append(f"{path}: found {value!r}; allowed: {kind} >= {minimum:g}")
+        limit = f"in [{minimum:g}, {maximum}]" if maximum is not None else f">= {minimum:g}"
+        problems.append(f"{path}: found {_short(value)}; allowed: {kind} {limit}")
     return not bad
+
+
+def _or_empty(value: Any, empty: Any) -> Any:
+    """An absent or null entry means "none"; a wrongly typed one (even an empty {} for a list) is kept to be reported."""
+    return empty if value is None else value
+
+
+def _short(value: Any) -> str:
+    """repr, cut: a 400-digit number or a long list must not flood the one-line message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _duplicate_keys(text: str) -> list[str]:
+    """Keys given twice in one mapping: YAML keeps the last one silently, which would drop half an axis.
+    Composing builds nodes only (no Python objects), so this is as safe as safe_load."""
+    problems = []
+    stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        problems.append(f"line {key.start_mark.line + 1}: key {key.value!r} appears twice in one "
+                                        f"mapping (first on line {seen[key.value]}); give each key once")
+                    seen.setdefault(key.value, key.start_mark.line + 1)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return problems
 
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
@@ -136,15 +174,21 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     path = Path(path)
     src = str(path)
     if not path.is_file():
-        raise SweepError(src, [f"no such file; give the path of a sweep .yaml file (see sweeps/)"])
+        raise SweepError(src, ["no such file; give the path of a sweep .yaml file (see sweeps/)"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        raw = yaml.safe_load(text)  # plain data only: a !!python/... tag is an error, never code
+        duplicated = _duplicate_keys(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SweepError(src, [f"{where}not valid YAML ({getattr(e, 'problem', None) or e})"]) from None
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, ValueError):  # ValueError: NUL bytes and the like
         raise SweepError(src, ["not a text file"]) from None
+    except RecursionError:  # deeply nested flow collections
+        raise SweepError(src, ["nested too deeply to be a sweep file"]) from None
+    if duplicated:
+        raise SweepError(src, duplicated)
     if not isinstance(raw, dict):
         raise SweepError(src, [f"top level: found {type(raw).__name__}; allowed: a mapping with keys "
                                f"{', '.join(TOP_KEYS)}"])
@@ -157,14 +201,15 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     for k in raw:
         if k not in TOP_KEYS:
             problems.append(f"{k}: unknown key{_did_you_mean(k, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"schema_version: found {raw.get('schema_version')!r}; allowed: {SCHEMA_VERSION}")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):  # true == 1 in Python, not in a file
+        problems.append(f"schema_version: found {_short(version)}; allowed: {SCHEMA_VERSION}")
     name = raw.get("name")
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name) or name[0] == ".":
         problems.append(f"name: found {name!r}; allowed: letters, digits, '-', '_', '.' (it names results/<name>/)")
 
     # imports first: they may register methods that the rest of the file names
-    imports = raw.get("imports", []) or []
+    imports = _or_empty(raw.get("imports"), [])
     resolved_imports: list[str] = []
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
         problems.append(f"imports: found {imports!r}; allowed: a list of .py paths or module names")
@@ -175,19 +220,26 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
                 resolved_imports.append(str((path.parent / ref).resolve()) if ref.endswith(".py") else ref)
             except UserImportError as e:
                 problems.append(f"imports[{i}]: {e}".replace("imports: ", "", 1))
+            except SystemExit as e:  # exit() in a method file must not end tfbench without a word
+                problems.append(f"imports[{i}]: {ref!r} called exit({_short(e.code)}) while being imported")
 
     methods = _named_entries(raw.get("methods"), "methods", problems)
     datasets = _named_entries(raw.get("datasets"), "datasets", problems)
-    from harness.data import DATASETS
+    from harness.data import DATASETS, make_dataset_params
 
     for i, (m, _) in enumerate(methods):
         if m not in METHODS:
             problems.append(f"methods[{i}].name: unknown method {m!r}{_did_you_mean(m, METHODS.names())}; "
                             f"registered: {', '.join(METHODS.names())}")
-    for i, (d, _) in enumerate(datasets):
+    for i, (d, d_params) in enumerate(datasets):
         if d not in DATASETS:
             problems.append(f"datasets[{i}].name: unknown dataset {d!r}{_did_you_mean(d, DATASETS.names())}; "
                             f"registered: {', '.join(DATASETS.names())}")
+            continue
+        try:  # types and names only: no data is read here
+            make_dataset_params(DATASETS.get(d), {**d_params, **overrides["dataset"]})
+        except UserError as e:
+            problems.append(f"datasets[{i}].params: {e}")
     for what, entries in (("methods", methods), ("datasets", datasets)):
         names = [n for n, p in entries]
         dups = sorted({n for n in names if names.count(n) > 1 and not any(p for m, p in entries if m == n)})
@@ -208,21 +260,21 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
         if extra:
             problems.append(f"seeds: unknown keys {sorted(map(str, extra))}; allowed: count, start")
         count, start = seeds.get("count"), seeds.get("start", 0)
-        if _check_number(count, "seeds.count", problems, integer=True, minimum=1) and \
-                _check_number(start, "seeds.start", problems, integer=True):
+        if _check_number(count, "seeds.count", problems, integer=True, minimum=1, maximum=MAX_SEED_COUNT) and \
+                _check_number(start, "seeds.start", problems, integer=True, maximum=MAX_SEED - count):
             seeds = list(range(start, start + count))
         else:
             seeds = []
     elif isinstance(seeds, list) and seeds:
-        ok = all(_check_number(s, f"seeds[{i}]", problems, integer=True) for i, s in enumerate(seeds))
+        ok = all(_check_number(s, f"seeds[{i}]", problems, integer=True, maximum=MAX_SEED) for i, s in enumerate(seeds))
         if ok and len(set(seeds)) != len(seeds):
-            problems.append(f"seeds: found duplicated seeds {seeds!r}; allowed: distinct whole numbers >= 0")
+            problems.append(f"seeds: found duplicated seeds {_short(seeds)}; allowed: distinct whole numbers >= 0")
         seeds = seeds if ok else []
     else:
-        problems.append(f"seeds: found {seeds!r}; allowed: a non-empty list of whole numbers >= 0, or {{count: N}}")
+        problems.append(f"seeds: found {_short(seeds)}; allowed: a non-empty list of whole numbers >= 0, or {{count: N}}")
         seeds = []
 
-    train = raw.get("train", {}) or {}
+    train = _or_empty(raw.get("train"), {})
     if not isinstance(train, dict):
         problems.append(f"train: found {train!r}; allowed: a mapping of training settings ({', '.join(TRAIN_FIELDS)})")
         train = {}
@@ -231,7 +283,7 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
             problems.append(f"train.{k}: unknown setting{_did_you_mean(k, TRAIN_FIELDS)}; allowed: {', '.join(TRAIN_FIELDS)}")
     train = {k: v for k, v in train.items() if k in TRAIN_FIELDS}
 
-    per_dataset = raw.get("dataset_defaults", {}) or {}
+    per_dataset = _or_empty(raw.get("dataset_defaults"), {})
     if not isinstance(per_dataset, dict):
         problems.append(f"dataset_defaults: found {per_dataset!r}; allowed: a mapping dataset -> {{train, methods}}")
         per_dataset = {}
@@ -240,7 +292,7 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
             problems.append(f"dataset_defaults.{d}: found {block!r}; allowed: a mapping with keys train, methods")
             per_dataset[d] = {}
 
-    res_raw = raw.get("resources", {}) or {}
+    res_raw = _or_empty(raw.get("resources"), {})
     resources = Resources()
     if not isinstance(res_raw, dict):
         problems.append(f"resources: found {res_raw!r}; allowed: a mapping with {', '.join(RESOURCE_KEYS)}")

@@ -5,6 +5,9 @@ loop over epochs (train steps, then an evaluation that uses plain cross-entropy)
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import os
 import random
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.errors import UserError
-from harness.io import append_jsonl, atomic_torch_save, atomic_write_json, environment, read_jsonl, write_jsonl
+from harness.io import append_jsonl, atomic_write_bytes, atomic_write_json, environment, write_jsonl
 from harness.spec import TrialSpec
 from methods import Method, StepContext, build_method, load_user_module
 
@@ -165,25 +168,102 @@ def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp: boo
 
 
 # --- checkpoints --------------------------------------------------------------------------------
+# Each checkpoint file is torch.save's bytes followed by a sha256 trailer. Why: torch.load accepts a
+# file with a flipped byte inside a tensor and returns wrong weights without a word (zip entries are
+# not CRC-checked on read), so a damaged file would silently train on. torch's zip reader ignores
+# trailing bytes, so the file stays loadable by a plain torch.load. The previous epoch's checkpoint is
+# kept as checkpoint.prev.pt, so a damaged latest file costs one epoch, not the whole trial.
+
+_DIGEST_TAG = b"\n#tfbench-sha256:"
+_TRAILER_LEN = len(_DIGEST_TAG) + 64 + 1  # tag, hex digest, newline
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint file whose checksum or contents do not check out."""
+
+
+def previous_checkpoint(path: Path) -> Path:
+    return path.with_suffix(".prev" + path.suffix)  # checkpoint.pt -> checkpoint.prev.pt
+
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    atomic_torch_save(path, state)
+    buf = io.BytesIO()
+    torch.save(state, buf)  # serialise first: a failure here leaves both files on disk as they were
+    payload = buf.getvalue()
+    data = payload + _DIGEST_TAG + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    if path.exists():  # a kill between these two lines leaves only .prev, which the loader then takes
+        os.replace(path, previous_checkpoint(path))
+    atomic_write_bytes(path, data)
 
 
-def load_checkpoint(path: Path, log: Callable[[str], None], rename: bool = True) -> dict[str, Any] | None:
-    """A checkpoint that cannot be read is reported and ignored: the trial restarts rather than crash."""
-    if not path.exists():
-        return None
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The state saved by `save_checkpoint`; raises DamagedCheckpoint if the file is truncated or altered."""
+    data = path.read_bytes()
+    tail = data[-_TRAILER_LEN:]
+    if len(data) <= _TRAILER_LEN or not tail.startswith(_DIGEST_TAG) or not tail.endswith(b"\n"):
+        raise DamagedCheckpoint("no checksum trailer (truncated, or not written by tfbench)")
+    payload = data[:-_TRAILER_LEN]
+    if hashlib.sha256(payload).hexdigest().encode() != tail[len(_DIGEST_TAG):-1]:
+        raise DamagedCheckpoint("sha256 mismatch (the file was altered or damaged)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-            raise ValueError("missing keys")
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    except Exception as e:  # checksummed yet unreadable: written by an incompatible torch version
+        raise DamagedCheckpoint(f"{type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise DamagedCheckpoint("missing keys")
+    return state
+
+
+def load_checkpoint(path: Path, log: Callable[[str], None], rename: bool = True,
+                    max_epoch: int | None = None) -> dict[str, Any] | None:
+    """The newest intact checkpoint among `path` and its .prev, or None (start from scratch).
+
+    A damaged file is reported and renamed to *.corrupt (kept for inspection, out of the next run's way);
+    one newer than `max_epoch` (the epochs the metrics record still holds) is passed over, so that the
+    record and the weights never disagree. Never raises for a bad file: the trial restarts rather than crash.
+    """
+    damaged = []
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = read_checkpoint(candidate)
+        except (OSError, DamagedCheckpoint) as e:
+            log(f"warning: checkpoint {candidate} is unreadable ({e})")
+            damaged.append(candidate.name)
+            if rename:
+                os.replace(candidate, candidate.with_suffix(".corrupt"))
+            continue
+        if max_epoch is not None and state["epoch"] > max_epoch:
+            log(f"warning: checkpoint {candidate} (epoch {state['epoch']}) is ahead of the intact metrics "
+                f"record (epoch {max_epoch}); not using it")
+            damaged.append(candidate.name)
+            continue
+        if damaged or candidate != path:
+            log(f"warning: falling back to the last good checkpoint {candidate.name} (epoch {state['epoch']})")
         return state
-    except Exception as e:  # a truncated or corrupt file: any unpickling error
-        log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {e}); starting this trial from scratch")
-        if rename:  # keep it for inspection, out of the way of the next run
-            os.replace(path, path.with_suffix(".corrupt"))
-        return None
+    if damaged:
+        log(f"warning: no usable checkpoint ({', '.join(damaged)} unreadable or ahead of the record); "
+            f"starting this trial from scratch")
+    return None
+
+
+def read_metrics(path: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The leading run of intact per-epoch records (epochs 1, 2, ...); a damaged line ends it, with a warning."""
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and row.get("epoch") == len(rows) + 1
+        except ValueError:
+            ok = False
+        if not ok:
+            log(f"warning: {path} line {n} is damaged or out of order; keeping epochs 1-{len(rows)} of the record")
+            break
+        rows.append(row)
+    return rows
 
 
 # --- the trial ----------------------------------------------------------------------------------
@@ -256,7 +336,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         atomic_write_json(out / "config.json", {"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
                                                 "env": environment(str(device)), "world_size": world})
     start_epoch, best, timing = 0, {"top1": -1.0, "epoch": 0}, {"steps": 0, "seconds": 0.0}
-    state = load_checkpoint(out / CHECKPOINT, log if lead else (lambda s: None), rename=lead) if t.checkpoint else None
+    quiet = log if lead else (lambda s: None)
+    # the record and the weights must agree: resume from a checkpoint no newer than the intact record
+    history = read_metrics(out / "metrics.jsonl", quiet) if t.checkpoint else []
+    state = load_checkpoint(out / CHECKPOINT, quiet, rename=lead, max_epoch=len(history)) if t.checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -270,7 +353,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         random.setstate(state["rng"]["python"])
         start_epoch, best, timing = state["epoch"], state["best"], state["timing"]
         if lead:  # the metrics file may hold an epoch the checkpoint does not (a kill between the two writes)
-            write_jsonl(out / "metrics.jsonl", [m for m in read_jsonl(out / "metrics.jsonl") if m["epoch"] <= start_epoch])
+            write_jsonl(out / "metrics.jsonl", history[:start_epoch])
             log(f"resuming {spec.key()} from epoch {start_epoch}")
     elif lead and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
@@ -303,30 +386,32 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
                        milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
             for g in opt.param_groups:
                 g["lr"] = lr
-            ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=method_gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                if method.needs.features:
-                    logits, ctx.final_map, ctx.prev_map = forward_with_maps(step_model, x)
-                    ctx.classifier = classifier
+            with _no_host_sync(t.sync_debug and on_cuda):
+                ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=method_gen)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    if method.needs.features:
+                        logits, ctx.final_map, ctx.prev_map = forward_with_maps(step_model, x)
+                        ctx.classifier = classifier
+                    else:
+                        logits = step_model(x)
+                    if xp is not None:
+                        with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
+                            ctx.partner_logits = step_model(xp).float()
+                parts = method.loss(logits.float(), y, ctx)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                if world > 1:
+                    _average_gradients(params, world)
+                opt.step()
+                if world > 1 and hasattr(method, "pending_update"):
+                    _gather_update(method)
                 else:
-                    logits = step_model(x)
-                if xp is not None:
-                    with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
-                        ctx.partner_logits = step_model(xp).float()
-            parts = method.loss(logits.float(), y, ctx)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            if world > 1:
-                _average_gradients(params, world)
-            opt.step()
-            if world > 1 and hasattr(method, "pending_update"):
-                _gather_update(method)
-            else:
-                method.on_step_end()
-            # accumulate on the device; the host reads the sums once per epoch
-            for name, value in parts.items():
-                sums[name] = sums.get(name, 0) + value.detach().float() * len(y)
-            counts += torch.stack([(logits.detach().argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=device)])
+                    method.on_step_end()
+                # accumulate on the device; the host reads the sums once per epoch
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0) + value.detach().float() * len(y)
+                counts[0] += (logits.detach().argmax(1) == y).sum()
+                counts[1] += len(y)
             counted += 1
         _sync(device)
         train_time = time.perf_counter() - tick
@@ -363,7 +448,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             report(metrics)
 
     if not metrics:  # resumed from a finished checkpoint: rebuild the final record from disk
-        rows = read_jsonl(out / "metrics.jsonl")
+        rows = read_metrics(out / "metrics.jsonl", log if lead else (lambda s: None))
         metrics = rows[-1] if rows else {}
     step_time = timing["seconds"] / max(timing["steps"], 1)
     result = {
@@ -377,9 +462,17 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         "peak_mem_bytes": _peak_memory(device), "peak_mem_kind": "cuda_allocated" if on_cuda else "cpu_max_rss",
         "state_bytes": method.state_nbytes(), "epochs": t.epochs, "world_size": world,
         "wall_time_s": time.perf_counter() - wall0, "key": spec.key(),
+        # on_bad_image=skip: the undecodable files this process met (0 for in-memory datasets)
+        "skipped_images": bundle.skipped_images,
     }
     if lead:
+        if result["skipped_images"]:
+            files = bundle.skipped_files()
+            log(f"warning: skipped {result['skipped_images']} undecodable image(s) (on_bad_image=skip): "
+                + ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
         atomic_write_json(out / "result.json", result)
+        # the final checkpoint is what analyses load; the previous epoch's only served a resume
+        previous_checkpoint(out / CHECKPOINT).unlink(missing_ok=True)
     return result
 
 
@@ -449,6 +542,22 @@ def _reduce_epoch(method: Method, sums: dict[str, Tensor], counts: Tensor, buffe
     _broadcast(buffers)
 
 
+class _no_host_sync:
+    """With train.sync_debug on CUDA, any host synchronisation inside a training step raises (the proof
+    behind "no host sync in the step"; `tfbench bench gpu` turns it on)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            torch.cuda.set_sync_debug_mode("error")
+
+    def __exit__(self, *exc: Any) -> None:  # also on an exception, so the mode never leaks
+        if self.enabled:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -476,7 +585,10 @@ def load_trained(trial_dir: str | Path, device: str = "cpu") -> Trained:
     ckpt = trial_dir / CHECKPOINT
     if not ckpt.exists():
         raise UserError(f"{trial_dir}: no {CHECKPOINT} (was the trial run with train.checkpoint: true?)")
-    state = torch.load(ckpt, map_location=device, weights_only=False)
+    try:
+        state = read_checkpoint(ckpt, map_location=device)
+    except DamagedCheckpoint as e:
+        raise UserError(f"{ckpt} is damaged ({e}); delete {trial_dir} and rerun its sweep to retrain it") from None
     spec = TrialSpec.from_dict(state["spec"])
     bundle, model, method = build_parts(spec, torch.device(device))
     model.load_state_dict(state["model"])

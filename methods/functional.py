@@ -298,6 +298,16 @@ def densify(pdf: Tensor | SparsePdf) -> Tensor:
     return pdf.dense() if isinstance(pdf, SparsePdf) else pdf
 
 
+def _vote_multiplicity(votes: Tensor) -> Tensor:
+    """For each vote, how many votes of its row name the same class. (B, V) -> (B, V) long, O(B*V log V)."""
+    ordered, order = votes.sort(1)  # (B, V)
+    new_run = torch.ones_like(ordered, dtype=torch.bool)
+    new_run[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run = new_run.long().cumsum(1) - 1  # (B, V): which run of equal classes each sorted vote is in
+    run_length = torch.zeros_like(run).scatter_add_(1, run, torch.ones_like(run))
+    return torch.empty_like(run).scatter_(1, order, run_length.gather(1, run))  # back to the votes' order
+
+
 def zipf_pdf_from_votes(*, votes: Tensor, targets: Tensor, num_classes: int, distribution: str = "zipf",
                         alpha: float = 1.0, smallest_prob: float | None = None,
                         exp_lambda: float | None = None) -> SparsePdf:
@@ -306,15 +316,13 @@ def zipf_pdf_from_votes(*, votes: Tensor, targets: Tensor, num_classes: int, dis
     Equal to `nontarget_pdf(rank_weights(zipf_ranks_from_counts(vote_counts(votes))))`, but a class's
     weight depends only on its vote count, and a row has at most V+1 distinct counts (every unvoted
     class shares count 0, hence one rank, one past the voted ones). So ranks, weights, the
-    normaliser and the entropy are computed per vote and per count value, O(B*V); the only (B, C)
-    work is an int32 scatter of the votes (to count them), and no sort over the classes. votes (B, V) long.
+    normaliser and the entropy are computed per vote and per count value: votes are counted by
+    sorting each row's V votes, O(B*V log V), and nothing here touches all C classes. votes (B, V) long.
     """
     b, v = votes.shape
     c = num_classes
-    counts = torch.zeros(b, c, dtype=torch.int32, device=votes.device)  # int32: a quarter of the memset
-    counts.scatter_add_(1, votes, torch.ones(b, v, dtype=torch.int32, device=votes.device))  # (B, C)
-    vote_count = counts.gather(1, votes).long()  # (B, V): count of each vote's class
-    target_count = counts.gather(1, targets[:, None]).long()  # (B, 1)
+    vote_count = _vote_multiplicity(votes)  # (B, V): count of each vote's class
+    target_count = (votes == targets[:, None]).sum(1, keepdim=True)  # (B, 1)
     # a class with count n >= 1 appears n times among the votes: n * (#classes with count n) per bin
     mass = torch.zeros(b, v + 1, device=votes.device).scatter_add_(1, vote_count, torch.ones(b, v, device=votes.device))
     hist = mass / torch.arange(v + 1, device=votes.device).clamp_min(1)  # (B, V+1): classes per count (exact)
@@ -354,13 +362,15 @@ def zipf_kl(*, logits: Tensor, pdf: Tensor, targets: Tensor, mask: bool = False)
 class _CEAndZipfKL(torch.autograd.Function):
     """Cross-entropy and the non-target KL from one softmax over the non-target logits, fused backward.
 
+    One (B, C) buffer: the masked copy of the logits becomes exp(z - m) in place, then the gradient.
+
     With q = softmax of z over the non-target classes (q_y = 0) and L = log sum_{k != y} exp z_k:
       logq_k = z_k - L;   lse = logaddexp(L, z_y);   ce_i = lse - z_y
       kl_i   = sum_k pdf_k log pdf_k - sum_k pdf_k z_k + L            (pdf sums to 1, pdf_y = 0)
       d ce_i / dz_k = softmax(z)_k - onehot_k,  softmax(z)_k = q_k exp(L - lse) for k != y
       d kl_i / dz   = q - pdf                                        (0 in the target column)
-    L = m - log max_k q_k with m the largest non-target logit: q's largest entry is >= 1/(C-1), so
-    this stays exact however confident the sample is (no 1 - p_y cancellation). A `SparsePdf`
+    L = m + log sum_k exp(z_k - m) with m the largest non-target logit (the sum is >= 1), so this
+    stays exact however confident the sample is (no 1 - p_y cancellation). A `SparsePdf`
     (constant per row except at listed classes) turns sum_k pdf_k z_k and the pdf term of the
     gradient into a row constant plus O(B*K) corrections.
     """
@@ -370,11 +380,11 @@ class _CEAndZipfKL(torch.autograd.Function):
         b = logits.shape[0]
         t = targets[:, None]
         z_y = logits.gather(1, t)  # (B, 1)
-        masked = logits.scatter(1, t, float("-inf"))  # (B, C)
-        m = masked.amax(1, keepdim=True)  # (B, 1)
-        q = torch.softmax(masked, dim=1)  # (B, C), torch's fused kernel: one read, one write
-        del masked
-        lse_nt = m - q.amax(1, keepdim=True).log()  # (B, 1)
+        e = logits.scatter(1, t, float("-inf"))  # (B, C) working copy, exponentiated in place
+        m = e.amax(1, keepdim=True)  # (B, 1)
+        e.sub_(m).exp_()  # exp(z - m), 0 in the target column; q = e / s is never materialised
+        s = e.sum(1, keepdim=True)  # >= 1: the largest entry is exp(0)
+        lse_nt = m + s.log()  # (B, 1)
         lse = torch.logaddexp(lse_nt, z_y)
         ce = (lse - z_y).sum() / b
         if isinstance(pdf, SparsePdf):
@@ -386,27 +396,27 @@ class _CEAndZipfKL(torch.autograd.Function):
             if neg_entropy is None:
                 neg_entropy = torch.xlogy(pdf, pdf).sum(1)
         kl = ((neg_entropy - cross + lse_nt[:, 0]) * kl_weight).sum()
-        ctx.save_for_backward(lse_nt, lse, z_y, kl_weight, targets)
-        ctx.q, ctx.pdf = q, pdf  # q is an intermediate: backward overwrites it with the gradient
+        ctx.save_for_backward(s, lse_nt, lse, z_y, kl_weight, targets)
+        ctx.e, ctx.pdf = e, pdf  # an intermediate: backward overwrites it with the gradient
         return ce, kl
 
     @staticmethod
     def backward(ctx, g_ce, g_kl):
-        lse_nt, lse, z_y, kl_weight, targets = ctx.saved_tensors
-        q, pdf = ctx.q, ctx.pdf
-        if q is None:
+        s, lse_nt, lse, z_y, kl_weight, targets = ctx.saved_tensors
+        e, pdf = ctx.e, ctx.pdf
+        if e is None:
             raise RuntimeError("ce_and_zipf_kl: a second backward through the same graph is not supported")
-        ctx.q = None
-        b = q.shape[0]
+        ctx.e = None
+        b = e.shape[0]
         a_kl = g_kl * kl_weight[:, None]  # (B, 1)
-        a_q = g_ce / b * torch.exp(lse_nt - lse) + a_kl  # (B, 1)
-        # the gradient is written into q's buffer: a fresh (B, C) costs page faults on the CPU
+        a_e = (g_ce / b * torch.exp(lse_nt - lse) + a_kl) / s  # (B, 1): the factor of q = e / s, over s
+        # the gradient is written into e's buffer: a fresh (B, C) costs page faults on the CPU
         if isinstance(pdf, SparsePdf):
-            q_listed = q.gather(1, pdf.index)  # (B, K)
-            grad = torch.addcmul(-pdf.base * a_kl, q, a_q, out=q)  # q * a_q - base * a_kl in one pass
-            grad.scatter_(1, pdf.index, q_listed * a_q - pdf.value * a_kl)
+            e_listed = e.gather(1, pdf.index)  # (B, K)
+            grad = e.mul_(a_e).sub_(pdf.base * a_kl)  # q * a_q - base * a_kl (a broadcast addcmul is slower)
+            grad.scatter_(1, pdf.index, e_listed * a_e - pdf.value * a_kl)
         else:
-            grad = q.mul_(a_q).addcmul_(pdf, a_kl, value=-1.0)
+            grad = e.mul_(a_e).addcmul_(pdf, a_kl, value=-1.0)
         p_y = torch.exp(z_y - lse)  # (B, 1)
         grad.scatter_(1, targets[:, None], g_ce / b * (p_y - 1.0))
         return grad, None, None, None, None

@@ -49,9 +49,9 @@ class ConfidencePenalty(Method):
 
 
 def test_all_builtins_are_registered_and_described():
-    assert METHODS.names() == BUILTINS
+    assert set(BUILTINS) <= set(METHODS.names())  # other tests may have registered user methods
     described = dict(describe_methods())
-    assert set(described) == set(BUILTINS)
+    assert set(BUILTINS) <= set(described)
     assert ("epsilon", "float", 0.1) in described["ls"]
     assert ("distribution", "{zipf,constant,random_uniform,random_pareto,linear_decay,exponential_decay}", "zipf") \
         in described["zipf"]

@@ -78,10 +78,11 @@ def test_explicit_values_beat_dataset_defaults_beat_presets_and_set_beats_all(tm
 
 
 def test_keys_are_stable_and_ignore_the_data_root(tmp_path):
-    a = load_sweep(write(tmp_path, GOOD)).trials
-    b = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [{name: digits, params: {root: /x}}]"))).trials
+    # (a dataset read from files: digits is built in and takes no root)
+    a = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]"))).trials
+    b = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [{name: cifar10, params: {root: /x}}]"))).trials
     assert [t.key() for t in a] == [t.key() for t in b]
-    c = load_sweep(write(tmp_path, GOOD.replace("epochs: 2", "epochs: 3"))).trials
+    c = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]").replace("epochs: 2", "epochs: 3"))).trials
     assert not {t.key() for t in a} & {t.key() for t in c}
 
 
