@@ -11,8 +11,9 @@ channels_last on CUDA, as `train_trial`), CE, zero_grad, backward and step; noth
 The harness run is `train_trial` with `train.checkpoint: false`; its speed is result.json's `step_time_s` /
 `images_per_s`, which leave out evaluation and the first min(3, steps/4) steps. The bare loop is timed the
 same way (same warm-up exclusion, same batches including a short last one, images/s = batch / mean step
-time). The two alternate for `rounds` rounds, and the fastest round of each is compared: on a shared
-machine the fastest round is the one least disturbed by other work.
+time). The two alternate for `rounds` rounds (harness first in odd rounds, bare first in even ones), and the
+fastest round of each is compared: on a shared machine the fastest round is the one least disturbed by
+other work.
 """
 from __future__ import annotations
 
@@ -175,9 +176,13 @@ def bench_harness(*, epochs: int = 2, dataset: str = CIFAR_LIKE, model: str | No
         steps = math.ceil(n / batch) if not max_steps else min(max_steps, math.ceil(n / batch))
         out = []
         with tempfile.TemporaryDirectory(prefix="tfbench-bench-harness-") as tmp:
-            for r in range(rounds):
-                h = harness_run(spec, Path(tmp) / f"round{r}")
-                b = bare_run(spec, bundle, dev)
+            for r in range(rounds):  # the order alternates, so that going first or second favours neither
+                if r % 2 == 0:
+                    h = harness_run(spec, Path(tmp) / f"round{r}")
+                    b = bare_run(spec, bundle, dev)
+                else:
+                    b = bare_run(spec, bundle, dev)
+                    h = harness_run(spec, Path(tmp) / f"round{r}")
                 out.append({"round": r + 1, "harness_ips": h["images_per_s"], "bare_ips": b["images_per_s"],
                             "harness_ms": h["step_time_s"] * 1e3, "bare_ms": b["step_time_s"] * 1e3})
     finally:

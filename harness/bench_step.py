@@ -20,8 +20,8 @@ forward part is the time up to the loss (forward passes + loss), the rest is bac
 
 Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first steps run,
 minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
-Python process per method: its peak RSS (`ru_maxrss`) over two steps minus its RSS just before the model
-was built; otherwise n/a.
+Python process per method: its peak RSS (VmHWM, reset just before) over building the model, the method
+and the batch and two steps, minus its RSS just before; otherwise n/a.
 """
 from __future__ import annotations
 
@@ -39,9 +39,21 @@ import torch
 from tabulate import tabulate
 from torch import Tensor, nn
 
-from harness.bench import fmt_bytes, fmt_mib, load_average, machine_line, median, set_threads, sync, verdict
+from harness.bench import (
+    bench_device,
+    fmt_bytes,
+    fmt_mib,
+    load_average,
+    machine_line,
+    median,
+    set_threads,
+    sync,
+    verdict,
+)
+from harness.models import classifier, create_model, feature_channels, forward_with_maps
 from harness.presets import method_preset
 from harness.spec import RECIPES
+from harness.trial import lr_at
 from methods import METHODS, Method, StepContext, build_method
 
 MODEL = "cifar_preact_resnet18"
@@ -87,8 +99,6 @@ class Rig:
 
 def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
               input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Rig:
-    from harness.models import classifier, create_model, feature_channels
-
     torch.manual_seed(seed)
     params = method_preset(name, PRESET_DATASET, model_name)
     model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
@@ -131,9 +141,6 @@ def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLAS
 def train_step(rig: Rig, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
                mark: Callable[[], None] = lambda: None) -> None:
     """One step of `train_trial`'s loop on the rig's batch; `mark()` is called once the loss exists."""
-    from harness.models import forward_with_maps
-    from harness.trial import lr_at
-
     r, m, dev = RECIPES["zipf"], rig.method, rig.device
     x, y, idx, xp = rig.x, rig.y, rig.idx, rig.xp
     milestones = tuple(max(1, round(f * NUM_EPOCHS)) for f in r["milestones"])
@@ -193,6 +200,25 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _rss_peak() -> int:
+    """This address space's peak RSS (VmHWM). Why not ru_maxrss: Linux carries it over execve from the
+    process that spawned us, so a child of a large parent would report the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _reset_rss_peak() -> None:
+    """Start VmHWM again from the current RSS (Linux >= 4.0), so import-time peaks do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then the peak since the process started counts: at worst an import-time peak hides growth
+
+
 def _page_in_kernels() -> None:
     """A few-kilobyte conv / BN / linear step, so that loading the CPU kernels' code is not counted as the
     method's memory (the tensors are too small for the allocator to keep pages the rig could reuse)."""
@@ -205,18 +231,17 @@ def _page_in_kernels() -> None:
 
 
 def rss_child(config: dict[str, Any]) -> dict[str, int]:
-    """Run in a fresh process: RSS high-water mark over building one rig and two steps, minus RSS before."""
-    import harness.models  # noqa: F401  (imports before the baseline; no tensor is built before it, since
-    import harness.trial  # noqa: F401   freed memory kept by the allocator would hide the rig's growth)
-
+    """Run in a fresh process: (RSS before, RSS high-water mark over building one rig and two steps)."""
+    # no tensor is built before the baseline except a few kilobytes: freed memory that the allocator kept
+    # would be reused by the rig and hide its growth
     torch.set_num_threads(config.pop("threads"))
     _page_in_kernels()
+    _reset_rss_peak()
     before = _rss_now()
     rig = build_rig(device=torch.device("cpu"), **config)
     for i in range(2):
         train_step(rig, step=i)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {"before": before, "peak": peak}
+    return {"before": before, "peak": _rss_peak()}
 
 
 def cpu_peak_rss_delta(name: str, *, batch: int, threads: int, model_name: str = MODEL,
@@ -264,8 +289,6 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
     `smoke`: tiny_cnn at 8x8, batch 4, 2 repeats after 1 warm-up round, no CPU memory probe (a test that
     keeps this code working, not a measurement).
     """
-    from harness.bench import bench_device
-
     t_start = time.perf_counter()
     dev = device if isinstance(device, torch.device) else bench_device(device, target="step")
     names = ["ce"] + [n for n in (methods or builtin_methods()) if n != "ce"]
@@ -357,7 +380,7 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     load = res.load_end
     foot = [f"peak memory: {res.memory_kind}; method state: state_nbytes() with num_train={res.num_train:,}",
             f"method settings ({PRESET_DATASET} presets): {settings or 'defaults'}",
-            f"forward passes: (+maps) = forward_with_maps (final and previous-stage maps for the dense votes)",
+            "forward passes: (+maps) = forward_with_maps (final and previous-stage maps for the dense votes)",
             f"took {res.seconds:.0f} s" + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
                                            if load else "")]
     for what, got, ok in targets(res):

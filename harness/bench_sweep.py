@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,14 +45,14 @@ def sweep_file(folder: Path, *, name: str, trials: int, epochs: int, concurrent:
     return path
 
 
-def steady_window(folder: Path) -> tuple[float, list[float]]:
-    """(seconds from the first trial's start to the last trial's end, each trial's own wall time), from the
-    files every trial writes: config.json when it starts training, result.json when it is done."""
+def steady_window(folder: Path) -> tuple[float, float, list[float]]:
+    """(first trial's start, last trial's end, as epoch seconds; each trial's own wall time), from the files
+    every trial writes: config.json when it starts training, result.json when it is done."""
     trials = sorted(p for p in (folder / "trials").iterdir() if p.is_dir())
     starts = [(t / "config.json").stat().st_mtime for t in trials]
     ends = [(t / "result.json").stat().st_mtime for t in trials]
     walls = [json.loads((t / "result.json").read_text())["wall_time_s"] for t in trials]
-    return max(ends) - min(starts), walls
+    return min(starts), max(ends), walls
 
 
 def ray_startup() -> tuple[float, float]:
@@ -115,16 +116,18 @@ def bench_sweep(*, trials: int = 4, epochs: int = 20, concurrency: Sequence[int]
             sweep = load_sweep(sweep_file(root, name=name, trials=trials, epochs=epochs, concurrent=k, method=method,
                                           max_steps=max_steps))
             log = io.StringIO()
-            t0 = time.perf_counter()
+            t0 = time.time()  # wall clock: compared with the trial files' modification times
             with contextlib.redirect_stdout(log):
                 code = run_sweep(sweep, root / "results", progress=False)
-            wall = time.perf_counter() - t0
+            t1 = time.time()
             if code != 0:
                 raise RuntimeError(f"bench sweep: the sweep at concurrency {k} had failed trials:\n{log.getvalue()}")
-            steady, walls = steady_window(root / "results" / name)
+            first, last, walls = steady_window(root / "results" / name)
+            wall, steady = t1 - t0, last - first
             rows.append({"concurrent": k, "trials": trials, "wall_s": wall, "steady_s": steady,
                          "tph_e2e": trials / wall * 3600, "tph_steady": trials / steady * 3600,
-                         "mean_trial_s": sum(walls) / len(walls), "overhead_s": wall - steady})
+                         "mean_trial_s": sum(walls) / len(walls), "startup_s": first - t0, "wrapup_s": t1 - last,
+                         "load_end": (load_average() or (float("nan"),))[0]})
     first, last = rows[0], rows[-1]
     multi = len(rows) > 1
     return SweepBench(rows=rows, speedup_e2e=last["tph_e2e"] / first["tph_e2e"] if multi else None,
@@ -138,15 +141,25 @@ def format_bench_sweep(res: SweepBench, tablefmt: str = "github") -> str:
             f"checkpoint every epoch) through run_sweep on Ray Tune, 1 CPU and 1 torch thread per trial"
             f"{' (SMOKE: sizes too small to mean anything)' if res.smoke else ''}\n{res.machine}\n")
     table = [(r["concurrent"], f"{r['wall_s']:.1f}", f"{r['tph_e2e']:.0f}", f"{r['steady_s']:.1f}",
-              f"{r['tph_steady']:.0f}", f"{r['mean_trial_s']:.1f}", f"{r['overhead_s']:.1f}") for r in res.rows]
+              f"{r['tph_steady']:.0f}", f"{r['mean_trial_s']:.1f}", f"{r['startup_s']:.1f}", f"{r['wrapup_s']:.1f}",
+              f"{r['load_end']:.2f}") for r in res.rows]
     headers = ["concurrent trials", "run_sweep wall s", "trials/h end to end", "steady s", "trials/h steady",
-               "mean trial s", "start-up + wrap-up s"]
+               "mean trial s", "start-up s", "wrap-up s", "load (1 min) after"]
     foot = []
     if res.ray_init_s is not None:
         foot.append(f"Ray start-up on its own: ray.init {res.ray_init_s:.1f} s, ray.shutdown {res.ray_shutdown_s:.1f} s "
                     f"(part of every run_sweep's end-to-end wall time)")
-    foot.append("steady = first trial's config.json to last trial's result.json; start-up + wrap-up = the rest "
-                "(Ray start/stop, Tune set-up, worker imports, trials.csv, summaries, plots)")
+    foot.append("steady = first trial's config.json to last trial's result.json; start-up = run_sweep's start to "
+                "the first config.json (Ray start, Tune set-up, worker processes and their imports, the first "
+                "dataset and model); wrap-up = the last result.json to run_sweep's return (Tune's end, Ray "
+                "shutdown, trials.csv, summary tables, plots)")
+    base = res.rows[0]
+    for r in res.rows[1:]:
+        slow = r["mean_trial_s"] / base["mean_trial_s"]
+        if slow > 1.15 and not res.smoke:  # one thread per trial on its own core should barely slow a trial
+            foot.append(f"warning: a trial took x{slow:.2f} as long with {r['concurrent']} concurrent as with "
+                        f"{base['concurrent']}: the trials did not get a core each (other work on this machine? "
+                        f"{os.cpu_count()} cores); rerun when the load is low")
     load = res.load_end
     foot.append(f"took {res.seconds:.0f} s" + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
                                                if load else ""))

@@ -130,15 +130,9 @@ def _check_toy(args: argparse.Namespace) -> None:
 
 
 def _device(name: str) -> str:
-    import torch
+    from harness.trial import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is visible; use cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device {name!r}: allowed: auto, cpu, cuda, cuda:N")
-    return name
+    return str(resolve_device(name, "--device"))
 
 
 def val_loader(bundle: Any, *, batch_size: int, device: str) -> Any:

@@ -221,20 +221,24 @@ class _StagedNet(nn.Module):
         return x, intermediates
 
 
+def _resnet_stages(block: type[nn.Module], block_counts: Sequence[int], widths: Sequence[int]) -> list[nn.Module]:
+    """CIFAR ResNet stages: the first block of every stage after the first strides 2."""
+    stages, in_chs = [], widths[0]
+    for i, (count, width) in enumerate(zip(block_counts, widths, strict=True)):
+        stages.append(nn.Sequential(*[block(in_chs if j == 0 else width, width, stride=2 if (i > 0 and j == 0) else 1)
+                                      for j in range(count)]))
+        in_chs = width
+    return stages
+
+
 class PreActResNet(_StagedNet):
     """Pre-activation ResNet for small images: conv3x3(stride 1)-BN-ReLU stem, no max-pool, PreAct stages
     (the first of each stage after the first strides 2); the last stage's output is pooled as it is."""
 
     def __init__(self, block_counts: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
                  num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg"):
-        stages, in_chs = [], widths[0]
-        for i, (count, width) in enumerate(zip(block_counts, widths, strict=True)):
-            blocks = [PreActBlock(in_chs if j == 0 else width, width, stride=2 if (i > 0 and j == 0) else 1)
-                      for j in range(count)]
-            stages.append(nn.Sequential(*blocks))
-            in_chs = width
         super().__init__(stem=ConvNormAct(in_chans, widths[0], 3, act_layer=nn.ReLU), stem_chs=widths[0],
-                         stages=stages, stage_chs=list(widths), stage_reductions=[2 ** i for i in range(len(widths))],
+                         stages=_resnet_stages(PreActBlock, block_counts, widths), stage_chs=list(widths), stage_reductions=[2 ** i for i in range(len(widths))],
                          final_norm=None, tap_final_norm=False, num_classes=num_classes, drop_rate=drop_rate,
                          global_pool=global_pool)
 
@@ -244,14 +248,8 @@ class CifarResNet(_StagedNet):
 
     def __init__(self, block_counts: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
                  num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg"):
-        stages, in_chs = [], widths[0]
-        for i, (count, width) in enumerate(zip(block_counts, widths, strict=True)):
-            blocks = [BasicBlock(in_chs if j == 0 else width, width, stride=2 if (i > 0 and j == 0) else 1)
-                      for j in range(count)]
-            stages.append(nn.Sequential(*blocks))
-            in_chs = width
         super().__init__(stem=ConvNormAct(in_chans, widths[0], 3, act_layer=nn.ReLU), stem_chs=widths[0],
-                         stages=stages, stage_chs=list(widths), stage_reductions=[2 ** i for i in range(len(widths))],
+                         stages=_resnet_stages(BasicBlock, block_counts, widths), stage_chs=list(widths), stage_reductions=[2 ** i for i in range(len(widths))],
                          final_norm=None, tap_final_norm=False, num_classes=num_classes, drop_rate=drop_rate,
                          global_pool=global_pool)
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -72,11 +73,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """auto | cpu | cuda | cuda:N; `what` names the setting in the one-line error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UserError(f"{what} is {name!r}; allowed: auto, cpu, cuda, cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device is {name!r} but no CUDA device is visible; use cpu or auto")
+        raise UserError(f"{what} is {name!r} but no CUDA device is visible; use cpu or auto")
     return torch.device(name)
 
 
