@@ -14,18 +14,12 @@ from collections.abc import Sequence
 
 import torch
 
-from harness.errors import UserError
-
 
 def bench_device(name: str, *, target: str) -> torch.device:
-    """auto -> cuda when visible, else cpu; asking for CUDA where there is none is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"bench {target}: --device {name} but CUDA is not available here; use cpu or auto")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UserError(f"bench {target}: --device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return torch.device(name)
+    """auto -> cuda when visible, else cpu; the harness's one resolver, with the option named in errors."""
+    from harness.trial import resolve_device
+
+    return resolve_device(name, what=f"bench {target}: --device")
 
 
 def set_threads(threads: int, device: torch.device) -> int:

@@ -11,9 +11,9 @@ Prints one table and writes it (with the environment) to --out.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,17 +23,15 @@ CIFAR_LIKE = dict(num_classes=100, num_superclasses=20, image_size=32, channels=
 
 
 def run(steps: int = 150, epochs: int = 2, workers: int = 8, compile_: bool = False, out: Path | None = None,
-        methods: tuple[str, ...] = ("ce", "zipf")) -> list[dict]:
-    import torch
+        methods: tuple[str, ...] = ("ce", "zipf"), *, device: str = "cuda", dataset_params: dict | None = None,
+        model: str = "cifar_preact_resnet18") -> list[dict]:
+    """The table's rows. `device`, `dataset_params` and `model` exist for the CPU smoke test."""
     from tabulate import tabulate
 
+    import harness.data
     from harness.io import environment
     from harness.resolve import resolve_trial
     from harness.trial import train_trial
-
-    if not torch.cuda.is_available():
-        raise SystemExit("bench gpu: no CUDA device visible")
-    import harness.data
 
     # generate the 50,000 images once for every row (train_trial looks the factory up at call time)
     build = harness.data.build_dataset
@@ -44,29 +42,34 @@ def run(steps: int = 150, epochs: int = 2, workers: int = 8, compile_: bool = Fa
 
     harness.data.build_dataset = lambda name, params=None: build_once(name, tuple(sorted((params or {}).items())))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for fast in (True, False):
-            for method in methods:
-                spec = resolve_trial(method=method, dataset="synthetic", model="cifar_preact_resnet18", seed=0,
-                                     dataset_params=CIFAR_LIKE,
-                                     train=dict(epochs=epochs, batch_size=128, fast_path=fast, checkpoint=False,
-                                                max_steps_per_epoch=steps, num_workers=0 if fast else workers,
-                                                device="cuda", compile=compile_))
-                t0 = time.time()
-                r = train_trial(spec, Path(tmp) / f"{method}-{fast}", log=lambda s: None)
-                rows.append({"method": method, "path": "fast (in-memory)" if fast else f"DataLoader ({workers} workers)",
-                             "images_per_s": r["images_per_s"], "step_ms": r["step_time_s"] * 1e3,
-                             "peak_mem_MiB": r["peak_mem_bytes"] / 2**20, "wall_s": time.time() - t0})
-        # the proof: a whole Zipf epoch (fast path) with every step under set_sync_debug_mode("error")
-        spec = resolve_trial(method="zipf", dataset="synthetic", model="cifar_preact_resnet18", seed=0,
-                             dataset_params=CIFAR_LIKE,
-                             train=dict(epochs=1, batch_size=128, checkpoint=False, max_steps_per_epoch=50,
-                                        device="cuda", sync_debug=True))
-        try:
-            train_trial(spec, Path(tmp) / "sync", log=lambda s: None)
-            sync = "no host synchronisation in 50 Zipf training steps (set_sync_debug_mode('error'))"
-        except RuntimeError as e:
-            sync = f"host synchronisation inside the step: {str(e).splitlines()[0]}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for fast in (True, False):
+                for method in methods:
+                    spec = resolve_trial(method=method, dataset="synthetic", model=model, seed=0,
+                                         dataset_params=dataset_params or CIFAR_LIKE,
+                                         train=dict(epochs=epochs, batch_size=128, fast_path=fast, checkpoint=False,
+                                                    max_steps_per_epoch=steps, num_workers=0 if fast else workers,
+                                                    device=device, compile=compile_))
+                    t0 = time.time()
+                    r = train_trial(spec, Path(tmp) / f"{method}-{fast}", log=lambda s: None)
+                    rows.append({"method": method, "path": "fast (in-memory)" if fast else f"DataLoader ({workers} workers)",
+                                 "images_per_s": r["images_per_s"], "step_ms": r["step_time_s"] * 1e3,
+                                 "peak_mem_MiB": r["peak_mem_bytes"] / 2**20, "wall_s": time.time() - t0})
+            # the proof: a whole Zipf epoch (fast path) with every step under set_sync_debug_mode("error")
+            spec = resolve_trial(method="zipf", dataset="synthetic", model=model, seed=0,
+                                 dataset_params=dataset_params or CIFAR_LIKE,
+                                 train=dict(epochs=1, batch_size=128, checkpoint=False, max_steps_per_epoch=50,
+                                            device=device, sync_debug=True))
+            try:
+                train_trial(spec, Path(tmp) / "sync", log=lambda s: None)
+                sync = ("no host synchronisation in 50 Zipf training steps (set_sync_debug_mode('error'))"
+                        if device.startswith("cuda") else "host synchronisation: not checked (no CUDA device)")
+            except RuntimeError as e:
+                sync = f"host synchronisation inside the step: {str(e).splitlines()[0]}"
+    finally:
+        harness.data.build_dataset = build
+
     ce = {r["path"]: r["images_per_s"] for r in rows if r["method"] == "ce"}
     for r in rows:
         r["vs_ce"] = r["images_per_s"] / ce[r["path"]]
@@ -74,7 +77,7 @@ def run(steps: int = 150, epochs: int = 2, workers: int = 8, compile_: bool = Fa
                        f"{r['vs_ce']:.3f}", f"{r['peak_mem_MiB']:,.0f}"] for r in rows],
                      headers=["method", "data path", "images/s", "ms/step", "x CE throughput", "peak MiB"],
                      tablefmt="github")
-    env = environment("cuda")
+    env = environment(device)
     fast_ce = ce.get("fast (in-memory)", 0)
     footer = [f"card: {env.get('gpu')}, torch {env['torch']}, batch 128, bf16 autocast, channels_last, "
               f"{steps} steps x {epochs} epochs per row (first 3 steps excluded), compile={compile_}",
@@ -90,14 +93,9 @@ def run(steps: int = 150, epochs: int = 2, workers: int = 8, compile_: bool = Fa
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=150, help="training steps per epoch measured")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--workers", type=int, default=8, help="DataLoader workers for the DataLoader path")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--out", type=Path, default=None)
-    a = p.parse_args()
-    run(a.steps, a.epochs, a.workers, a.compile, a.out)
+    from harness.cli import main as cli
+
+    raise SystemExit(cli(["bench", "gpu", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ alike; `warmup` rounds first, then the median over `repeats` rounds. On CUDA eve
 events after a synchronisation; on CPU with `perf_counter` (every operation is synchronous there). The
 forward part is the time up to the loss (forward passes + loss), the rest is backward + optimiser.
 
-Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first steps run,
+Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first two steps run,
 minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
 Python process per method: its peak RSS (VmHWM, reset just before) over building the model, the method
 and the batch and two steps, minus its RSS just before; otherwise n/a.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from harness.bench import (
     sync,
     verdict,
 )
+from harness.memory import peak_rss, reset_peak_rss, rss_now
 from harness.models import classifier, create_model, feature_channels, forward_with_maps
 from harness.presets import method_preset
 from harness.spec import RECIPES
@@ -195,30 +195,6 @@ def forward_passes(method: Method) -> int:
 
 # --- CPU peak memory in a fresh process ---------------------------------------------------------------
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _rss_peak() -> int:
-    """This address space's peak RSS (VmHWM). Why not ru_maxrss: Linux carries it over execve from the
-    process that spawned us, so a child of a large parent would report the parent's size."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _reset_rss_peak() -> None:
-    """Start VmHWM again from the current RSS (Linux >= 4.0), so import-time peaks do not count."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # then the peak since the process started counts: at worst an import-time peak hides growth
-
-
 def _page_in_kernels() -> None:
     """A few-kilobyte conv / BN / linear step, so that loading the CPU kernels' code is not counted as the
     method's memory (the tensors are too small for the allocator to keep pages the rig could reuse)."""
@@ -236,12 +212,12 @@ def rss_child(config: dict[str, Any]) -> dict[str, int]:
     # would be reused by the rig and hide its growth
     torch.set_num_threads(config.pop("threads"))
     _page_in_kernels()
-    _reset_rss_peak()
-    before = _rss_now()
+    reset_peak_rss()
+    before = rss_now()
     rig = build_rig(device=torch.device("cpu"), **config)
     for i in range(2):
         train_step(rig, step=i)
-    return {"before": before, "peak": _rss_peak()}
+    return {"before": before, "peak": peak_rss()}
 
 
 def cpu_peak_rss_delta(name: str, *, batch: int, threads: int, model_name: str = MODEL,
@@ -313,7 +289,8 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
                 base = torch.cuda.memory_allocated(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
             rigs[n] = build_rig(n, batch=batch, device=dev, seed=seed, **sizes)
-            train_step(rigs[n])  # allocates gradients and optimiser state; first-call caches
+            for i in range(2):  # the second step is the steady one: momentum buffers exist during backward
+                train_step(rigs[n], step=i)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 peak[n] = torch.cuda.max_memory_allocated(dev) - base

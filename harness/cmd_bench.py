@@ -1,12 +1,13 @@
 """`tfbench bench TARGET`: benchmarks that print measured tables.
 
 Each target is one entry of TARGETS: a sub-parser set-up and a runner. `methods` times each method's
-loss against CE; more targets (a training step, the harness overhead, a sweep) are added as entries.
+loss against CE; `step`, `harness`, `sweep` and `gpu` are further entries.
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from .bench_methods import SIZES, bench_methods, format_bench_methods
 from .bench_targets import TARGETS as STEP_HARNESS_SWEEP
@@ -53,10 +54,33 @@ def _methods_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=150, help="training steps per epoch measured (default 150)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default 2)")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers on the DataLoader path (default 8)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--out", type=Path, default=None, help="also write bench_gpu.md and bench_gpu.json here")
+
+
+def _gpu_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench_gpu import run as bench_gpu
+
+    if not torch.cuda.is_available():
+        raise UserError("bench gpu: no CUDA device is visible; this benchmark needs one")
+    if min(args.steps, args.epochs) < 1 or args.workers < 0:
+        raise UserError("bench gpu: --steps and --epochs must be >= 1 and --workers >= 0")
+    bench_gpu(args.steps, args.epochs, args.workers, args.compile, args.out)
+    return 0
+
+
 # target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
     **STEP_HARNESS_SWEEP,  # step, harness, sweep (harness/bench_targets.py)
+    "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
+            "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
 }
 
 

@@ -12,7 +12,6 @@ import math
 import os
 import random
 import re
-import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from harness.errors import UserError
 from harness.io import append_jsonl, atomic_write_bytes, atomic_write_json, environment, write_jsonl
+from harness.memory import peak_rss, reset_peak_rss
 from harness.spec import TrialSpec
 from methods import Method, StepContext, build_method, load_user_module
 
@@ -366,6 +366,8 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
     wall0 = time.perf_counter()
     # leave the first steps of this process (allocator, caches, compilation) out of the step time
     warmup_steps = min(3, steps_per_epoch // 4)
@@ -463,7 +465,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         "train_top1": metrics.get("train_top1"),
         "train_val_gap": (metrics["train_top1"] - metrics["val_top1"]) if metrics else None,
         "step_time_s": step_time, "images_per_s": t.batch_size / step_time if step_time else None,
-        "peak_mem_bytes": _peak_memory(device), "peak_mem_kind": "cuda_allocated" if on_cuda else "cpu_max_rss",
+        "peak_mem_bytes": _peak_memory(device), "peak_mem_kind": "cuda_allocated" if on_cuda else "cpu_peak_rss",
         "state_bytes": method.state_nbytes(), "epochs": t.epochs, "world_size": world,
         "wall_time_s": time.perf_counter() - wall0, "key": spec.key(),
         # on_bad_image=skip: the undecodable files this process met (0 for in-memory datasets)
@@ -570,7 +572,7 @@ def _sync(device: torch.device) -> None:
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+    return peak_rss()
 
 
 # --- loading a trained trial (analyses, landscapes) ---------------------------------------------

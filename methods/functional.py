@@ -166,17 +166,30 @@ def dense_votes(*, final_map: Tensor, weight: Tensor, bias: Tensor | None, upsam
     lowest class index (torch.argmax, like numpy). Computed in float32 even under autocast, so that
     bf16 rounding does not change votes, and in chunks so that (B, V, C) never exists at once.
     """
+    if upsample not in ("bilinear", "none"):
+        raise ValueError(f"dense_votes: upsample must be 'bilinear' or 'none', got {upsample!r}")
     with torch.autocast(device_type=final_map.device.type, enabled=False):
         x = final_map.detach().float()
-        if upsample == "bilinear":
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        elif upsample != "none":
-            raise ValueError(f"dense_votes: upsample must be 'bilinear' or 'none', got {upsample!r}")
-        b, d, h, w = x.shape
-        x = x.flatten(2).transpose(1, 2)  # (B, V, D)
         wt, bs = weight.detach().float(), None if bias is None else bias.detach().float()
-        rows = max(1, _VOTE_CHUNK // max(1, h * w * wt.shape[0]))
-        return torch.cat([F.linear(x[i:i + rows], wt, bs).argmax(-1) for i in range(0, b, rows)])
+        c, d = wt.shape
+        up = upsample == "bilinear"
+        # Bilinear weights sum to one, so up(W x + b) = W up(x) + b: with fewer classes than channels it is
+        # cheaper to score at the native size and upsample the C score maps than to upsample the D features.
+        scores_first = up and c < d
+        if up and not scores_first:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        b, _, h, w = x.shape
+        rows = max(1, _VOTE_CHUNK // max(1, 4 * h * w * c))
+        votes = []
+        for i in range(0, b, rows):
+            chunk = x[i:i + rows].flatten(2).transpose(1, 2)  # (b', HW, D)
+            scores = F.linear(chunk, wt, bs)                   # (b', HW, C)
+            if scores_first:
+                scores = scores.transpose(1, 2).reshape(-1, c, h, w)
+                scores = F.interpolate(scores, scale_factor=2.0, mode="bilinear", align_corners=False)
+                scores = scores.flatten(2).transpose(1, 2)     # (b', 4HW, C)
+            votes.append(scores.argmax(-1))
+        return torch.cat(votes)
 
 
 def vote_counts(*, votes: Tensor, num_classes: int) -> Tensor:

@@ -467,3 +467,16 @@ def test_second_backward_is_refused_not_silently_wrong():
     (ce + kl).backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="second backward"):
         (ce + kl).backward()
+
+
+@pytest.mark.parametrize("classes, channels", [(5, 16), (16, 5)])
+def test_bilinear_votes_equal_upsampling_the_features_first(classes, channels):
+    # With fewer classes than channels dense_votes scores first and upsamples the score maps; bilinear
+    # weights sum to one, so both orders give the same votes. Reference: the literal official order.
+    g = torch.Generator().manual_seed(3)
+    fmap = torch.randn(4, channels, 3, 5, generator=g)
+    weight, bias = torch.randn(classes, channels, generator=g), torch.randn(classes, generator=g)
+    up = torch.nn.functional.interpolate(fmap, scale_factor=2.0, mode="bilinear", align_corners=False)
+    expected = (torch.einsum("bdhw,cd->bhwc", up, weight) + bias).argmax(-1).flatten(1)  # (B, 4HW)
+    got = dense_votes(final_map=fmap, weight=weight, bias=bias, upsample="bilinear")
+    assert torch.equal(got, expected)
