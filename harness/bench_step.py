@@ -1,14 +1,14 @@
 """`tfbench bench step`: one full training step (forward, loss, backward, optimiser) of every built-in
 method against CE, on the CIFAR pre-activation ResNet-18 with 100 classes at 32x32 random input.
 
-The step is `train_trial`'s inner loop body, rebuilt from the same public pieces (harness/trial.py keeps
-it inline): the model from `harness.models.create_model`, the method from `methods.build_method` with the
-CIFAR-100 settings a sweep would give it (`harness.presets.method_preset`: Zipf's LS with its extra dense
-layer and bilinear votes, LS spreading over the others, TF-KD's ResNet-18 values), SGD over the model's
-and the method's extra parameters (the Zipf's LS recipe), bf16 autocast and channels_last on CUDA, and per
-step: the learning rate set by `lr_at`, a `StepContext`, `forward_with_maps` when the method needs
-features (plus the classifier), CS-KD's partner forward under `no_grad` in train mode, `method.loss` on
-float logits, zero_grad / backward / step, `on_step_end` (PS-KD writes its table), and the on-device
+The step is `harness.trial.train_step`, the function `train_trial` calls for every batch, on a rig built
+from the same public pieces: the model from `harness.models.create_model`, the method from
+`methods.build_method` with the CIFAR-100 settings a sweep would give it (`harness.presets.method_preset`:
+Zipf's LS with its extra dense layer and bilinear votes, LS spreading over the others, TF-KD's ResNet-18
+values), SGD over the model's and the method's extra parameters (the Zipf's LS recipe), bf16 autocast and
+channels_last on CUDA, the learning rate of `lr_at`, and a `StepContext` per step. `train_step` does the
+forward (`forward_with_maps` when the method needs features; CS-KD's partner forward under `no_grad` in
+train mode), `method.loss` on float logits, zero_grad / backward / step, `on_step_end` and the on-device
 metric sums. The data pipeline is not part of it: each method gets one fixed random batch (CS-KD a second
 one, its partners) already on the device. PS-KD's table is filled (epoch >= 1 reads it) and sized for
 50,000 training images.
@@ -50,10 +50,11 @@ from harness.bench import (
     verdict,
 )
 from harness.memory import peak_rss, reset_peak_rss, rss_now
-from harness.models import classifier, create_model, feature_channels, forward_with_maps
+from harness.models import classifier, create_model, feature_channels
 from harness.presets import method_preset
 from harness.spec import RECIPES
 from harness.trial import lr_at
+from harness.trial import train_step as trial_step
 from methods import METHODS, Method, StepContext, build_method
 
 MODEL = "cifar_preact_resnet18"
@@ -140,35 +141,16 @@ def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLAS
 
 def train_step(rig: Rig, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
                mark: Callable[[], None] = lambda: None) -> None:
-    """One step of `train_trial`'s loop on the rig's batch; `mark()` is called once the loss exists."""
-    r, m, dev = RECIPES["zipf"], rig.method, rig.device
+    """One step of `train_trial`'s loop (harness.trial.train_step itself) on the rig's batch; `mark()` is
+    called once the loss exists."""
+    r, m = RECIPES["zipf"], rig.method
     x, y, idx, xp = rig.x, rig.y, rig.idx, rig.xp
     milestones = tuple(max(1, round(f * NUM_EPOCHS)) for f in r["milestones"])
     lr = lr_at(EPOCH * steps_per_epoch + step, steps_per_epoch=steps_per_epoch, lr=r["lr"], milestones=milestones,
                gamma=r["gamma"], warmup_epochs=r["warmup_epochs"])
-    for g in rig.opt.param_groups:
-        g["lr"] = lr
     ctx = StepContext(epoch=EPOCH, num_epochs=NUM_EPOCHS, indices=idx, generator=rig.generator)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=rig.amp):
-        if m.needs.features:
-            logits, ctx.final_map, ctx.prev_map = forward_with_maps(rig.model, x)
-            ctx.classifier = rig.classifier
-        else:
-            logits = rig.model(x)
-        if xp is not None:
-            with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
-                ctx.partner_logits = rig.model(xp).float()
-    parts = m.loss(logits.float(), y, ctx)
-    mark()
-    rig.opt.zero_grad(set_to_none=True)
-    parts["loss"].backward()
-    rig.opt.step()
-    m.on_step_end()
-    # train_trial's on-device metric sums (the host reads them once per epoch)
-    for name, value in parts.items():
-        rig.sums[name] = rig.sums.get(name, 0) + value.detach().float() * len(y)
-    rig.counts[0] += (logits.detach().argmax(1) == y).sum()
-    rig.counts[1] += len(y)
+    trial_step(model=rig.model, method=m, opt=rig.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr, classifier=rig.classifier,
+               amp=rig.amp, sums=rig.sums, counts=rig.counts, params=[], after_loss=mark)
 
 
 def timed_step(rig: Rig, step: int) -> tuple[float, float]:

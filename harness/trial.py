@@ -291,6 +291,47 @@ def build_parts(spec: TrialSpec, device: torch.device):
     return bundle, model.to(device), method.to(device)
 
 
+def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               xp: Tensor | None, ctx: StepContext, lr: float, classifier: torch.nn.Module | None, amp: bool,
+               sums: dict[str, Tensor], counts: Tensor, params: list[Tensor], world: int = 1,
+               after_loss: Callable[[], None] | None = None) -> None:
+    """One optimisation step: the code path of every trial, and of `tfbench bench step`.
+
+    x (B, C, H, W), y (B,), xp: CS-KD's partner images (B, C, H, W) or None. Adds each loss part times B
+    into `sums` and (correct, seen) into `counts`, on the device: nothing here reads a value on the host.
+    `after_loss()` is called once the loss exists (the benchmark's forward timer).
+    """
+    from harness.models import forward_with_maps
+
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        if method.needs.features:
+            logits, ctx.final_map, ctx.prev_map = forward_with_maps(model, x)
+            ctx.classifier = classifier
+        else:
+            logits = model(x)
+        if xp is not None:
+            with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
+                ctx.partner_logits = model(xp).float()
+    parts = method.loss(logits.float(), y, ctx)
+    if after_loss is not None:
+        after_loss()
+    opt.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    if world > 1:
+        _average_gradients(params, world)
+    opt.step()
+    if world > 1 and hasattr(method, "pending_update"):
+        _gather_update(method)
+    else:
+        method.on_step_end()
+    for name, value in parts.items():
+        sums[name] = sums.get(name, 0) + value.detach().float() * len(y)
+    counts[0] += (logits.detach().argmax(1) == y).sum()
+    counts[1] += len(y)
+
+
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `spec`, writing config.json, metrics.jsonl, checkpoint.pt and result.json under `out_dir`.
@@ -301,7 +342,6 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     rank 0 writes files.
     """
     from harness.models import classifier as get_classifier
-    from harness.models import forward_with_maps
 
     out = Path(out_dir)
     t = spec.train
@@ -390,34 +430,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
                 x, xp, y, idx = x[:half], x[half:], y[:half], idx[:half]
             lr = lr_at(epoch * steps_per_epoch + i, steps_per_epoch=steps_per_epoch, lr=t.lr,
                        milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=method_gen)
             with _no_host_sync(t.sync_debug and on_cuda):
-                ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=method_gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    if method.needs.features:
-                        logits, ctx.final_map, ctx.prev_map = forward_with_maps(step_model, x)
-                        ctx.classifier = classifier
-                    else:
-                        logits = step_model(x)
-                    if xp is not None:
-                        with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
-                            ctx.partner_logits = step_model(xp).float()
-                parts = method.loss(logits.float(), y, ctx)
-                opt.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                if world > 1:
-                    _average_gradients(params, world)
-                opt.step()
-                if world > 1 and hasattr(method, "pending_update"):
-                    _gather_update(method)
-                else:
-                    method.on_step_end()
-                # accumulate on the device; the host reads the sums once per epoch
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0) + value.detach().float() * len(y)
-                counts[0] += (logits.detach().argmax(1) == y).sum()
-                counts[1] += len(y)
+                train_step(model=step_model, method=method, opt=opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
+                           classifier=classifier, amp=amp, sums=sums, counts=counts, params=params, world=world)
             counted += 1
         _sync(device)
         train_time = time.perf_counter() - tick
