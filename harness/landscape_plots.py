@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.plots import STYLE, method_colors
+from harness.plots import styled, method_colors
 
 CMAP = "viridis"
 
@@ -25,15 +24,6 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def _styled(fn):
-    """Build the figure under harness.plots.STYLE (rcParams are read when artists are created)."""
-    def wrapper(*args, **kwargs):
-        with matplotlib.rc_context(STYLE):
-            return fn(*args, **kwargs)
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
-    return wrapper
 
 
 def _field(grid: Any, name: str) -> np.ndarray:
@@ -68,7 +58,7 @@ def _norm(levels: np.ndarray, scale: str) -> mcolors.Normalize:
     return mcolors.Normalize(vmin=levels[0], vmax=levels[-1])
 
 
-@_styled
+@styled
 def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str = "log", vmax: float | None = None,
                    title: str | None = None, panel_size: float = 2.3) -> Figure:
     """One filled-contour panel of train loss per entry of `grids` ({label: grid}), side by side.
@@ -106,7 +96,7 @@ def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str =
     return fig
 
 
-@_styled
+@styled
 def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = None,
               title: str | None = None) -> Figure:
     """Train loss (log scale) and train accuracy along one direction, one line per entry ({label: curve}).
@@ -136,7 +126,7 @@ def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = N
     return fig
 
 
-@_styled
+@styled
 def surface_3d(grids: Mapping[str, Any], *, scale: str = "log", vmax: float | None = None,
                title: str | None = None, panel_size: float = 2.8) -> Figure:
     """3-D loss surfaces side by side with one z range and colour norm (z is log10 loss when scale='log')."""

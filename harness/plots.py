@@ -74,7 +74,7 @@ def _figure(height_in: float, nrows: int = 1, sharex: bool = False) -> tuple[Fig
     return fig, list(axes)
 
 
-def _styled(fn):
+def styled(fn):
     """Run a figure builder under STYLE: rcParams are read when artists are created."""
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(STYLE):
@@ -98,7 +98,7 @@ def _legend_below(fig: Figure, n_entries: int) -> None:
     fig.set_size_inches(w, h + 0.14 * math.ceil(n_entries / ncol))
 
 
-@_styled
+@styled
 def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str = "best_top1") -> Figure:
     """Metric against one swept parameter (the seed's Table 3 as a figure), error bars = sample std over
     seeds: one line per dataset, each dataset / model in its own panel (its own y range: the accuracy
@@ -144,7 +144,7 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
     return fig
 
 
-@_styled
+@styled
 def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: list[str] | None = None,
                     colors: dict[str, str] | None = None) -> Figure:
     """Val top-1 (top) and train loss (bottom) per epoch: mean line and a +- std band over seeds,
@@ -177,7 +177,7 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
     return fig
 
 
-@_styled
+@styled
 def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = "best_top1",
                      colors: dict[str, str] | None = None) -> Figure:
     """One point per row of `groups` in this dataset/model: metric (+- std) against train step time
