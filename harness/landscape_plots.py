@@ -14,7 +14,7 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.plots import styled, method_colors
+from harness.plots import method_colors, styled
 
 CMAP = "viridis"
 
