@@ -362,6 +362,20 @@ def build_dataset(name: str, params: dict[str, Any] | None = None) -> DataBundle
     return cls().build(p, root)
 
 
+def check_dataset(name: str, params: dict[str, Any] | None = None) -> None:
+    """The cheap checks of `build_dataset` without reading the data: parameters, the root exists, its
+    top-level layout. A sweep runs them for every data set before anything is written."""
+    cls = DATASETS.get(name)
+    p = make_dataset_params(cls, params)
+    if not cls.needs_root:
+        return
+    download = bool(getattr(p, "download", False))
+    root = _require_root(cls, resolve_root(cls, getattr(p, "root", None)), download)
+    problem = cls.problem(root) if root.exists() else None
+    if problem and not download:
+        raise cls.malformed(root, problem)
+
+
 def describe_datasets() -> list[dict[str, Any]]:
     """One record per registered dataset for `tfbench datasets`: where it looks and whether data is there."""
     rows = []

@@ -345,23 +345,14 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
 def check_data_roots(trials: list[TrialSpec]) -> None:
     """Refuse a sweep whose data is missing or laid out wrongly, before anything is written or Ray starts:
     the cheap checks only (the root exists, its top-level layout); a trial still reports deeper problems."""
-    from harness.data import DATASETS, _require_root, make_dataset_params, resolve_root
+    from harness.data import check_dataset
 
     seen: set[tuple[str, str]] = set()
     for t in trials:
         ident = (t.dataset, json.dumps(t.dataset_params, sort_keys=True, default=str))
-        if ident in seen:
-            continue
-        seen.add(ident)
-        cls = DATASETS.get(t.dataset)
-        if not cls.needs_root:
-            continue
-        p = make_dataset_params(cls, dict(t.dataset_params))
-        download = bool(getattr(p, "download", False))
-        root = _require_root(cls, resolve_root(cls, getattr(p, "root", None)), download)
-        problem = cls.problem(root) if root.exists() else None
-        if problem and not download:
-            raise cls.malformed(root, problem)
+        if ident not in seen:
+            seen.add(ident)
+            check_dataset(t.dataset, dict(t.dataset_params))
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
