@@ -1,0 +1,1 @@
+"""Analyses of trained trials: loss landscapes and the Zipf paper's analyses."""

@@ -1,0 +1,84 @@
+"""Shared pieces of the `tfbench bench` targets: device and thread set-up, the machine line every table
+carries, and robust summaries of repeated timings.
+
+The targets themselves live in `bench_methods` (a method's loss alone), `bench_step` (a full training step
+of each method on the CIFAR ResNet-18), `bench_harness` (`train_trial` against a bare PyTorch loop) and
+`bench_sweep` (trials per hour of a small Ray Tune sweep at 1 and 2 concurrent trials).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+
+import torch
+
+
+def bench_device(name: str, *, target: str) -> torch.device:
+    """auto -> cuda when visible, else cpu; the harness's one resolver, with the option named in errors."""
+    from harness.train.loop import resolve_device
+
+    return resolve_device(name, what=f"bench {target}: --device")
+
+
+def set_threads(threads: int, device: torch.device) -> int:
+    """Torch's intra-op threads for a CPU benchmark (0 keeps torch's default); returns the count in use."""
+    if device.type == "cpu" and threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def load_average() -> tuple[float, float, float] | None:
+    try:
+        return os.getloadavg()
+    except OSError:  # not every platform has it
+        return None
+
+
+def machine_line(device: torch.device, threads: int | None = None) -> str:
+    """One line that says where a table was measured: the device, cores, torch threads, load, versions."""
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        where = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        if threads is not None:
+            where += f", {threads} torch thread{'s' if threads != 1 else ''}"
+    load = load_average()
+    load_text = f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min)" if load else ""
+    return f"measured on {where}; torch {torch.__version__}{load_text}"
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("median of no values")
+    return float(statistics.median(values))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fmt_bytes(n: int | float | None) -> str:
+    """Binary units, or 'n/a' where a size was not measured."""
+    if n is None:
+        return "n/a"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def fmt_mib(n: int | float | None) -> str:
+    """MiB with one decimal (a column of similar sizes stays comparable), or 'n/a' where not measured."""
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "MISSED")
+
+
+__all__ = ["bench_device", "fmt_bytes", "fmt_mib", "load_average", "machine_line", "median", "set_threads", "sync", "verdict"]

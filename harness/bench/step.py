@@ -1,0 +1,352 @@
+"""`tfbench bench step`: one full training step (forward, loss, backward, optimiser) of every built-in
+method against CE, on the CIFAR pre-activation ResNet-18 with 100 classes at 32x32 random input.
+
+The step is `harness.train.loop.train_step`, the function `train_trial` calls for every batch, on a rig built
+from the same public pieces: the model from `harness.models.create_model`, the method from
+`methods.build_method` with the CIFAR-100 settings a sweep would give it (`harness.config.presets.method_preset`:
+Zipf's LS with its extra dense layer and bilinear votes, LS spreading over the others, TF-KD's ResNet-18
+values), SGD over the model's and the method's extra parameters (the Zipf's LS recipe), bf16 autocast and
+channels_last on CUDA, the learning rate of `lr_at`, and a `StepContext` per step. `train_step` does the
+forward (`forward_with_maps` when the method needs features; CS-KD's partner forward under `no_grad` in
+train mode), `method.loss` on float logits, zero_grad / backward / step, `on_step_end` and the on-device
+metric sums. The data pipeline is not part of it: each method gets one fixed random batch (CS-KD a second
+one, its partners) already on the device. PS-KD's table is filled (epoch >= 1 reads it) and sized for
+50,000 training images.
+
+Timing: the methods run round-robin (one step each per round), so load on a shared machine hits them
+alike; `warmup` rounds first, then the median over `repeats` rounds. On CUDA every step is timed with CUDA
+events after a synchronisation; on CPU with `perf_counter` (every operation is synchronous there). The
+forward part is the time up to the loss (forward passes + loss), the rest is backward + optimiser.
+
+Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first two steps run,
+minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
+Python process per method: its peak RSS (VmHWM, reset just before) over building the model, the method
+and the batch and two steps, minus its RSS just before; otherwise n/a.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tabulate import tabulate
+from torch import Tensor, nn
+
+from harness.bench.common import (
+    bench_device,
+    fmt_bytes,
+    fmt_mib,
+    load_average,
+    machine_line,
+    median,
+    set_threads,
+    sync,
+    verdict,
+)
+from harness.config.presets import method_preset
+from harness.config.spec import RECIPES
+from harness.models import classifier, create_model, feature_channels
+from harness.train.loop import lr_at
+from harness.train.loop import train_step as trial_step
+from harness.train.memory import peak_rss, reset_peak_rss, rss_now
+from methods import METHODS, Method, StepContext, build_method
+
+MODEL = "cifar_preact_resnet18"
+NUM_CLASSES = 100
+NUM_TRAIN = 50_000        # CIFAR-100's training set: PS-KD's table has one row per image
+INPUT_SIZE = 32
+PRESET_DATASET = "cifar100"
+EPOCH, NUM_EPOCHS = 1, 200  # a step of the second epoch: PS-KD reads its table from epoch 1 on
+GPU_BATCH, CPU_BATCH = 128, 32
+SMOKE = dict(model="tiny_cnn", num_classes=10, num_train=64, input_size=8, batch=4, repeats=2, warmup=1)
+
+# targets of issue 8 (CPU): Zipf's LS within 3% of CE per step; CS-KD about twice CE's forward cost
+ZIPF_MAX_RATIO = 1.03
+CSKD_FORWARD_RANGE = (1.7, 2.3)
+
+
+def builtin_methods() -> list[str]:
+    """The built-in methods (not user ones registered by an import), CE first."""
+    names = [n for n in METHODS.names() if METHODS.get(n).__module__.startswith("methods.")]
+    return ["ce"] + [n for n in names if n != "ce"]
+
+
+@dataclass
+class Rig:
+    """One method's training state and its fixed batch, built as `train_trial` builds them."""
+
+    name: str
+    method: Method
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    classifier: nn.Module | None
+    generator: torch.Generator
+    x: Tensor                 # (B, 3, S, S)
+    xp: Tensor | None         # (B, 3, S, S): CS-KD's partners
+    y: Tensor                 # (B,)
+    idx: Tensor               # (B,) dataset indices
+    amp: bool
+    device: torch.device
+    params: dict[str, Any] = field(default_factory=dict)
+    sums: dict[str, Tensor] = field(default_factory=dict)
+    counts: Tensor | None = None
+
+
+def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
+              input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Rig:
+    torch.manual_seed(seed)
+    params = method_preset(name, PRESET_DATASET, model_name)
+    model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
+    method = build_method(name, params, num_classes=num_classes, num_train=num_train,
+                          feature_channels=feature_channels(model))
+    model, method = model.to(device), method.to(device)
+    extra = method.extra_modules()
+    if extra is not None:
+        extra.to(device)
+    on_cuda = device.type == "cuda"
+    fmt = torch.channels_last if on_cuda else torch.contiguous_format
+    if on_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    r = RECIPES["zipf"]
+    trainable = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    opt = torch.optim.SGD(trainable, lr=r["lr"], momentum=r["momentum"], weight_decay=r["weight_decay"],
+                          nesterov=r["nesterov"])
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed + 1)
+
+    def images() -> Tensor:
+        return torch.randn(batch, 3, input_size, input_size, device=device).contiguous(memory_format=fmt)
+
+    x = images()
+    xp = images() if method.needs.pairs else None
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    idx = torch.randperm(num_train, device=device)[:batch]
+    if hasattr(method, "apply_update"):  # PS-KD: a table written in epoch 0, as a real second epoch reads it
+        with torch.no_grad():  # in chunks, so that no table-sized temporary inflates the peak memory
+            for start in range(0, num_train, 1024):
+                rows = torch.arange(start, min(start + 1024, num_train), device=device)
+                method.apply_update(rows, torch.softmax(torch.randn(len(rows), num_classes, device=device), dim=1))
+    return Rig(name=name, method=method, model=model, opt=opt,
+               classifier=classifier(model) if method.needs.features else None, generator=gen, x=x, xp=xp, y=y,
+               idx=idx, amp=on_cuda, device=device, params=params,
+               counts=torch.zeros(2, device=device))
+
+
+def train_step(rig: Rig, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
+               mark: Callable[[], None] = lambda: None) -> None:
+    """One step of `train_trial`'s loop (harness.train.loop.train_step itself) on the rig's batch; `mark()` is
+    called once the loss exists."""
+    r, m = RECIPES["zipf"], rig.method
+    x, y, idx, xp = rig.x, rig.y, rig.idx, rig.xp
+    milestones = tuple(max(1, round(f * NUM_EPOCHS)) for f in r["milestones"])
+    lr = lr_at(EPOCH * steps_per_epoch + step, steps_per_epoch=steps_per_epoch, lr=r["lr"], milestones=milestones,
+               gamma=r["gamma"], warmup_epochs=r["warmup_epochs"])
+    ctx = StepContext(epoch=EPOCH, num_epochs=NUM_EPOCHS, indices=idx, generator=rig.generator)
+    trial_step(model=rig.model, method=m, opt=rig.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr, classifier=rig.classifier,
+               amp=rig.amp, sums=rig.sums, counts=rig.counts, params=[], after_loss=mark)
+
+
+def timed_step(rig: Rig, step: int) -> tuple[float, float]:
+    """(forward seconds, whole step seconds) of one step."""
+    dev = rig.device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+        start.record()
+        train_step(rig, step=step, mark=mid.record)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(mid) / 1e3, start.elapsed_time(end) / 1e3
+    marks: list[float] = []
+    t0 = time.perf_counter()
+    train_step(rig, step=step, mark=lambda: marks.append(time.perf_counter()))
+    t1 = time.perf_counter()
+    return marks[0] - t0, t1 - t0
+
+
+def forward_passes(method: Method) -> int:
+    return 2 if method.needs.pairs else 1
+
+
+# --- CPU peak memory in a fresh process ---------------------------------------------------------------
+
+def _page_in_kernels() -> None:
+    """A few-kilobyte conv / BN / linear step, so that loading the CPU kernels' code is not counted as the
+    method's memory (the tensors are too small for the allocator to keep pages the rig could reuse)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    loss = nn.functional.cross_entropy(net(torch.randn(2, 3, 8, 8)).float(), torch.tensor([0, 1]))
+    loss.backward()
+    opt.step()
+
+
+def rss_child(config: dict[str, Any]) -> dict[str, int]:
+    """Run in a fresh process: (RSS before, RSS high-water mark over building one rig and two steps)."""
+    # no tensor is built before the baseline except a few kilobytes: freed memory that the allocator kept
+    # would be reused by the rig and hide its growth
+    torch.set_num_threads(config.pop("threads"))
+    _page_in_kernels()
+    reset_peak_rss()
+    before = rss_now()
+    rig = build_rig(device=torch.device("cpu"), **config)
+    for i in range(2):
+        train_step(rig, step=i)
+    return {"before": before, "peak": peak_rss()}
+
+
+def cpu_peak_rss_delta(name: str, *, batch: int, threads: int, model_name: str = MODEL,
+                       num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN, input_size: int = INPUT_SIZE,
+                       timeout: float = 600) -> int:
+    """Bytes: a fresh process's peak RSS over two training steps of `name` minus its RSS before the rig."""
+    config = dict(name=name, batch=batch, threads=max(1, threads), model_name=model_name, num_classes=num_classes,
+                  num_train=num_train, input_size=input_size)
+    code = ("import json, sys; from harness.bench.step import rss_child; "
+            "print(json.dumps(rss_child(json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(config)], capture_output=True, text=True,
+                         timeout=timeout, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench step: the memory probe for {name!r} failed:\n{out.stderr[-2000:]}")
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(got["peak"] - got["before"])
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+
+@dataclass
+class StepBench:
+    rows: list[dict[str, Any]]
+    device: torch.device
+    model: str
+    batch: int
+    input_size: int
+    num_classes: int
+    num_train: int
+    threads: int
+    repeats: int
+    warmup: int
+    smoke: bool
+    machine: str
+    load_end: tuple[float, float, float] | None
+    memory_kind: str
+    seconds: float
+
+
+def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, device: str | torch.device = "auto",
+               threads: int = 1, smoke: bool = False, methods: Sequence[str] | None = None,
+               memory: bool = True, seed: int = 0) -> StepBench:
+    """Median step time of every built-in method (or `methods`, CE always first) and its ratio to CE.
+
+    `smoke`: tiny_cnn at 8x8, batch 4, 2 repeats after 1 warm-up round, no CPU memory probe (a test that
+    keeps this code working, not a measurement).
+    """
+    t_start = time.perf_counter()
+    dev = device if isinstance(device, torch.device) else bench_device(device, target="step")
+    names = ["ce"] + [n for n in (methods or builtin_methods()) if n != "ce"]
+    for n in names:
+        METHODS.get(n)  # an unknown name fails before any work
+    sizes = dict(model_name=MODEL, num_classes=NUM_CLASSES, num_train=NUM_TRAIN, input_size=INPUT_SIZE)
+    if smoke:
+        sizes = dict(model_name=SMOKE["model"], num_classes=SMOKE["num_classes"], num_train=SMOKE["num_train"],
+                     input_size=SMOKE["input_size"])
+        batch, repeats, warmup, memory = batch or SMOKE["batch"], SMOKE["repeats"], SMOKE["warmup"], False
+    batch = batch or (GPU_BATCH if dev.type == "cuda" else CPU_BATCH)
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"bench step: batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
+    old_threads = torch.get_num_threads()
+    used_threads = set_threads(threads, dev)
+    machine = machine_line(dev, used_threads if dev.type == "cpu" else None)
+    try:
+        rigs, peak = {}, {}
+        for n in names:  # built one after the other, so each method's peak memory is its own
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                base = torch.cuda.memory_allocated(dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+            rigs[n] = build_rig(n, batch=batch, device=dev, seed=seed, **sizes)
+            for i in range(2):  # the second step is the steady one: momentum buffers exist during backward
+                train_step(rigs[n], step=i)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                peak[n] = torch.cuda.max_memory_allocated(dev) - base
+        fwd: dict[str, list[float]] = {n: [] for n in names}
+        full: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(warmup + repeats):
+            for n, rig in rigs.items():
+                f, t = timed_step(rig, r)
+                if r >= warmup:
+                    fwd[n].append(f)
+                    full[n].append(t)
+        sync(dev)
+        if dev.type == "cpu" and memory:
+            for n in names:
+                peak[n] = cpu_peak_rss_delta(n, batch=batch, threads=used_threads, **sizes)
+    finally:
+        torch.set_num_threads(old_threads)
+    ce_ms, ce_fwd = median(full["ce"]) * 1e3, median(fwd["ce"]) * 1e3
+    rows = []
+    for n, rig in rigs.items():
+        ms, fwd_ms = median(full[n]) * 1e3, median(fwd[n]) * 1e3
+        rows.append({"method": n, "ms": ms, "x_ce": ms / ce_ms, "fwd_ms": fwd_ms, "fwd_x_ce": fwd_ms / ce_fwd,
+                     "bwd_ms": ms - fwd_ms, "peak_bytes": peak.get(n), "state_bytes": rig.method.state_nbytes(),
+                     "forward_passes": forward_passes(rig.method), "maps": rig.method.needs.features,
+                     "params": rig.params, "images_per_s": batch / (ms / 1e3),
+                     "finite": all(math.isfinite(v.item()) for v in rig.sums.values())})
+    kind = ("cuda max_memory_allocated" if dev.type == "cuda" else
+            "fresh-process peak RSS delta" if memory else "not measured")
+    return StepBench(rows=rows, device=dev, model=sizes["model_name"], batch=batch, input_size=sizes["input_size"],
+                     num_classes=sizes["num_classes"], num_train=sizes["num_train"], threads=used_threads,
+                     repeats=repeats, warmup=warmup, smoke=smoke, machine=machine, load_end=load_average(),
+                     memory_kind=kind, seconds=time.perf_counter() - t_start)
+
+
+def targets(result: StepBench) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for the issue's CPU targets; None where the method was not run."""
+    by = {r["method"]: r for r in result.rows}
+    out: list[tuple[str, str, bool | None]] = []
+    z = by.get("zipf")
+    out.append((f"zipf step within {ZIPF_MAX_RATIO - 1:.0%} of CE",
+                f"x{z['x_ce']:.3f}" if z else "not run", (z["x_ce"] <= ZIPF_MAX_RATIO) if z else None))
+    c = by.get("cskd")
+    lo, hi = CSKD_FORWARD_RANGE
+    out.append((f"cskd forward about 2x CE's ({lo:g}-{hi:g})",
+                f"forward x{c['fwd_x_ce']:.2f} (whole step x{c['x_ce']:.2f})" if c else "not run",
+                (lo <= c["fwd_x_ce"] <= hi) if c else None))
+    return out
+
+
+def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
+    headers = ["method", "ms/step", "x CE", "forward ms", "fwd x CE", "backward+opt ms", "images/s",
+               "peak memory", "method state", "forward passes"]
+    table = [(r["method"], f"{r['ms']:.1f}", f"{r['x_ce']:.3f}", f"{r['fwd_ms']:.1f}", f"{r['fwd_x_ce']:.2f}",
+              f"{r['bwd_ms']:.1f}", f"{r['images_per_s']:.0f}", fmt_mib(r["peak_bytes"]),
+              fmt_bytes(r["state_bytes"]), f"{r['forward_passes']}{' (+maps)' if r['maps'] else ''}")
+             for r in result.rows]
+    res = result
+    head = (f"training step: {res.model}, {res.num_classes} classes, {res.input_size}x{res.input_size} random input, "
+            f"batch {res.batch} (cskd: {res.batch} anchors + {res.batch} partners); "
+            f"median of {res.repeats} round-robin steps after {res.warmup} warm-up rounds"
+            f"{' (SMOKE: sizes too small to mean anything)' if res.smoke else ''}\n{res.machine}\n")
+    settings = "; ".join(f"{r['method']}: " + ", ".join(f"{k}={v}" for k, v in r["params"].items())
+                         for r in res.rows if r["params"])
+    load = res.load_end
+    foot = [f"peak memory: {res.memory_kind}; method state: state_nbytes() with num_train={res.num_train:,}",
+            f"method settings ({PRESET_DATASET} presets): {settings or 'defaults'}",
+            "forward passes: (+maps) = forward_with_maps (final and previous-stage maps for the dense votes)",
+            f"took {res.seconds:.0f} s" + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+                                           if load else "")]
+    for what, got, ok in targets(res):
+        judged = "not judged (smoke)" if res.smoke else verdict(ok)
+        foot.append(f"target ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
+    return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
+
+
+__all__ = ["Rig", "StepBench", "bench_step", "build_rig", "builtin_methods", "cpu_peak_rss_delta",
+           "format_bench_step", "targets", "train_step"]

@@ -1,0 +1,46 @@
+"""`tfbench run SWEEP.yaml`: run a sweep file on Ray Tune (local, or an existing cluster with --address)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.io import REPO_ROOT
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", type=Path, help="a sweep definition file (see sweeps/ and the README)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every trial: method.<param>, dataset.<param>, model.<param>, train.<field>")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved trial list and exit; writes nothing")
+    p.add_argument("--address", default=None,
+                   help="attach to an existing Ray cluster (default: $RAY_ADDRESS, else start a local one)")
+    p.add_argument("--results", type=Path, default=REPO_ROOT / "results",
+                   help="results root (default: results/ of this checkout); the sweep writes <root>/<name>/")
+    p.add_argument("--no-progress", action="store_true", help="no live status line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.config.sweep_file import load_sweep
+
+    sweep = load_sweep(args.sweep, args.sets)
+    if args.dry_run:
+        print_trials(sweep)
+        return 0
+    from harness.sweep.runner import run_sweep
+
+    return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
+                     progress=not args.no_progress)
+
+
+def print_trials(sweep) -> None:
+    from tabulate import tabulate
+
+    rows = []
+    for t in sweep.trials:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(t.method_params.items()))
+        rows.append([t.key(), t.method, t.dataset, t.model, t.seed, t.train.epochs, params])
+    print(tabulate(rows, headers=["key", "method", "dataset", "model", "seed", "epochs", "method params"],
+                   tablefmt="simple"))
+    r = sweep.resources
+    print(f"\n{len(sweep.trials)} trials; per trial {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU, "
+          f"{r.workers_per_trial} worker(s); max concurrent {r.max_concurrent or 'unlimited'}; retries {sweep.retries}")

@@ -1,0 +1,50 @@
+"""`tfbench train`: one trial, in this process, without Ray."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.config.resolve import parse_sets, resolve_trial
+from harness.errors import UserError
+from methods import load_user_module
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="a registered method (see `tfbench methods`)")
+    p.add_argument("--dataset", required=True, help="a registered dataset (see `tfbench datasets`)")
+    p.add_argument("--model", default=None, help="a timm model name (default: the dataset's usual model)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override anything: method.<param>, dataset.<param> (e.g. dataset.root), "
+                        "model.<param>, train.<field> (e.g. train.batch_size=64); repeatable")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="a Python file or module that registers extra methods; repeatable")
+    p.add_argument("--out", required=True, type=Path, help="output folder for this trial")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.train.loop import TrialDiverged, train_trial
+
+    for ref in args.imports:
+        load_user_module(ref)
+    sets = parse_sets(args.sets)
+    if args.epochs is not None:
+        sets["train"]["epochs"] = args.epochs
+    spec = resolve_trial(method=args.method, dataset=args.dataset, model=args.model, seed=args.seed,
+                         method_params=sets["method"], dataset_params=sets["dataset"],
+                         model_params=sets["model"], train=sets["train"],
+                         imports=tuple(str(Path(r).resolve()) if r.endswith(".py") else r for r in args.imports))
+    print(f"trial {spec.key()}: {spec.method} on {spec.dataset} with {spec.model}, seed {spec.seed}, "
+          f"{spec.train.epochs} epochs -> {args.out}", flush=True)
+    try:
+        result = train_trial(spec, args.out, log=lambda s: print(s, flush=True))
+    except TrialDiverged as e:
+        print(f"tfbench: error: {e}", file=sys.stderr)
+        return 1
+    except UserError:
+        raise
+    print(f"done: best val top-1 {result['best_top1']:.4f} (epoch {result['best_epoch']}), last "
+          f"{result['last_top1']:.4f}; {result['step_time_s'] * 1e3:.1f} ms/step; {args.out / 'result.json'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Typed configuration: trial specs, sweep files, presets, and turning them into arguments."""

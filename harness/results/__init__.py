@@ -1,0 +1,1 @@
+"""Reading results folders: aggregation, statistics, tables and plots (files only)."""

@@ -1,0 +1,1 @@
+"""Running sweeps: expansion into trials, the Ray Tune runner, results-folder state."""

@@ -1,0 +1,480 @@
+"""Run a sweep on Ray Tune: one Tune trial per TrialSpec, resumable, fault-isolated.
+
+Why the trial folders, not Ray's experiment state, are the source of truth: every trial checkpoints into
+results/<sweep>/trials/<key>/ each epoch, and a finished trial has a result.json. A rerun of the same file
+(after Ctrl-C, a kill, a reboot, or with more seeds) starts a fresh Tune experiment over the trials that
+have no finished record, and each of those resumes from its own checkpoint. Nothing depends on the driver
+surviving.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config.spec import TrialSpec
+from harness.config.sweep_file import SweepSpec
+from harness.errors import UserError
+from harness.io import atomic_write_json, atomic_write_text
+
+RESULT_COLUMNS = ["best_top1", "best_epoch", "last_top1", "best_top5", "last_top5", "last_nll", "last_ece",
+                  "train_top1", "train_val_gap", "step_time_s", "images_per_s", "peak_mem_bytes", "state_bytes",
+                  "wall_time_s"]
+
+
+# --- the results folder --------------------------------------------------------------------------
+
+class ResultsLock:
+    """One sweep per results folder at a time: a second `tfbench run` gets a clear message, not a mix-up."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> ResultsLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(f"{self.path.parent}: another tfbench run (pid {holder}) is using this results folder; "
+                            f"wait for it to finish, or give this sweep another name") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def write_probe(folder: Path) -> None:
+    """Fail before any training if results cannot be written (read-only folder, full disk)."""
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:  # a full disk fails in write or fsync: leave nothing behind either way
+            probe.unlink(missing_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write results to {folder}: {e.strerror or e}; free space or choose another "
+                        f"folder with --results") from None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record of a trial folder, or None when it is missing, truncated or not a JSON object.
+    Why never raise: one damaged file must not stop the aggregation of every other trial."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def trial_status(trial_dir: Path) -> str:
+    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished,
+    so the trial runs again and resumes from its checkpoint)."""
+    result = read_record(trial_dir / "result.json")
+    if result is not None and result.get("status") == "finished":
+        return "finished"
+    return "failed" if (trial_dir / "error.json").exists() else "pending"
+
+
+def _error_of(trial_dir: Path) -> str:
+    record = read_record(trial_dir / "error.json") or {}
+    return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
+
+
+def write_trials_csv(folder: Path, trials: list[TrialSpec]) -> Path:
+    """One flat row per trial of the sweep, in the sweep's order: the source of every table."""
+    param_names = sorted({k for t in trials for k in t.method_params})
+    columns = (["key", "status", "error", "method", "dataset", "model", "seed", "epochs"]
+               + [f"p.{p}" for p in param_names] + RESULT_COLUMNS)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for spec in trials:
+        tdir = folder / "trials" / spec.key()
+        status = trial_status(tdir)
+        row: dict[str, Any] = {"key": spec.key(), "status": status, "method": spec.method, "dataset": spec.dataset,
+                               "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs}
+        row.update({f"p.{k}": v for k, v in spec.method_params.items()})
+        if status == "finished":
+            row.update(read_record(tdir / "result.json") or {})
+        elif status == "failed":
+            row["error"] = _error_of(tdir)
+        writer.writerow(row)
+    path = folder / "trials.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def write_sweep_record(folder: Path, sweep: SweepSpec, sets: list[str]) -> None:
+    record = {"source": str(sweep.source), "sets": list(sets), "file": sweep.raw,
+              "trials": [{"key": t.key(), "spec": t.to_dict()} for t in sweep.trials]}
+    atomic_write_text(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False))
+
+
+# --- the Ray side --------------------------------------------------------------------------------
+
+def _trial_logger(path: Path) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
+
+
+def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None]) -> None:
+    """Train one trial inside a Ray worker; on failure, record the error next to the checkpoint and re-raise."""
+    import torch
+
+    from harness.train.loop import train_trial
+
+    torch.set_num_threads(max(1, threads))
+    spec = TrialSpec.from_dict(spec_dict)
+    tdir = Path(trial_dir)
+    tdir.mkdir(parents=True, exist_ok=True)
+    lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
+    try:
+        train_trial(spec, tdir, report=report, log=log)
+    except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
+        if not lead:
+            raise
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower():
+            msg = f"out of memory: {msg}"
+        log(traceback.format_exc())
+        atomic_write_json(tdir / "error.json", {"status": "failed", "error": msg, "time": time.time()})
+        raise
+    (tdir / "error.json").unlink(missing_ok=True)
+
+
+def _tune_trainable(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int) -> None:
+    from ray import tune
+
+    key = config["key"]
+    _run_one(specs[key], os.path.join(folder, "trials", key), threads, report=lambda m: tune.report(m))
+
+
+def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int, workers: int,
+               cpus: float, gpus: float) -> None:
+    """Data-parallel trial: a Ray Train TorchTrainer inside the Tune trial (gloo on CPU, NCCL on GPUs)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    key = config["key"]
+    trainer = TorchTrainer(
+        _dp_worker,
+        train_loop_config={"spec": specs[key], "trial_dir": os.path.join(folder, "trials", key), "threads": threads},
+        torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                               resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+        run_config=ray.train.RunConfig(name=f"dp-{key}", storage_path=os.path.join(folder, ".ray", "train"),
+                                       callbacks=[TuneReportCallback()],
+                                       failure_config=ray.train.FailureConfig(max_failures=0)),
+    )
+    trainer.fit()
+
+
+def _dp_worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    # every worker reports (Ray Train's report is collective); train_trial writes files on rank 0 only
+    _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
+
+
+class Progress:
+    """A compact live view: one status line, rewritten in place on a terminal, printed on change otherwise."""
+
+    def __init__(self, name: str, total: int, done_before: int):
+        self.name, self.total, self.done_before = name, total, done_before
+        self.running: set[str] = set()
+        self.done = 0
+        self.failed: set[str] = set()
+        self.start = time.time()
+        self.tty = sys.stdout.isatty()
+        self.last_state: tuple[int, int, int] | None = None
+        self.last_time = 0.0
+
+    def line(self) -> str:
+        elapsed = time.time() - self.start
+        finished = self.done_before + self.done
+        eta = "?"
+        if self.done:
+            remaining = self.total - finished - len(self.failed)
+            eta = _fmt_time(elapsed / self.done * remaining)
+        return (f"[{self.name}] finished {finished}/{self.total}  running {len(self.running)}  "
+                f"failed {len(self.failed)}  elapsed {_fmt_time(elapsed)}  eta {eta}")
+
+    def show(self, force: bool = False) -> None:
+        """On a terminal: rewrite the line at most once a second. In a log: a new line only when a count changes."""
+        state = (self.done, len(self.running), len(self.failed))
+        now = time.time()
+        if not force and state == self.last_state and (not self.tty or now - self.last_time < 1.0):
+            return
+        self.last_state, self.last_time = state, now
+        if self.tty:
+            sys.stdout.write("\r" + self.line().ljust(100))
+        else:
+            sys.stdout.write(self.line() + "\n")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _make_callback(progress: Progress):
+    from ray import tune
+
+    class _Cb(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.running.add(trial.config["key"])
+            progress.show()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            progress.show()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.config["key"])
+            progress.done += 1
+            progress.show()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.running.discard(trial.config["key"])
+            progress.failed.add(trial.config["key"])
+            progress.show()
+
+    return _Cb()
+
+
+def _init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    else:
+        if gpus_needed > 0:
+            import torch
+
+            if torch.cuda.device_count() == 0:
+                raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but this machine has no visible GPU; "
+                                f"set it to 0, or attach to a cluster with GPUs (--address)")
+        # a capped object store: trials exchange only small metric dicts
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 object_store_memory=200 * 1024**2, configure_logging=True, logging_level="ERROR")
+    if gpus_needed > 0 and ray.cluster_resources().get("GPU", 0) < min(gpus_needed, 1):
+        raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but the Ray cluster has "
+                        f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+    cluster_cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus > cluster_cpus:
+        raise UserError(f"resources.cpus_per_trial is {cpus:g} but the Ray cluster has only {cluster_cpus:g} CPUs")
+
+
+def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
+              progress: bool = True) -> int:
+    """Run what is missing of `sweep`, then write trials.csv, the summary tables and the plots.
+
+    Returns 0 when every trial finished, 1 when some failed.
+    """
+    folder = (results_root / sweep.name).resolve()
+    if not (address or os.environ.get("RAY_ADDRESS")):  # on a cluster the data lives on the workers
+        check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
+    write_probe(folder)
+    with ResultsLock(folder):
+        _remove_stale_temporaries(folder)
+        write_sweep_record(folder, sweep, list(sets))
+        pending = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
+        done_before = len(sweep.trials) - len(pending)
+        print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {done_before} already finished, "
+              f"{len(pending)} to run -> {folder}", flush=True)
+        interrupted = False
+        if pending:
+            try:
+                interrupted = _tune(sweep, folder, pending, done_before, address, progress)
+            except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
+                interrupted = True
+        write_trials_csv(folder, sweep.trials)
+        statuses = {t.key(): trial_status(folder / "trials" / t.key()) for t in sweep.trials}
+        n_done = sum(s == "finished" for s in statuses.values())
+        if interrupted:
+            # the summary waits for the rerun; trials.csv already says what finished
+            print(f"tfbench: sweep {sweep.name} interrupted: {n_done} of {len(sweep.trials)} trials finished and "
+                  f"kept; rerun the same command to continue (stopped trials resume from their last "
+                  f"checkpoint); {folder / 'trials.csv'}", file=sys.stderr, flush=True)
+            return 130
+        _test_pause("TFBENCH_TEST_PAUSE_BEFORE_SUMMARY")
+        _summarise(folder)
+    failed = [t for t in sweep.trials if statuses[t.key()] != "finished"]
+    print(f"sweep {sweep.name}: {n_done} finished, {len(failed)} failed; {folder / 'trials.csv'}", flush=True)
+    for t in failed:
+        tdir = folder / "trials" / t.key()
+        why = _error_of(tdir) if statuses[t.key()] == "failed" else "did not finish"
+        print(f"  failed: {t.key()}: {why} (full log: {tdir / 'train.log'})", flush=True)
+    return 1 if failed else 0
+
+
+def check_data_roots(trials: list[TrialSpec]) -> None:
+    """Refuse a sweep whose data is missing or laid out wrongly, before anything is written or Ray starts:
+    the cheap checks only (the root exists, its top-level layout); a trial still reports deeper problems."""
+    from harness.data import check_dataset
+
+    seen: set[tuple[str, str]] = set()
+    for t in trials:
+        ident = (t.dataset, json.dumps(t.dataset_params, sort_keys=True, default=str))
+        if ident not in seen:
+            seen.add(ident)
+            check_dataset(t.dataset, dict(t.dataset_params))
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Half-written files of a killed run (atomic writes' .<name>.*.tmp, a probe) never become results;
+    remove them. Only in trial folders, which nothing but a sweep holding the lock writes to."""
+    for tmp in [*folder.glob("trials/*/.*.tmp"), *folder.glob(".write-probe-*")]:
+        tmp.unlink(missing_ok=True)
+
+
+def _test_pause(var: str) -> None:
+    """Test-only hook (tests/test_reliability.py): with $VAR set to a path, create that file and wait while
+    it exists, so a test can kill the driver at a known point. Unset (always, outside tests): no effect."""
+    marker = os.environ.get(var)
+    if not marker:
+        return
+    Path(marker).touch()
+    deadline = time.time() + 600
+    while Path(marker).exists() and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before: int, address: str | None,
+          show: bool) -> bool:
+    """Run the pending trials; returns True when Ctrl-C stopped the sweep."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Ray reports usage statistics to its servers by default; tfbench makes no network access unless asked
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import tune
+
+    r = sweep.resources
+    workers = r.workers_per_trial
+    _init_ray(address, r.cpus_per_trial * (workers if workers > 1 else 1), r.gpus_per_trial)
+    specs = {t.key(): t.to_dict() for t in pending}
+    threads = max(1, int(r.cpus_per_trial))
+    if workers > 1:
+        trainable = tune.with_parameters(_dp_driver, specs=specs, folder=str(folder), threads=threads,
+                                         workers=workers, cpus=r.cpus_per_trial, gpus=r.gpus_per_trial)
+        # the driver itself only waits for the Train workers, which hold the trial's real resources
+        trainable = tune.with_resources(trainable, {"CPU": 0.01})
+    else:
+        trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
+        trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
+    progress = Progress(sweep.name, len(sweep.trials), done_before)
+    callbacks = [_make_callback(progress)] if show else []
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"key": tune.grid_search(list(specs))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(folder / ".ray"), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=sweep.retries),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    # a failing trial's traceback goes to its own train.log; the driver shows one line per failure
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        if show:
+            progress.show(force=True)
+        with _CtrlC() as ctrl_c:
+            tuner.fit()
+    finally:
+        progress.close()
+        if not address and not os.environ.get("RAY_ADDRESS"):
+            ray.shutdown()
+    return ctrl_c.pressed
+
+
+class _CtrlC:
+    """Ctrl-C during Tune's loop. Why our own handler: Tune's stops the run gracefully but leaves no trace
+    of it (fit() returns as if the sweep had ended). Ours records the interruption, then asks Tune for the
+    same graceful stop through SIGUSR1, which Tune always handles that way; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.pressed = False
+        self.active = threading.current_thread() is threading.main_thread()  # signals: main thread only
+        self.old: dict[int, Any] = {}
+        self.env: str | None = None
+
+    def __enter__(self) -> _CtrlC:
+        if self.active:
+            self.env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+            self.old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.pressed or not callable(signal.getsignal(signal.SIGUSR1)):  # Tune is not listening yet
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\ntfbench: Ctrl-C: stopping the sweep (running trials keep their last epoch's checkpoint); "
+              "press Ctrl-C again to stop at once", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+        if self.env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self.env
+
+
+def _summarise(folder: Path) -> None:
+    """Tables and plots, when the results code is installed; a failure here never loses trial records."""
+    try:
+        from harness.results.tables import write_summary
+    except ImportError:
+        return
+    try:
+        write_summary(folder)
+        from harness.results.plots import write_plots
+
+        write_plots(folder)
+    except Exception as e:  # e.g. a damaged metrics file: trials.csv is already complete
+        log = folder / "summary-error.log"
+        atomic_write_text(log, traceback.format_exc())
+        print(f"tfbench: warning: could not write the summary or plots ({type(e).__name__}: {e}); trials.csv is "
+              f"complete; details in {log}; `tfbench table {folder}` retries", file=sys.stderr, flush=True)
+

@@ -1,0 +1,1 @@
+"""Training one trial: the loop, checkpoints, data-parallel plumbing, metrics."""

@@ -1,0 +1,219 @@
+"""Tables: cell text, bolding (ties included), n and failures shown, well-formed booktabs LaTeX,
+markdown and CSV, the summary files and `tfbench table`. Expected strings are written out by hand."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from harness.cli import table as cmd_table
+from harness.errors import UserError
+from harness.results.aggregate import aggregate
+from harness.results.tables import (
+    ablation_tables,
+    best_mask,
+    comparison_table,
+    cost_tables,
+    format_mean_std,
+    human_bytes,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_summary,
+)
+
+
+def trial(method, seed, top1, *, dataset="cifar_100", status="finished", step=0.1, state=0.0, **params):
+    row = {"key": f"{method}-{dataset}-{seed}-{sorted(params.items())}", "status": status,
+           "error": "" if status == "finished" else "ValueError: loss is nan\ntraceback...", "method": method,
+           "dataset": dataset, "model": "resnet18", "seed": seed, "epochs": 2,
+           "p.alpha": params.get("alpha", math.nan), "p.lam": params.get("lam", math.nan)}
+    if status == "finished":
+        row.update(best_top1=top1, last_top1=top1, best_top5=0.9, last_top5=0.9, last_nll=1.0, last_ece=0.05,
+                   train_val_gap=0.2, step_time_s=step, peak_mem_bytes=2 ** 30, state_bytes=state)
+    return row
+
+
+def synthetic() -> pd.DataFrame:
+    rows = []
+    # cifar_100: CE 72.00 +- 2.00; LS and Zipf both display 74.00 (74.001 vs 73.998): a tie, both bold.
+    rows += [trial("ce", s, v) for s, v in enumerate([0.70, 0.72, 0.74])]
+    rows += [trial("ls", s, v, step=0.1) for s, v in enumerate([0.74003, 0.74, 0.74])]
+    rows += [trial("zipf", s, v, step=0.12, alpha=1.0, lam=0.1) for s, v in enumerate([0.73994, 0.74, 0.74])]
+    # tiny: CE 50.00; Zipf 55.00 with one failed trial (n=2); PS-KD on a single seed.
+    rows += [trial("ce", s, v, dataset="tiny") for s, v in enumerate([0.49, 0.50, 0.51])]
+    rows += [trial("zipf", s, v, dataset="tiny", alpha=1.0, lam=0.1) for s, v in enumerate([0.54, 0.56])]
+    rows += [trial("zipf", 2, None, dataset="tiny", status="failed", alpha=1.0, lam=0.1)]
+    rows += [trial("pskd", 0, 0.53, dataset="tiny", state=5 * 2 ** 20)]
+    return pd.DataFrame(rows)
+
+
+def test_format_mean_std():
+    assert format_mean_std(77.384, 0.3171) == "77.38 +- 0.32"
+    assert format_mean_std(77.384, math.nan) == "77.38 +- n/a"  # unavailable, never 0
+    assert format_mean_std(math.nan, math.nan) == "n/a"
+    assert human_bytes(0) == "0 B" and human_bytes(10 * 2 ** 20) == "10.0 MiB" and human_bytes(1536) == "1.5 KiB"
+
+
+def test_best_mask_compares_displayed_means_and_keeps_ties():
+    assert best_mask([77.381, 77.384, 77.2], decimals=2, higher_is_better=True) == [True, True, False]
+    assert best_mask([77.381, 77.386, 77.2], decimals=2, higher_is_better=True) == [False, True, False]
+    assert best_mask([0.5, math.nan, 0.4], decimals=2, higher_is_better=False) == [False, False, True]
+    assert best_mask([math.nan, math.nan], decimals=2, higher_is_better=True) == [False, False]
+
+
+def test_comparison_cells_bold_ties_failures_and_single_seed():
+    t = comparison_table(aggregate(synthetic()), metric="best_top1")
+    assert t.headers == ["method", "cifar_100 / resnet18", "tiny / resnet18"]
+    assert [r[0] for r in t.rows] == ["CE", "LS", "PS-KD", "Zipf's LS"]
+    cells = {r[0]: r[1:] for r in t.rows}
+    bold = {r[0]: b[1:] for r, b in zip(t.rows, t.bold, strict=True)}
+    assert cells["CE"] == ["72.00 +- 2.00", "50.00 +- 1.00"]
+    assert cells["LS"] == ["74.00 +- 0.00", ""]                         # not run on tiny: empty
+    assert cells["Zipf's LS"][1] == "55.00 +- 1.41 (n=2, 1 failed)"   # std of 0.54, 0.56 = 0.01 * sqrt(2)
+    assert cells["PS-KD"][1] == "53.00 +- n/a (n=1)"
+    # column 1: LS (74.001) and Zipf (73.998) both read 74.00: both bold; column 2: Zipf alone.
+    assert [bold[m][0] for m in ("CE", "LS", "PS-KD", "Zipf's LS")] == [False, True, False, True]
+    assert [bold[m][1] for m in ("CE", "LS", "PS-KD", "Zipf's LS")] == [False, False, False, True]
+    assert "n = 3 seeds per cell unless marked" in t.note
+    md = re.sub(r" +", " ", to_markdown(t))
+    assert "| LS | **74.00 +- 0.00** | |" in md
+    assert "| Zipf's LS | **74.00 +- 0.00** | **55.00 +- 1.41 (n=2, 1 failed)** |" in md
+    assert "**72.00" not in md
+
+
+def test_lower_is_better_metric_bolds_the_minimum():
+    df = synthetic()
+    df.loc[df["method"] == "ls", "last_nll"] = 0.8
+    t = comparison_table(aggregate(df, metric="last_nll"), metric="last_nll")
+    ls_row = [i for i, r in enumerate(t.rows) if r[0] == "LS"][0]
+    assert t.rows[ls_row][1] == "0.800 +- 0.000" and t.bold[ls_row][1]
+    assert sum(b[1] for b in t.bold) == 1
+
+
+def _check_booktabs(tex: str) -> list[list[str]]:
+    """Parse every tabular: rules in order, `\\` row ends, & per row = columns - 1; return the rows."""
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    assert body.count(r"\begin{table}") == body.count(r"\end{table}") >= 1
+    tabulars = re.findall(r"\\begin\{tabular\}\{([lrc]+)\}\n(.*?)\n\\end\{tabular\}", body, re.S)
+    assert len(tabulars) == body.count(r"\begin{tabular}") == body.count(r"\end{tabular}")
+    rows = []
+    for spec, inner in tabulars:
+        lines = inner.splitlines()
+        assert lines[0] == r"\toprule" and lines[2] == r"\midrule" and lines[-1] == r"\bottomrule"
+        assert sum(line.strip() in (r"\toprule", r"\midrule", r"\bottomrule") for line in lines) == 3
+        for line in [lines[1], *lines[3:-1]]:
+            assert line.rstrip().endswith(r"\\"), line
+            cells = re.split(r"(?<!\\)&", line.rstrip()[:-2])
+            assert len(cells) == len(spec), line
+            rows.append([c.strip() for c in cells])
+    # braces balanced once escaped ones are removed, never closing before opening
+    depth = 0
+    for ch in body.replace(r"\{", "").replace(r"\}", ""):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+    # no unescaped underscore or percent sign in the text
+    assert re.search(r"(?<!\\)[_%]", body) is None
+    return rows
+
+
+def test_latex_is_well_formed_booktabs_with_raw_bold():
+    t = comparison_table(aggregate(synthetic()), metric="best_top1")
+    tex = to_latex(t)
+    rows = _check_booktabs(tex)
+    assert rows[0] == ["method", r"cifar\_100 / resnet18", "tiny / resnet18"]
+    assert r"\textbf{74.00 $\pm$ 0.00}" in tex
+    assert r"best val top-1 (\%)" in tex
+    assert r"\textbackslash{}textbf" not in tex  # the bold survived as LaTeX, not as escaped text
+
+
+def test_summary_latex_is_well_formed(tmp_path):
+    synthetic().to_csv(tmp_path / "trials.csv", index=False)
+    write_summary(tmp_path)
+    _check_booktabs((tmp_path / "summary.tex").read_text())
+
+
+def test_cost_table_gain_p_and_ratios():
+    tables = cost_tables(aggregate(synthetic()), metric="best_top1")
+    assert [t.title for t in tables] == ["Cost and significance: cifar_100 / resnet18",
+                                         "Cost and significance: tiny / resnet18"]
+    assert tables[0].headers == ["method", "best top-1 (%)", "gain over CE", "p vs CE", "time x", "memory x",
+                                 "extra state"]
+    rows = {r[0]: r for r in tables[0].rows}
+    p = stats.ttest_ind([0.73994, 0.74, 0.74], [0.70, 0.72, 0.74], equal_var=False).pvalue
+    assert rows["Zipf's LS"][2:] == ["+2.00", f"{p:.3f}", "1.20x", "1.00x", "0 B"]
+    assert rows["CE"][2:4] == ["ref", "ref"]
+    tiny = {r[0]: r for r in tables[1].rows}
+    assert tiny["PS-KD"][3] == "n/a" and tiny["PS-KD"][6] == "5.0 MiB"  # one seed: no p-value
+
+
+def test_ablation_table_layout_and_row_bold():
+    rows = []
+    for ds, lam, base in (("cifar_100", 0.1, 0.70), ("tiny", 1.0, 0.50)):
+        for a, bump in ((0.5, 0.01), (1.0, 0.03), (2.0, 0.02)):
+            rows += [trial("zipf", s, base + bump + d, dataset=ds, alpha=a, lam=lam)
+                     for s, d in enumerate([-0.01, 0.01])]
+        rows += [trial("zipf", s, base, dataset=ds, alpha=1.0, lam=lam * 5) for s in range(2)]
+    tables = ablation_tables(aggregate(pd.DataFrame(rows)), metric="best_top1")
+    by_title = {t.title: t for t in tables}
+    assert set(by_title) == {"Ablation: alpha (Zipf's LS)", "Ablation: lam (Zipf's LS)"}
+    t = by_title["Ablation: alpha (Zipf's LS)"]
+    assert t.headers == ["alpha", "fixed", "0.5", "1.0", "2.0"]
+    assert t.rows[0] == ["cifar_100", "lam=0.1", "71.00 +- 1.41", "73.00 +- 1.41", "72.00 +- 1.41"]
+    assert t.rows[1][:2] == ["tiny", "lam=1.0"]
+    assert t.bold == [[False, False, False, True, False]] * 2
+    lam = by_title["Ablation: lam (Zipf's LS)"]
+    assert lam.headers == ["lam", "fixed", "0.1", "0.5", "1.0", "5.0"]
+    assert lam.rows[0][2:] == ["73.00 +- 1.41", "70.00 +- 0.00", "", ""]
+    assert lam.rows[1][2:] == ["", "", "53.00 +- 1.41", "50.00 +- 0.00"]
+
+
+def test_csv_render():
+    t = comparison_table(aggregate(synthetic()), metric="best_top1")
+    lines = to_csv(t).splitlines()
+    assert lines[0] == "method,cifar_100 / resnet18,tiny / resnet18"
+    assert lines[1] == "CE,72.00 +- 2.00,50.00 +- 1.00"
+
+
+def test_write_summary_files(tmp_path):
+    synthetic().to_csv(tmp_path / "trials.csv", index=False)
+    (tmp_path / "landscape").mkdir()
+    keys = synthetic().query("method == 'ce' and dataset == 'tiny'")["key"]
+    pd.DataFrame({"key": keys, "method": "ce", "dataset": "tiny", "model": "resnet18", "seed": [0, 1, 2],
+                  "sharpness": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "landscape" / "sharpness.csv", index=False)
+    md = write_summary(tmp_path)
+    assert (tmp_path / "summary.md").read_text() == md
+    assert md.startswith(f"# Results: {tmp_path.name}\n")
+    assert "Trials: 16 (15 finished, 1 failed) in 6 configurations." in md
+    assert "## Comparison" in md and "## Ablation" not in md
+    assert "## Sharpness" in md and "2.00 +- 1.00" in md
+    assert "ValueError: loss is nan" in md and "traceback" not in md  # first line of the error only
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert len(csv) == 6 and {"label", "n", "n_failed", "best_top1_mean", "p_value", "time_x"} <= set(csv.columns)
+    assert (tmp_path / "summary.tex").read_text().count(r"\begin{tabular}") == 4  # comparison, 2 cost, sharpness
+    assert not list(tmp_path.glob(".summary*"))  # no temporary files left behind
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    cmd_table.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_cmd_table(tmp_path, capsys):
+    with pytest.raises(UserError, match="no trials.csv"):
+        cmd_table.run(_args(str(tmp_path)))
+    synthetic().to_csv(tmp_path / "trials.csv", index=False)
+    with pytest.raises(UserError, match="unknown metric 'top1'.*best_top1"):
+        cmd_table.run(_args(str(tmp_path), "--metric", "top1"))
+    with pytest.raises(UserError, match="unknown format"):
+        cmd_table.run(_args(str(tmp_path), "--format", "html"))
+    assert cmd_table.run(_args(str(tmp_path), "--metric", "last_top1", "--format", "tex")) == 0
+    out = capsys.readouterr().out
+    assert r"\begin{tabular}" in out and "last val top-1" in out
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "summary.csv").exists()
