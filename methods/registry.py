@@ -6,7 +6,7 @@ The harness reuses this class for datasets, so there is one registry idiom in th
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -42,8 +42,7 @@ class Registry:
 
     def get(self, name: str) -> Any:
         if name not in self._items:
-            close = difflib.get_close_matches(str(name), self._items, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(name, self._items)
             raise RegistryError(
                 f"unknown {self.kind} {name!r}{hint}; registered: {', '.join(sorted(self._items))}"
             )
@@ -61,6 +60,12 @@ class Registry:
     def unregister(self, name: str) -> None:
         """For tests that register throw-away entries."""
         self._items.pop(name, None)
+
+
+def did_you_mean(name: object, allowed: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest allowed name, or ''. The one place such hints are built."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _where(obj: Any) -> str:
