@@ -43,7 +43,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     """a - b, element by element (a[i] and b[i] from the same seed): mean, sd, CI and paired t p-value.
 
     CI: mean +- t_{(1+confidence)/2, n-1} * sd / sqrt(n). With sd == 0 the CI collapses to the mean and
-    p is NaN: t is undefined, and no claim should rest on identical differences from a handful of seeds.
+    p is NaN: t is undefined, and no claim should rest on identical differences from a handful of seeds
+    (differences that agree to 1e-9 of the values' size count as identical).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     d = a - b  # (n,)
@@ -54,6 +55,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
     if n < 2:
         return Paired(1, mean, math.nan, math.nan, math.nan, math.nan)
     sd = float(d.std(ddof=1))
+    # Differences equal up to float rounding (0.74 - 0.64 vs 0.84 - 0.74) are identical: without this,
+    # an sd of 1e-17 would give p ~ 0 and a bold cell from nothing.
+    if sd <= 1e-9 * max(1.0, float(np.abs(a).max()), float(np.abs(b).max())):
+        sd = 0.0
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
     p = math.nan if sd == 0 else float(stats.ttest_rel(a, b).pvalue)
     return Paired(n, mean, sd, mean - half, mean + half, p)
