@@ -7,6 +7,9 @@ and plots scale them for display (`METRICS[name].scale`).
 
 A configuration is a trial minus its seed: method, dataset, model, every `p.<param>` column, epochs and
 protocol. Failed (and pending) trials are counted per configuration (`n_failed`, `n_pending`), never dropped.
+
+Over 400 lines on purpose: the grouping vocabulary (config columns, labels, order) is shared by the
+groups, the ablation rows, the learning curves and sharpness; one module keeps it one definition.
 """
 from __future__ import annotations
 
