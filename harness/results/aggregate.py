@@ -294,9 +294,8 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
         base = trials[base_mask]
         is_base = row["method"] == baseline
         row["gain"] = row[f"{metric}_mean"] - mean_std_n(base[metric])[0]
-        pair = paired_difference(*pair_by_seed(_by_seed(ok, metric), _by_seed(base, metric)))
-        if is_base or base.empty:
-            pair = paired_difference([], [])
+        # the baseline against itself is no comparison: empty pairs give NaN in every column
+        pair = paired_difference(*pair_by_seed({} if is_base else _by_seed(ok, metric), _by_seed(base, metric)))
         row.update(n_paired=pair.n, diff_mean=pair.mean, diff_sd=pair.sd, diff_ci_low=pair.ci_low,
                    diff_ci_high=pair.ci_high, p_value=pair.p)
         base_step = mean_std_n(base["step_time_s"])[0]
