@@ -5,23 +5,22 @@ import argparse
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.results.aggregate import TABLE_METRICS
+from harness.results.aggregate import DEFAULT_METRIC, TABLE_METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="a results folder (results/<sweep>/, holding trials.csv)")
-    parser.add_argument("--metric", default="best_top1",
-                        help=f"the metric on the y axes: {', '.join(TABLE_METRICS)} (default best_top1)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help=f"the metric on the y axes: {', '.join(TABLE_METRICS)} (default {DEFAULT_METRIC})")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {args.metric!r} for `tfbench plot`; allowed: {', '.join(TABLE_METRICS)}")
-    if not (Path(args.dir) / "trials.csv").is_file():
-        raise UserError(f"no trials.csv in {args.dir}: give a results folder written by `tfbench run` "
-                        f"(results/<sweep>/)")
     from harness.results.plots import write_plots  # matplotlib only when used
+    from harness.results.records import remove_stale_temporaries
 
+    remove_stale_temporaries(Path(args.dir))
     paths = write_plots(args.dir, metric=args.metric)
     for p in paths:
         print(p)

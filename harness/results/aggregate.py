@@ -1,11 +1,15 @@
-"""Aggregation of a results folder: trials -> one row per configuration with mean, sample std and n.
+"""Aggregation of a results folder: trials -> one row per configuration with mean, sample std and n,
+and each configuration's paired comparison with the baseline (harness/results/stats.py).
 
-Everything here is a pure function on pandas DataFrames except the two loaders at the top
-(`load_trials`, `load_curves`), which only read. Accuracies stay FRACTIONS here; the tables and plots
-scale them for display (`METRICS[name].scale`).
+Everything here is a pure function on pandas DataFrames except the loaders, which only read (the
+trials table itself comes from harness/results/records.py). Accuracies stay FRACTIONS here; the tables
+and plots scale them for display (`METRICS[name].scale`).
 
-A configuration is a trial minus its seed: method, dataset, model, every `p.<param>` column and epochs.
-Failed (and pending) trials are counted per configuration (`n_failed`, `n_pending`), never dropped.
+A configuration is a trial minus its seed: method, dataset, model, every `p.<param>` column, epochs and
+protocol. Failed (and pending) trials are counted per configuration (`n_failed`, `n_pending`), never dropped.
+
+Over 400 lines on purpose: the grouping vocabulary (config columns, labels, order) is shared by the
+groups, the ablation rows, the learning curves and sharpness; one module keeps it one definition.
 """
 from __future__ import annotations
 
@@ -17,10 +21,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from harness.errors import UserError
-from harness.io import read_jsonl
+from harness.results import records
+from harness.results.stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_POWER,
+    holm,
+    pair_by_seed,
+    paired_difference,
+    seeds_needed,
+)
 
 
 @dataclass(frozen=True)
@@ -33,20 +44,34 @@ class MetricSpec:
 
 
 # Columns of trials.csv that are aggregated per configuration (all of them get mean / std / n).
+# "selected" is the reported split (clean: test; paper: the evaluation split) at the epoch the protocol
+# selected; "best" is the per-epoch maximum of the selection split (clean: validation).
 METRICS: dict[str, MetricSpec] = {
-    "best_top1": MetricSpec("best val top-1 (%)", "best top-1 (%)", 100.0, 2, True),
-    "last_top1": MetricSpec("last val top-1 (%)", "last top-1 (%)", 100.0, 2, True),
-    "best_top5": MetricSpec("best val top-5 (%)", "best top-5 (%)", 100.0, 2, True),
-    "last_top5": MetricSpec("last val top-5 (%)", "last top-5 (%)", 100.0, 2, True),
-    "last_nll": MetricSpec("last val NLL", "NLL", 1.0, 3, False),
-    "last_ece": MetricSpec("last val ECE (%)", "ECE (%)", 100.0, 2, False),
+    "selected_top1": MetricSpec("top-1 at the selected epoch (%)", "selected top-1 (%)", 100.0, 2, True),
+    "last_top1": MetricSpec("top-1 at the last epoch (%)", "last top-1 (%)", 100.0, 2, True),
+    "selected_top5": MetricSpec("top-5 at the selected epoch (%)", "selected top-5 (%)", 100.0, 2, True),
+    "last_top5": MetricSpec("top-5 at the last epoch (%)", "last top-5 (%)", 100.0, 2, True),
+    "selected_nll": MetricSpec("NLL at the selected epoch", "selected NLL", 1.0, 3, False),
+    "last_nll": MetricSpec("NLL at the last epoch", "NLL", 1.0, 3, False),
+    "selected_ece": MetricSpec("ECE at the selected epoch (%)", "selected ECE (%)", 100.0, 2, False),
+    "last_ece": MetricSpec("ECE at the last epoch (%)", "ECE (%)", 100.0, 2, False),
+    "val_selected_top1": MetricSpec("selection-split top-1 at the selected epoch (%)", "val top-1 (%)", 100.0, 2,
+                                    True),
+    "best_top1": MetricSpec("best per-epoch selection-split top-1 (%)", "best val top-1 (%)", 100.0, 2, True),
+    "best_top5": MetricSpec("best per-epoch selection-split top-5 (%)", "best val top-5 (%)", 100.0, 2, True),
     "train_val_gap": MetricSpec("train - val top-1 (%)", "train-val gap (%)", 100.0, 2, False),
     "step_time_s": MetricSpec("train step time (ms)", "step (ms)", 1000.0, 1, False),
     "peak_mem_bytes": MetricSpec("peak memory (bytes)", "peak mem", 1.0, 0, False),
     "state_bytes": MetricSpec("method state (bytes)", "state", 1.0, 0, False),
 }
 # The metrics a table can be ranked by (`tfbench table --metric`).
-TABLE_METRICS = ("best_top1", "last_top1", "best_top5", "last_top5", "last_nll", "last_ece")
+TABLE_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
+                 "selected_ece", "last_ece", "val_selected_top1", "best_top1", "best_top5")
+DEFAULT_METRIC = "selected_top1"
+# Records written before protocols existed have the best epoch on the evaluation split (paper) as best_*.
+LEGACY = "legacy"
+_LEGACY_FALLBACK = {"selected_top1": "best_top1", "selected_top5": "best_top5", "val_selected_top1": "best_top1",
+                    "selected_epoch": "best_epoch"}
 SHARPNESS = MetricSpec("sharpness", "sharpness", 1.0, 3, False)
 
 # Built-in methods in the paper's order (baseline first, the seed's method last) and their display names.
@@ -59,30 +84,30 @@ CURVE_COLUMNS = ("val_top1", "train_loss")
 
 # --- loading (reads only) -----------------------------------------------------------------------------
 
-def load_trials(results_dir: str | Path) -> pd.DataFrame:
-    path = Path(results_dir) / "trials.csv"
-    if not path.is_file():
-        raise UserError(f"no trials.csv in {results_dir}: give a results folder written by `tfbench run` "
-                        f"(results/<sweep>/)")
-    trials = pd.read_csv(path)
-    missing = [c for c in ("key", "status", "method", "dataset", "model", "seed") if c not in trials.columns]
-    if missing:
-        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; it is not a tfbench trials.csv")
-    return with_metric_columns(trials)
+def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
+    """trials.csv (rebuilt from the trial records when damaged, stale rows left out) with every metric."""
+    trials = records.load_trials(results_dir, warn=warn)
+    left_out = trials.attrs.get("stale_left_out", 0)
+    trials = with_metric_columns(trials)
+    trials.attrs["stale_left_out"] = left_out
+    return trials
 
 
-def load_curves(results_dir: str | Path, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch records of every finished trial, one row per (trial, epoch), with its config columns."""
+def load_curves(results_dir: str | Path, trials: pd.DataFrame, *,
+                warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
+    """Per-epoch records of every finished trial, one row per (trial, epoch), with its config columns;
+    a damaged line of a metrics.jsonl is skipped with one warning."""
     cfg = config_columns(trials)
     # Labels from the whole trials table, so that they match the tables' rows even where a
     # configuration has no curve (all its trials failed).
     labels = config_labels(trials)
     frames = []
     for i, t in trials[trials["status"] == "finished"].iterrows():
-        records = read_jsonl(Path(results_dir) / "trials" / str(t["key"]) / "metrics.jsonl")
-        if not records:
+        lines = records.read_jsonl_records(Path(results_dir) / "trials" / str(t["key"]) / "metrics.jsonl",
+                                           warn=warn)
+        if not lines:
             continue
-        df = pd.DataFrame.from_records(records)
+        df = pd.DataFrame.from_records(lines)
         for c in ("epoch", *CURVE_COLUMNS):
             if c not in df.columns:
                 df[c] = np.nan
@@ -107,16 +132,28 @@ def param_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("p.")]
 
 
+def _setting_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in ("epochs", "protocol") if c in df.columns]
+
+
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The configuration a trial belongs to: everything that defines it except the seed."""
-    return ["method", "dataset", "model", *param_columns(df), *(["epochs"] if "epochs" in df.columns else [])]
+    return ["method", "dataset", "model", *param_columns(df), *_setting_columns(df)]
 
 
 def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
-    """A trials table with every metric column present (absent ones as NaN) and numeric."""
+    """A trials table with every metric column present (absent ones as NaN) and numeric, and a protocol
+    on every row: records from before protocols existed are `legacy`, their selected_* taken from best_*
+    (what those records reported: the best epoch on the evaluation split)."""
     trials = trials.copy()
-    for m in METRICS:
+    for m in [*METRICS, "selected_epoch", "best_epoch"]:
         trials[m] = pd.to_numeric(trials[m], errors="coerce") if m in trials.columns else np.nan
+    protocol = trials["protocol"] if "protocol" in trials.columns else pd.Series(np.nan, index=trials.index)
+    protocol = protocol.astype(object).where(protocol.notna() & (protocol.astype(str).str.strip() != ""), LEGACY)
+    trials["protocol"] = protocol.astype(str)
+    legacy = trials["protocol"] == LEGACY
+    for new, old in _LEGACY_FALLBACK.items():
+        trials.loc[legacy, new] = trials.loc[legacy, new].fillna(trials.loc[legacy, old])
     return trials
 
 
@@ -162,7 +199,7 @@ def varying_columns(df: pd.DataFrame) -> dict[str, list[str]]:
     These are what tell two rows of the same method apart. A parameter that differs only between
     datasets (a per-dataset preset such as lam) does not split the method's row.
     """
-    candidates = [*param_columns(df), *(["epochs"] if "epochs" in df.columns else [])]
+    candidates = [*param_columns(df), *_setting_columns(df)]
     out: dict[str, list[str]] = {}
     for method, g in df.groupby("method", sort=False):
         cells = [cell for _, cell in g.groupby(["dataset", "model"], sort=False)]
@@ -204,32 +241,32 @@ def mean_std_n(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value (unequal variances); NaN when either side has fewer than 2 values."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size < 2 or b.size < 2:
-        return math.nan
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return math.nan  # both sides constant: t is undefined (scipy would warn and divide by zero)
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 def _ratio(num: float, den: float) -> float:
     return num / den if np.isfinite(num) and np.isfinite(den) and den > 0 else math.nan
 
 
-def aggregate(trials: pd.DataFrame, *, metric: str = "best_top1", baseline: str = BASELINE) -> pd.DataFrame:
+def _by_seed(trials: pd.DataFrame, metric: str) -> dict[int, float]:
+    """seed -> value (the mean, should a configuration hold one seed twice)."""
+    if trials.empty:
+        return {}
+    return {int(k): float(v) for k, v in trials.groupby("seed")[metric].mean().items()}
+
+
+def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
+              alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> pd.DataFrame:
     """One row per configuration (trials minus seed).
 
     Columns: `label`, the config columns, `n` (finished trials), `n_failed` (status failed), `n_pending`
-    (any other status: not run yet, or interrupted), and for every
-    metric m in METRICS `m_mean`, `m_std`, `m_n`; then against the baseline trials (method `baseline`,
-    same dataset, model and epochs): `gain` (metric mean minus the baseline's, raw units), `p_value`
-    (Welch, NaN when either side has n < 2 or for the baseline itself), `time_x`, `time_x_std` (the
-    method's own step-time spread over the baseline's mean step time), `mem_x` (peak memory),
-    `extra_state_bytes` (the method's mean state size; the baseline keeps none).
+    (any other status: not run yet, or interrupted), and for every metric m in METRICS `m_mean`, `m_std`,
+    `m_n`. Against the baseline trials (method `baseline`, same dataset, model, epochs and protocol):
+    `gain` (metric mean minus the baseline's, raw units); the paired comparison over the seeds both have
+    (`n_paired`, `diff_mean`, `diff_sd`, `diff_ci_low`, `diff_ci_high` (95%, t), `p_value` (paired t),
+    `p_holm` (Holm over the configurations compared with the same baseline), `significant` (p_holm <
+    alpha), `better` (significant and in the metric's better direction), `n_needed` (seeds for `power` at
+    the observed difference, NaN when none would do), `underpowered` (n_paired < n_needed, or no n would
+    do)); `time_x`, `time_x_std` (the method's own step-time spread over the baseline's mean step time),
+    `mem_x` (peak memory), `extra_state_bytes` (the method's mean state size; the baseline keeps none).
+    The baseline's own row has NaN / False in the comparison columns.
     """
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
@@ -238,7 +275,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = "best_top1", baseline: str 
     if trials.empty:
         return pd.DataFrame(columns=["label", *cfg, "n", "n_failed", "n_pending"])
     finished = trials["status"].astype(str) == "finished"
-    match = ["dataset", "model", *(["epochs"] if "epochs" in trials.columns else [])]
+    match = ["dataset", "model", *_setting_columns(trials)]
 
     rows = []
     for key, g in trials.groupby(cfg, dropna=False, sort=False):
@@ -256,17 +293,32 @@ def aggregate(trials: pd.DataFrame, *, metric: str = "best_top1", baseline: str 
             base_mask &= trials[c] == row[c]
         base = trials[base_mask]
         is_base = row["method"] == baseline
-        base_mean = mean_std_n(base[metric])[0]
-        row["gain"] = row[f"{metric}_mean"] - base_mean
-        row["p_value"] = math.nan if is_base else welch_p(ok[metric], base[metric])
+        row["gain"] = row[f"{metric}_mean"] - mean_std_n(base[metric])[0]
+        # the baseline against itself is no comparison: empty pairs give NaN in every column
+        pair = paired_difference(*pair_by_seed({} if is_base else _by_seed(ok, metric), _by_seed(base, metric)))
+        row.update(n_paired=pair.n, diff_mean=pair.mean, diff_sd=pair.sd, diff_ci_low=pair.ci_low,
+                   diff_ci_high=pair.ci_high, p_value=pair.p)
         base_step = mean_std_n(base["step_time_s"])[0]
         row["time_x"] = _ratio(row["step_time_s_mean"], base_step)
         row["time_x_std"] = _ratio(row["step_time_s_std"], base_step)
         row["mem_x"] = _ratio(row["peak_mem_bytes_mean"], mean_std_n(base["peak_mem_bytes"])[0])
         row["extra_state_bytes"] = row["state_bytes_mean"]
+        row["_family"] = tuple(str(row[c]) for c in match)
         rows.append(row)
 
     groups = pd.DataFrame(rows)
+    groups["p_holm"] = math.nan
+    for _, fam in groups.groupby("_family", sort=False):
+        groups.loc[fam.index, "p_holm"] = holm(fam["p_value"].to_numpy(float))
+    groups = groups.drop(columns="_family")
+    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+    groups["significant"] = groups["p_holm"].lt(alpha)
+    groups["better"] = groups["significant"] & (sign * groups["diff_mean"] > 0)
+    needed = [seeds_needed(effect=m, sd=sd, alpha=alpha, power=power) if n >= 2 else None
+              for m, sd, n in zip(groups["diff_mean"], groups["diff_sd"], groups["n_paired"], strict=True)]
+    groups["n_needed"] = [math.nan if k is None else float(k) for k in needed]
+    groups["underpowered"] = [n >= 2 and (k is None or n < k)
+                              for n, k in zip(groups["n_paired"], needed, strict=True)]
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 
@@ -275,7 +327,7 @@ def sort_groups(groups: pd.DataFrame) -> pd.DataFrame:
     """Methods in the paper's order, then parameter values in numeric order (stable otherwise)."""
     if groups.empty:
         return groups
-    pcols = [*param_columns(groups), *(["epochs"] if "epochs" in groups.columns else [])]
+    pcols = [*param_columns(groups), *_setting_columns(groups)]
     order = sorted(range(len(groups)), key=lambda i: (
         method_sort_key(str(groups["method"].iloc[i])),
         tuple(value_sort_key(groups[c].iloc[i]) for c in pcols)))
@@ -287,7 +339,7 @@ def unfinished_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].astype(str) != "finished"]
 
 
-def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = "best_top1") -> pd.DataFrame:
+def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """In one dataset/model, each method's configuration with the most finished seeds, best by the
     metric's mean among those (figures with one line or point per method use these; an ablation sweep
     would otherwise crowd them)."""
@@ -335,7 +387,7 @@ def ablation_rows(groups: pd.DataFrame, *, method: str, param: str) -> list[Abla
     g = groups[groups["method"] == method]
     rows = []
     for (dataset, model), cell in g.groupby(["dataset", "model"], sort=False):
-        others = [c for c in [*param_columns(g), *(["epochs"] if "epochs" in g.columns else [])]
+        others = [c for c in [*param_columns(g), *_setting_columns(g)]
                   if c != param and _nunique(cell[c]) > 1]
         parts = [((), cell)] if not others else [
             (k if isinstance(k, tuple) else (k,), part)

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from harness.io import atomic_write_bytes
 from harness.results.aggregate import (
     BASELINE,
+    DEFAULT_METRIC,
     METRICS,
     ablation_rows,
     aggregate,
@@ -99,7 +100,7 @@ def _legend_below(fig: Figure, n_entries: int) -> None:
 
 
 @styled
-def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str = "best_top1") -> Figure:
+def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str = DEFAULT_METRIC) -> Figure:
     """Metric against one swept parameter (the seed's Table 3 as a figure), error bars = sample std over
     seeds: one line per dataset, each dataset / model in its own panel (its own y range: the accuracy
     levels of two datasets differ far more than the effect of the parameter), sharing the x axis.
@@ -178,7 +179,7 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
 
 
 @styled
-def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = "best_top1",
+def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = DEFAULT_METRIC,
                      colors: dict[str, str] | None = None) -> Figure:
     """One point per row of `groups` in this dataset/model: metric (+- std) against train step time
     relative to CE (+- the row's own step-time std over CE's mean). Pass `best_per_method` rows for
@@ -217,7 +218,7 @@ def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
     return paths
 
 
-def write_plots(results_dir: str | Path, metric: str = "best_top1") -> list[Path]:
+def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[Path]:
     """All figures of a results folder under results/<sweep>/plots/; returns the written paths.
 
     Learning curves and accuracy-vs-cost show one line / point per method: its best configuration by

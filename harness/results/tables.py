@@ -1,28 +1,26 @@
-"""Tables of a results folder: comparison, ablation (the seed's Table 3 layout), cost and significance,
-sharpness and per-configuration details, rendered as GitHub markdown, LaTeX booktabs or CSV (tabulate).
+"""Tables of a results folder: comparison, ablation (the seed's Table 3 layout), paired comparison with
+the baseline (difference, CI, p, Holm-adjusted p, cost), sharpness and per-configuration details,
+rendered as GitHub markdown, LaTeX booktabs or CSV (tabulate).
 
-A `Table` holds display strings plus a bold mask; the renderers only decorate. Bold marks the best
-displayed mean of a column (comparison) or row (ablation), compared after rounding to the displayed
-decimals, so cells that read the same are all bold.
+A `Table` holds display strings plus a bold mask; the renderers only decorate. Bold marks a
+configuration that is better than the baseline with a Holm-adjusted paired p below the sweep's alpha
+(harness/results/stats.py), never merely the largest mean: at a few seeds the largest mean is often noise.
+Every table names the protocol its numbers come from.
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
-from tabulate import tabulate
 
 from harness.errors import UserError
 from harness.io import atomic_write_text
+from harness.results import records
 from harness.results.aggregate import (
     BASELINE,
+    DEFAULT_METRIC,
+    LEGACY,
     METRICS,
     SHARPNESS,
     TABLE_METRICS,
@@ -39,78 +37,64 @@ from harness.results.aggregate import (
     swept_parameters,
     unfinished_trials,
 )
+from harness.results.render import (  # noqa: F401 (format_mean_std, human_bytes, to_csv: the public names)
+    Table,
+    auto_decimals,
+    format_mean_std,
+    format_p,
+    format_ratio,
+    human_bytes,
+    is_finite,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+from harness.results.stats import DEFAULT_ALPHA, DEFAULT_POWER
 
 
-@dataclass
-class Table:
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    bold: list[list[bool]] = field(default_factory=list)
-    note: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.bold:
-            self.bold = [[False] * len(r) for r in self.rows]
+def significance_mask(groups: Sequence[pd.Series | None]) -> list[bool]:
+    """Bold where the configuration is better than the baseline with Holm-adjusted p < alpha
+    (aggregate's `better`); a group without a comparison (the baseline, sharpness) is never bold."""
+    return [g is not None and bool(g.get("better", False)) for g in groups]
 
 
-# --- cell formatting ----------------------------------------------------------------------------------
-
-def _finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def format_mean_std(mean: float, std: float, *, decimals: int = 2) -> str:
-    """`77.38 +- 0.32`; a missing std (one seed) reads `n/a`, never 0; a missing mean reads `n/a`."""
-    if not _finite(mean):
-        return "n/a"
-    s = f"{std:.{decimals}f}" if _finite(std) else "n/a"
-    return f"{mean:.{decimals}f} +- {s}"
+PROTOCOL_TEXT = {
+    "clean": "protocol: clean (epoch selected on a held-out validation split; test evaluated once)",
+    "paper": "protocol: paper (best epoch on the evaluation split, as the official code; optimistic)",
+    LEGACY: "protocol: paper (recorded before protocols existed: best epoch on the evaluation split, as the "
+            "official code; optimistic)",
+}
 
 
-def format_p(p: float) -> str:
-    if not _finite(p):
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+def protocol_line(protocols: Sequence[str]) -> str:
+    """One line naming the protocol(s) of the numbers in a table."""
+    found = list(dict.fromkeys(str(p) for p in protocols))
+    if not found:
+        return "protocol: none recorded"
+    texts = [PROTOCOL_TEXT.get(p, f"protocol: {p}") for p in found]
+    if len(texts) == 1:
+        return texts[0]
+    return "mixed protocols, never compared with each other: " + "; ".join(texts)
 
 
-def format_ratio(x: float) -> str:
-    return f"{x:.2f}x" if _finite(x) else "n/a"
+def _significance_note(alpha: float, base: str, spec: MetricSpec) -> str:
+    direction = "higher" if spec.higher_is_better else "lower"
+    return (f"bold: {direction} than {base} with a Holm-adjusted paired t-test p < alpha = {alpha:g} "
+            f"(pairs by seed; Holm over the configurations compared with {base} in one dataset / model)")
 
 
-def human_bytes(n: float) -> str:
-    """Binary units (KiB = 1024 B), one decimal: 19.1 MiB."""
-    if not _finite(n):
-        return "n/a"
-    n = float(n)
-    if n < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        n /= 1024.0
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def auto_decimals(values: Sequence[float], significant: int = 3) -> int:
-    """Decimals that give the largest |value| `significant` digits (for metrics of unknown scale)."""
-    v = np.abs(np.asarray([x for x in values if _finite(x)], dtype=float))
-    if v.size == 0 or v.max() == 0:
-        return 3
-    return int(np.clip(significant - 1 - math.floor(math.log10(v.max())), 0, 6))
-
-
-def best_mask(means: Sequence[float], *, decimals: int, higher_is_better: bool) -> list[bool]:
-    """True at every cell whose displayed (rounded) mean is the best; NaN cells never win."""
-    rounded = [round(float(m), decimals) if _finite(m) else None for m in means]
-    present = [r for r in rounded if r is not None]
-    if not present:
-        return [False] * len(rounded)
-    best = max(present) if higher_is_better else min(present)
-    return [r is not None and r == best for r in rounded]
+def underpowered_note(groups: pd.DataFrame, *, alpha: float, power: float = DEFAULT_POWER) -> str:
+    """One line listing the comparisons whose seeds are too few for `power` at their observed difference."""
+    if "underpowered" not in groups.columns:
+        return ""
+    weak = groups[groups["underpowered"].astype(bool)]
+    if weak.empty:
+        return ""
+    parts = [f"{r['label']} (n={int(r['n_paired'])}, needs "
+             + (f"{int(r['n_needed'])})" if is_finite(r["n_needed"]) else "more than any practical n)")
+             for _, r in weak.iterrows()]
+    return (f"Underpowered at alpha = {alpha:g} and {power:.0%} power for the observed difference "
+            f"(`tfbench seeds` for details): " + ", ".join(parts) + ".")
 
 
 def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
@@ -142,9 +126,17 @@ def _n_note(n: int | None) -> str:
 
 # --- the tables ---------------------------------------------------------------------------------------
 
-def comparison_table(groups: pd.DataFrame, *, metric: str = "best_top1", spec: MetricSpec | None = None,
-                     title: str = "Comparison", decimals: int | None = None) -> Table:
-    """Methods (one row per configuration label) x dataset / model; best displayed mean per column bold."""
+def _protocols(groups: pd.DataFrame) -> list[str]:
+    if "protocol" not in groups.columns:
+        return []
+    return list(groups.loc[groups["n"].astype(int) > 0, "protocol"].astype(str)) or list(groups["protocol"].astype(str))
+
+
+def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec: MetricSpec | None = None,
+                     title: str = "Comparison", decimals: int | None = None, alpha: float = DEFAULT_ALPHA,
+                     baseline: str = BASELINE) -> Table:
+    """Methods (one row per configuration label) x dataset / model; bold only where significantly better
+    than the baseline (Holm-adjusted paired p < alpha)."""
     spec = spec or METRICS[metric]
     decimals = spec.decimals if decimals is None else decimals
     cols = cells(groups)
@@ -155,21 +147,28 @@ def comparison_table(groups: pd.DataFrame, *, metric: str = "best_top1", spec: M
     bold = [[False] for _ in labels]
     for ds, model in cols:
         col_rows = [by_cell.get((label, ds, model)) for label in labels]
-        means = [r[f"{metric}_mean"] * spec.scale if r is not None else math.nan for r in col_rows]
-        mask = best_mask(means, decimals=decimals, higher_is_better=spec.higher_is_better)
+        mask = significance_mask(col_rows)
         for i, r in enumerate(col_rows):
             rows[i].append("" if r is None else metric_cell(r, metric=metric, spec=spec, decimals=decimals,
                                                              typical=n))
             bold[i].append(mask[i])
-    direction = "higher" if spec.higher_is_better else "lower"
-    note = (f"{spec.label}: mean +- sample std (ddof=1) over seeds; {_n_note(n)}; n/a = unavailable "
-            f"(a single seed); best per column in bold ({direction} is better; ties all bold); "
-            f"an empty cell is not in the sweep.")
+    has_tests = "better" in groups.columns
+    note = (f"{protocol_line(_protocols(groups))}. " if has_tests else "") + (
+        f"{spec.label}: mean +- sample std (ddof=1) over seeds; {_n_note(n)}; n/a = unavailable "
+        f"(a single seed); an empty cell is not in the sweep")
+    if has_tests:
+        note += f"; {_significance_note(alpha, method_label(baseline), spec)}."
+        weak = underpowered_note(groups, alpha=alpha)
+        note += f" {weak}" if weak else ""
+    else:
+        note += "."
     return Table(title, ["method", *[f"{ds} / {m}" for ds, m in cols]], rows, bold, note)
 
 
-def ablation_tables(groups: pd.DataFrame, *, metric: str = "best_top1") -> list[Table]:
-    """One table per swept parameter (seed Table 3): a row per dataset, a column per value, best per row bold."""
+def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
+                    baseline: str = BASELINE) -> list[Table]:
+    """One table per swept parameter (seed Table 3): a row per dataset, a column per value; bold where
+    that configuration is significantly better than the baseline."""
     spec = METRICS[metric]
     tables = []
     for method, param in swept_parameters(groups):
@@ -181,7 +180,8 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = "best_top1") -> list[
         keys = [fmt_value(v) for v in values]
         multi_model = len({r.model for r in arows}) > 1
         has_context = any(r.context for r in arows)
-        n = typical_n(pd.concat([r.groups for r in arows]), metric)
+        in_table = pd.concat([r.groups for r in arows])
+        n = typical_n(in_table, metric)
         rows, bold = [], []
         for r in arows:
             by_value = {fmt_value(g[param]): g for _, g in r.groups.iterrows()}
@@ -189,66 +189,86 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = "best_top1") -> list[
             if has_context:
                 head.append(", ".join(f"{k}={fmt_value(v)}" for k, v in r.context))
             found = [by_value.get(k) for k in keys]
-            means = [g[f"{metric}_mean"] * spec.scale if g is not None else math.nan for g in found]
-            mask = best_mask(means, decimals=spec.decimals, higher_is_better=spec.higher_is_better)
             rows.append(head + ["" if g is None else metric_cell(g, metric=metric, spec=spec,
                                                                    decimals=spec.decimals, typical=n)
                                 for g in found])
-            bold.append([False] * len(head) + mask)
-        note = (f"{spec.label} of {method_label(method)} against {name}: mean +- sample std over seeds; "
-                f"{_n_note(n)}; best per row in bold"
+            bold.append([False] * len(head) + significance_mask(found))
+        note = (f"{protocol_line(_protocols(in_table))}. {spec.label} of {method_label(method)} against {name}: "
+                f"mean +- sample std over seeds; {_n_note(n)}; {_significance_note(alpha, method_label(baseline), spec)}"
                 + ("; 'fixed' lists the other swept parameters of the row." if has_context else "."))
         headers = [name, *(["fixed"] if has_context else []), *keys]
         tables.append(Table(f"Ablation: {name} ({method_label(method)})", headers, rows, bold, note))
     return tables
 
 
-def cost_tables(groups: pd.DataFrame, *, metric: str = "best_top1", baseline: str = BASELINE) -> list[Table]:
-    """Per dataset / model, the paper's overview layout: gain over CE, Welch p, time x, memory x, state."""
+def format_diff(row: pd.Series, spec: MetricSpec) -> str:
+    """`+1.23 [+0.40, +2.06]` in display units; `+1.23 [n/a]` with one pair; `n/a` without any."""
+    if not is_finite(row["diff_mean"]):
+        return "n/a"
+    d = spec.decimals
+    mean = f"{row['diff_mean'] * spec.scale:+.{d}f}"
+    if not is_finite(row["diff_ci_low"]):
+        return f"{mean} [n/a]"
+    return f"{mean} [{row['diff_ci_low'] * spec.scale:+.{d}f}, {row['diff_ci_high'] * spec.scale:+.{d}f}]"
+
+
+def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
+                  alpha: float = DEFAULT_ALPHA) -> list[Table]:
+    """Per dataset / model: the metric, last-epoch top-1, the paired difference with the baseline and its
+    95% CI, n pairs, p and Holm-adjusted p, and the cost (time x, memory x, extra state)."""
     spec = METRICS[metric]
+    last = METRICS["last_top1"]
     base = method_label(baseline)
     tables = []
     for ds, model in cells(groups):
         g = groups[(groups["dataset"].astype(str) == ds) & (groups["model"].astype(str) == model)]
         n = typical_n(g, metric)
-        rows = []
+        n_last = typical_n(g, "last_top1")
+        rows, bold = [], []
         for _, r in g.iterrows():
             is_base = r["method"] == baseline
-            gain = "ref" if is_base else (f"{r['gain'] * spec.scale:+.{spec.decimals}f}"
-                                          if _finite(r["gain"]) else "n/a")
             rows.append([r["label"],
                          metric_cell(r, metric=metric, spec=spec, decimals=spec.decimals, typical=n),
-                         gain,
+                         metric_cell(r, metric="last_top1", spec=last, decimals=last.decimals, typical=n_last),
+                         "ref" if is_base else format_diff(r, spec),
+                         "ref" if is_base else str(int(r["n_paired"])),
                          "ref" if is_base else format_p(r["p_value"]),
+                         "ref" if is_base else format_p(r["p_holm"]),
                          format_ratio(r["time_x"]),
                          format_ratio(r["mem_x"]),
                          human_bytes(r["extra_state_bytes"])])
-        note = (f"Gain: difference of mean {spec.label} to {base}; p: two-sided Welch t-test "
-                f"(unequal variances) of the per-seed values against {base}'s, n/a when either side has fewer "
-                f"than 2 seeds; time x: mean train step time over {base}'s; memory x: peak memory over "
-                f"{base}'s; extra state: the method's own state kept across steps (e.g. the PS-KD table); "
-                f"{_n_note(n)}.")
-        headers = ["method", spec.short, f"gain over {base}", f"p vs {base}", "time x", "memory x", "extra state"]
-        tables.append(Table(f"Cost and significance: {ds} / {model}", headers, rows, note=note))
+            bold.append([False, bool(r.get("better", False))] + [False] * 8)
+        weak = underpowered_note(g, alpha=alpha)
+        note = (f"{protocol_line(_protocols(g))}. Difference: per-seed {spec.short} minus {base}'s on the same "
+                f"seed, mean [95% t confidence interval], over the n seeds both finished; p: two-sided paired "
+                f"t-test; Holm p: adjusted over the configurations of this table; "
+                f"{_significance_note(alpha, base, spec)}; time x: mean train step time over {base}'s; "
+                f"memory x: peak memory over {base}'s; extra state: the method's own state kept across steps "
+                f"(e.g. the PS-KD table); {_n_note(n)}." + (f" {weak}" if weak else ""))
+        headers = ["method", spec.short, last.short, f"difference vs {base} [95% CI]", "n pairs", "p",
+                   "Holm p", "time x", "memory x", "extra state"]
+        tables.append(Table(f"Against {base}: {ds} / {model}", headers, rows, bold, note=note))
     return tables
 
 
 def details_table(groups: pd.DataFrame) -> Table:
     """Every configuration with every aggregated metric (mean +- std) and its n and failures."""
-    shown = ["best_top1", "last_top1", "best_top5", "last_top5", "last_nll", "last_ece", "train_val_gap",
+    shown = ["selected_top1", "last_top1", "best_top1", "selected_top5", "last_nll", "last_ece", "train_val_gap",
              "step_time_s"]
     rows = []
     for _, r in groups.iterrows():
-        row = [r["label"], f"{r['dataset']} / {r['model']}", str(int(r["n"])), str(int(r["n_failed"])),
-               str(int(r["n_pending"]))]
+        row = [r["label"], f"{r['dataset']} / {r['model']}", str(r.get("protocol", "")), str(int(r["n"])),
+               str(int(r["n_failed"])), str(int(r["n_pending"]))]
         for m in shown:
             s = METRICS[m]
             row.append(format_mean_std(r[f"{m}_mean"] * s.scale, r[f"{m}_std"] * s.scale, decimals=s.decimals))
         row.append(human_bytes(r["peak_mem_bytes_mean"]))
         rows.append(row)
-    headers = ["method", "dataset / model", "n", "failed", "pending", *[METRICS[m].short for m in shown], "peak mem"]
+    headers = ["method", "dataset / model", "protocol", "n", "failed", "pending", *[METRICS[m].short for m in shown],
+               "peak mem"]
     return Table("All configurations", headers, rows,
-                 note="Mean +- sample std over the finished seeds (n); n/a = unavailable.")
+                 note="Mean +- sample std over the finished seeds (n); n/a = unavailable; best val top-1 is the "
+                      "per-epoch maximum on the selection split (clean: validation; paper: the evaluation split).")
 
 
 def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
@@ -259,67 +279,16 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
     return t
 
 
-# --- rendering ----------------------------------------------------------------------------------------
-
-# Letters only, so that tabulate's LaTeX escaping leaves them alone; replaced by raw LaTeX afterwards.
-_TEX_PM, _TEX_BOLD_OPEN, _TEX_BOLD_CLOSE = "TFBSENTPM", "TFBSENTBOLDOPEN", "TFBSENTBOLDCLOSE"
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def _align(table: Table) -> tuple[str, ...]:
-    return ("left",) + ("right",) * (len(table.headers) - 1)
-
-
-def to_markdown(table: Table, *, level: int = 2) -> str:
-    def md(text: str, bold: bool) -> str:
-        text = text.replace("|", r"\|")
-        return f"**{text}**" if bold and text else text
-
-    body = [[md(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
-    grid = tabulate(body, headers=[md(h, False) for h in table.headers], tablefmt="github",
-                    disable_numparse=True, colalign=_align(table))
-    return f"{'#' * level} {table.title}\n\n{table.note}\n\n{grid}\n"
-
-
-def to_latex(table: Table) -> str:
-    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs}."""
-    def tex(text: str, bold: bool) -> str:
-        text = text.replace("+-", _TEX_PM)
-        return f"{_TEX_BOLD_OPEN}{text}{_TEX_BOLD_CLOSE}" if bold and text else text
-
-    body = [[tex(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
-    grid = tabulate(body, headers=[tex(h, False) for h in table.headers], tablefmt="latex_booktabs",
-                    disable_numparse=True, colalign=_align(table))
-    grid = (grid.replace(_TEX_PM, r"$\pm$").replace(_TEX_BOLD_OPEN, r"\textbf{")
-            .replace(_TEX_BOLD_CLOSE, "}"))
-    caption = latex_escape(f"{table.title}. {table.note}".replace("+-", "PLUSMINUS")).replace(
-        "PLUSMINUS", r"$\pm$")
-    return f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n{grid}\n\\end{{table}}\n"
-
-
-def to_csv(table: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.headers)
-    w.writerows(table.rows)
-    return buf.getvalue()
-
-
 # --- the summary of a results folder ------------------------------------------------------------------
 
-def summary_tables(groups: pd.DataFrame, *, metric: str = "best_top1",
+def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
                    sharp_groups: pd.DataFrame | None = None) -> dict[str, list[Table]]:
     """Section title -> tables, in the order the summary shows them."""
     if groups.empty:
         return {}
-    out = {"Comparison": [comparison_table(groups, metric=metric)],
-           "Cost and significance against CE": cost_tables(groups, metric=metric),
-           "Ablations": ablation_tables(groups, metric=metric)}
+    out = {"Comparison": [comparison_table(groups, metric=metric, alpha=alpha)],
+           f"Against {method_label(BASELINE)}": paired_tables(groups, metric=metric, alpha=alpha),
+           "Ablations": ablation_tables(groups, metric=metric, alpha=alpha)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
     return out
@@ -335,13 +304,37 @@ def _failed_lines(trials: pd.DataFrame) -> list[str]:
     return lines
 
 
-def render_summary(results_dir: str | Path, *, metric: str = "best_top1") -> dict[str, str]:
-    """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only)."""
+def _summarised_configurations(results_dir: Path) -> int:
+    """Rows of the summary.csv already in the folder (0 when there is none or it cannot be read)."""
+    try:
+        return len(pd.read_csv(results_dir / "summary.csv"))
+    except (OSError, ValueError):
+        return 0
+
+
+def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alpha: float | None = None,
+                   warn: records.Warn = records.warn_stderr) -> dict[str, str]:
+    """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
+    rebuilt from the trial records). `alpha`: None reads the sweep's own (sweep.yaml), else 0.05.
+
+    Refuses (UserError) to produce a summary without a finished trial over an existing one that has
+    some: an empty table must never replace good numbers."""
     if metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
     results_dir = Path(results_dir)
-    trials = load_trials(results_dir)
-    groups = aggregate(trials, metric=metric)
+    if alpha is None:
+        alpha = records.sweep_alpha(results_dir, DEFAULT_ALPHA)
+    elif not 0 < alpha < 1:
+        raise UserError(f"alpha {alpha:g} is out of range; allowed: a number in (0, 1), e.g. 0.05")
+    trials = load_trials(results_dir, warn=warn)
+    status = trials["status"].astype(str)
+    n_ok, n_failed = int((status == "finished").sum()), int((status == "failed").sum())
+    kept = _summarised_configurations(results_dir)
+    if n_ok == 0 and kept:
+        raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but summary.csv "
+                        f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
+                        f"`tfbench run` on the sweep file)")
+    groups = aggregate(trials, metric=metric, alpha=alpha)
     sharp = load_sharpness(results_dir)
     if sharp is not None:
         missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
@@ -349,17 +342,19 @@ def render_summary(results_dir: str | Path, *, metric: str = "best_top1") -> dic
             raise UserError(f"{results_dir / 'landscape' / 'sharpness.csv'} lacks the column(s) "
                             f"{', '.join(missing)}")
     sharp_groups = aggregate_sharpness(sharp, trials) if sharp is not None and not sharp.empty else None
-    sections = summary_tables(groups, metric=metric, sharp_groups=sharp_groups)
+    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups)
 
-    status = trials["status"].astype(str)
-    n_ok, n_failed = int((status == "finished").sum()), int((status == "failed").sum())
     n_pending = len(trials) - n_ok - n_failed
+    stale = int(trials.attrs.get("stale_left_out", 0))
     head = (f"Trials: {len(trials)} ({n_ok} finished, {n_failed} failed"
             + (f", {n_pending} pending" if n_pending else "")
-            + f") in {len(groups)} configurations. Ranked by {METRICS[metric].label}. Accuracies in percent.")
-    md = [f"# Results: {results_dir.name}\n", f"{head}\n"]
+            + f") in {len(groups)} configurations. Ranked by {METRICS[metric].label}. Accuracies in percent."
+            + (f" Left out: {stale} stale trial(s), finished under a spec the sweep no longer means." if stale
+               else ""))
+    proto = protocol_line(_protocols(groups)) if not groups.empty else "protocol: no trials"
+    md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{proto[0].upper()}{proto[1:]}.\n"]
     tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}}.\n",
-           f"% {head}\n"]
+           f"% {head}\n", f"% {proto}.\n"]
     for tables in sections.values():
         md.extend(to_markdown(t) for t in tables)
         tex.extend(to_latex(t) for t in tables)
@@ -381,8 +376,8 @@ def write_outputs(results_dir: str | Path, outputs: dict[str, str]) -> list[Path
     return paths
 
 
-def write_summary(results_dir: str | Path, metric: str = "best_top1") -> str:
+def write_summary(results_dir: str | Path, metric: str = DEFAULT_METRIC, alpha: float | None = None) -> str:
     """Write summary.md, summary.tex and summary.csv of a results folder; return the markdown."""
-    outputs = render_summary(results_dir, metric=metric)
+    outputs = render_summary(results_dir, metric=metric, alpha=alpha)
     write_outputs(results_dir, outputs)
     return outputs["md"]

@@ -8,9 +8,7 @@ surviving.
 """
 from __future__ import annotations
 
-import csv
 import fcntl
-import io
 import json
 import logging
 import os
@@ -19,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,14 @@ from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
+from harness.results import records
 
-RESULT_COLUMNS = ["best_top1", "best_epoch", "last_top1", "best_top5", "last_top5", "last_nll", "last_ece",
-                  "train_top1", "train_val_gap", "step_time_s", "images_per_s", "peak_mem_bytes", "state_bytes",
-                  "wall_time_s"]
+# The trials.csv columns and the reading of trial records live with the readers (harness/results/records.py),
+# so that the readers never import the runner; these names stay importable from here.
+RESULT_COLUMNS = records.RESULT_COLUMNS
+read_record = records.read_record
+trial_status = records.trial_status
+_error_of = records.error_of
 
 
 # --- the results folder --------------------------------------------------------------------------
@@ -45,7 +47,11 @@ class ResultsLock:
         self.fd: int | None = None
 
     def __enter__(self) -> ResultsLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise UserError(f"{self.path} is a directory, not tfbench's lock file; if no tfbench run is using "
+                            f"{self.path.parent}, remove it (rmdir {self.path}) and rerun") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -80,52 +86,10 @@ def write_probe(folder: Path) -> None:
                         f"folder with --results") from None
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A JSON record of a trial folder, or None when it is missing, truncated or not a JSON object.
-    Why never raise: one damaged file must not stop the aggregation of every other trial."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def trial_status(trial_dir: Path) -> str:
-    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished,
-    so the trial runs again and resumes from its checkpoint)."""
-    result = read_record(trial_dir / "result.json")
-    if result is not None and result.get("status") == "finished":
-        return "finished"
-    return "failed" if (trial_dir / "error.json").exists() else "pending"
-
-
-def _error_of(trial_dir: Path) -> str:
-    record = read_record(trial_dir / "error.json") or {}
-    return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
-
-
-def write_trials_csv(folder: Path, trials: list[TrialSpec]) -> Path:
-    """One flat row per trial of the sweep, in the sweep's order: the source of every table."""
-    param_names = sorted({k for t in trials for k in t.method_params})
-    columns = (["key", "status", "error", "method", "dataset", "model", "seed", "epochs"]
-               + [f"p.{p}" for p in param_names] + RESULT_COLUMNS)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for spec in trials:
-        tdir = folder / "trials" / spec.key()
-        status = trial_status(tdir)
-        row: dict[str, Any] = {"key": spec.key(), "status": status, "method": spec.method, "dataset": spec.dataset,
-                               "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs}
-        row.update({f"p.{k}": v for k, v in spec.method_params.items()})
-        if status == "finished":
-            row.update(read_record(tdir / "result.json") or {})
-        elif status == "failed":
-            row["error"] = _error_of(tdir)
-        writer.writerow(row)
-    path = folder / "trials.csv"
-    atomic_write_text(path, buf.getvalue())
-    return path
+def write_trials_csv(folder: Path, trials: list[TrialSpec], *, stale: Collection[str] = ()) -> Path:
+    """One flat row per trial of the sweep, in the sweep's order: the source of every table.
+    `stale`: keys of finished trials whose stored spec no longer matches the sweep (issue 12)."""
+    return records.write_trials_csv(folder, [(t.key(), t.to_dict()) for t in trials], stale=stale)
 
 
 def write_sweep_record(folder: Path, sweep: SweepSpec, sets: list[str]) -> None:
@@ -357,9 +321,8 @@ def check_data_roots(trials: list[TrialSpec]) -> None:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Half-written files of a killed run (atomic writes' .<name>.*.tmp, a probe) never become results;
-    remove them. Only in trial folders, which nothing but a sweep holding the lock writes to."""
-    for tmp in [*folder.glob("trials/*/.*.tmp"), *folder.glob(".write-probe-*")]:
-        tmp.unlink(missing_ok=True)
+    remove them at every level. Called with the lock held, so no live writer owns them."""
+    records.remove_stale_temporaries(folder, lock_held=True)
 
 
 def _test_pause(var: str) -> None:

@@ -1,4 +1,4 @@
-"""Aggregation of a trials table: groups, mean / sample std / n, failures, cost ratios, Welch p-values.
+"""Aggregation of a trials table: groups, mean / sample std / n, failures, cost ratios, paired comparisons.
 
 Every expected number is computed by hand (or by numpy / scipy on the raw values), never by the code.
 """
@@ -24,7 +24,6 @@ from harness.results.aggregate import (
     load_trials,
     mean_std_n,
     swept_parameters,
-    welch_p,
 )
 
 
@@ -108,20 +107,53 @@ def test_cost_ratios_against_ce():
     assert ce["time_x"] == pytest.approx(1.0) and math.isnan(ce["p_value"])
 
 
-def test_welch_p_matches_scipy_and_hand_computed_t():
-    ce = np.array([0.70, 0.72, 0.74])
-    z = np.array([0.75, 0.76, 0.80])
-    # Welch by hand: t = (ma - mb) / sqrt(va/na + vb/nb), Welch-Satterthwaite degrees of freedom.
-    va, vb = z.var(ddof=1) / 3, ce.var(ddof=1) / 3
-    t = (z.mean() - ce.mean()) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
-    p_hand = 2 * stats.t.sf(abs(t), df)
-    ref = stats.ttest_ind(z, ce, equal_var=False)
-    assert ref.statistic == pytest.approx(t)
-    assert ref.pvalue == pytest.approx(p_hand)
-    assert welch_p(z, ce) == pytest.approx(ref.pvalue)
-    assert group(aggregate(synthetic()), "zipf", lam=0.1)["p_value"] == pytest.approx(ref.pvalue)
-    assert math.isnan(welch_p([0.7], ce)) and math.isnan(welch_p(z, [0.7, math.nan]))
+def test_paired_comparison_against_ce_by_seed():
+    # Zipf lam=0.1 minus CE per seed: 0.05, 0.04, 0.06 (seed 3 failed: not paired).
+    d = np.array([0.75 - 0.70, 0.76 - 0.72, 0.80 - 0.74])
+    sd = d.std(ddof=1)
+    t = d.mean() / (sd / math.sqrt(3))
+    p_hand = 2 * stats.t.sf(abs(t), 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    z = group(aggregate(synthetic()), "zipf", lam=0.1)
+    assert z["n_paired"] == 3 and z["diff_mean"] == pytest.approx(0.05)
+    assert z["diff_sd"] == pytest.approx(0.01)
+    assert z["p_value"] == pytest.approx(p_hand)
+    assert (z["diff_ci_low"], z["diff_ci_high"]) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
+    # the family of cifar100/resnet18 against CE: zipf lam=0.1 (p_hand), pskd (2 pairs), zipf lam=0.5 (1 pair:
+    # no p). PS-KD - CE: 0.03, 0.03 -> sd 0 -> no p either; so Holm over one p-value leaves it unchanged.
+    ps = group(aggregate(synthetic()), "pskd")
+    assert ps["n_paired"] == 2 and ps["diff_mean"] == pytest.approx(0.03) and math.isnan(ps["p_value"])
+    assert z["p_holm"] == pytest.approx(p_hand)
+    assert bool(z["significant"]) == (p_hand < 0.05) and bool(z["better"]) == (p_hand < 0.05)
+
+
+def test_holm_family_is_one_dataset_model_and_excludes_other_cells():
+    rows = [trial("ce", s, top1=v) for s, v in enumerate([0.70, 0.72, 0.74])]
+    rows += [trial("ls", s, top1=v) for s, v in enumerate([0.72, 0.73, 0.77])]       # d = .02 .01 .03
+    rows += [trial("pskd", s, top1=v) for s, v in enumerate([0.69, 0.73, 0.74])]     # d = -.01 .01 0
+    rows += [trial("ce", s, top1=0.5 + s / 100, dataset="tiny") for s in range(3)]
+    rows += [trial("ls", s, top1=v, dataset="tiny") for s, v in enumerate([0.52, 0.50, 0.53])]
+    g = aggregate(pd.DataFrame(rows))
+    p_ls = stats.ttest_rel([0.72, 0.73, 0.77], [0.70, 0.72, 0.74]).pvalue
+    p_ps = stats.ttest_rel([0.69, 0.73, 0.74], [0.70, 0.72, 0.74]).pvalue
+    lo, hi = sorted([p_ls, p_ps])
+    adj_lo, adj_hi = min(1, 2 * lo), max(min(1, 2 * lo), min(1, hi))  # Holm with m = 2, by hand
+    cifar = g[g["dataset"] == "cifar100"].set_index("method")
+    assert cifar.loc["ls", "p_holm"] == pytest.approx(adj_lo if p_ls < p_ps else adj_hi)
+    assert cifar.loc["pskd", "p_holm"] == pytest.approx(adj_lo if p_ps < p_ls else adj_hi)
+    tiny_ls = g[(g["dataset"] == "tiny") & (g["method"] == "ls")].iloc[0]
+    p_tiny = stats.ttest_rel([0.52, 0.50, 0.53], [0.50, 0.51, 0.52]).pvalue
+    assert tiny_ls["p_holm"] == pytest.approx(p_tiny)  # alone in its family: m = 1
+
+
+def test_legacy_records_fall_back_to_best_and_are_named_legacy():
+    g = aggregate(synthetic())  # no protocol and no selected_* columns: recorded before protocols
+    ce = group(g, "ce")
+    assert ce["protocol"] == "legacy" and ce["selected_top1_mean"] == pytest.approx(0.72)
+    df = synthetic()
+    df["protocol"] = "clean"
+    df["selected_top1"] = df["best_top1"] - 0.1
+    assert group(aggregate(df), "ce")["selected_top1_mean"] == pytest.approx(0.62)
 
 
 def test_baseline_matches_dataset_model_and_epochs():

@@ -61,7 +61,7 @@ def test_ablation_curve_axes_series_and_error_bars():
     assert len(fig.axes) == 2  # one panel per dataset
     assert fig.get_suptitle() == "Zipf's LS: ablation of alpha"
     assert [ax.get_title() for ax in fig.axes] == ["cifar100", "tiny"]
-    assert all(ax.get_ylabel() == "best top-1 (%)" for ax in fig.axes)
+    assert all(ax.get_ylabel() == "selected top-1 (%)" for ax in fig.axes)
     assert fig.axes[-1].get_xlabel() == "alpha"
     (c,) = fig.axes[0].containers
     assert isinstance(c, ErrorbarContainer) and c.get_label() == "cifar100"
@@ -116,7 +116,7 @@ def test_accuracy_vs_cost_points_and_error_bars():
     colors = method_colors(g["method"])
     fig = accuracy_vs_cost(g, dataset="cifar100", model="resnet18", colors=colors)
     (ax,) = fig.axes
-    assert ax.get_xlabel() == "train step time (x CE)" and ax.get_ylabel() == "best val top-1 (%)"
+    assert ax.get_xlabel() == "train step time (x CE)" and ax.get_ylabel() == "top-1 at the selected epoch (%)"
     assert len(ax.containers) == 2
     ce, zipf = ax.containers
     assert ce.has_xerr and ce.has_yerr

@@ -1,5 +1,6 @@
-"""Tables: cell text, bolding (ties included), n and failures shown, well-formed booktabs LaTeX,
-markdown and CSV, the summary files and `tfbench table`. Expected strings are written out by hand."""
+"""Tables: cell text, the bold rule (significantly better than CE after Holm, never the largest mean),
+n and failures shown, paired differences with CIs, the protocol line, well-formed booktabs LaTeX, markdown
+and CSV, the summary files and `tfbench table`. Expected strings are written out by hand or with scipy."""
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,10 @@ from harness.errors import UserError
 from harness.results.aggregate import aggregate
 from harness.results.tables import (
     ablation_tables,
-    best_mask,
     comparison_table,
-    cost_tables,
     format_mean_std,
     human_bytes,
+    paired_tables,
     to_csv,
     to_latex,
     to_markdown,
@@ -59,40 +59,63 @@ def test_format_mean_std():
     assert human_bytes(0) == "0 B" and human_bytes(10 * 2 ** 20) == "10.0 MiB" and human_bytes(1536) == "1.5 KiB"
 
 
-def test_best_mask_compares_displayed_means_and_keeps_ties():
-    assert best_mask([77.381, 77.384, 77.2], decimals=2, higher_is_better=True) == [True, True, False]
-    assert best_mask([77.381, 77.386, 77.2], decimals=2, higher_is_better=True) == [False, True, False]
-    assert best_mask([0.5, math.nan, 0.4], decimals=2, higher_is_better=False) == [False, False, True]
-    assert best_mask([math.nan, math.nan], decimals=2, higher_is_better=True) == [False, False]
-
-
-def test_comparison_cells_bold_ties_failures_and_single_seed():
+def test_comparison_cells_no_bold_without_significance_failures_and_single_seed():
     t = comparison_table(aggregate(synthetic()), metric="best_top1")
     assert t.headers == ["method", "cifar_100 / resnet18", "tiny / resnet18"]
     assert [r[0] for r in t.rows] == ["CE", "LS", "PS-KD", "Zipf's LS"]
     cells = {r[0]: r[1:] for r in t.rows}
-    bold = {r[0]: b[1:] for r, b in zip(t.rows, t.bold, strict=True)}
     assert cells["CE"] == ["72.00 +- 2.00", "50.00 +- 1.00"]
     assert cells["LS"] == ["74.00 +- 0.00", ""]                         # not run on tiny: empty
     assert cells["Zipf's LS"][1] == "55.00 +- 1.41 (n=2, 1 failed)"   # std of 0.54, 0.56 = 0.01 * sqrt(2)
     assert cells["PS-KD"][1] == "53.00 +- n/a (n=1)"
-    # column 1: LS (74.001) and Zipf (73.998) both read 74.00: both bold; column 2: Zipf alone.
-    assert [bold[m][0] for m in ("CE", "LS", "PS-KD", "Zipf's LS")] == [False, True, False, True]
-    assert [bold[m][1] for m in ("CE", "LS", "PS-KD", "Zipf's LS")] == [False, False, False, True]
+    # LS - CE per seed on cifar_100: 0.04003, 0.02, 0.0 -> paired p = 0.18 at n = 3: the largest mean is not
+    # bold any more; nothing in this table is significant.
+    p_ls = stats.ttest_rel([0.74003, 0.74, 0.74], [0.70, 0.72, 0.74]).pvalue
+    assert p_ls > 0.05
+    assert not any(any(b) for b in t.bold)
     assert "n = 3 seeds per cell unless marked" in t.note
+    assert "protocol: paper (recorded before protocols existed" in t.note
+    assert "Holm-adjusted paired t-test p < alpha = 0.05" in t.note
     md = re.sub(r" +", " ", to_markdown(t))
-    assert "| LS | **74.00 +- 0.00** | |" in md
-    assert "| Zipf's LS | **74.00 +- 0.00** | **55.00 +- 1.41 (n=2, 1 failed)** |" in md
-    assert "**72.00" not in md
+    assert "| LS | 74.00 +- 0.00 | |" in md and "**" not in md
 
 
-def test_lower_is_better_metric_bolds_the_minimum():
+def test_bold_rule_is_holm_adjusted_p_below_alpha_and_better():
+    rows = [trial("ce", s, v) for s, v in enumerate([0.70, 0.72, 0.74, 0.71])]
+    rows += [trial("ls", s, v) for s, v in enumerate([0.75, 0.78, 0.79, 0.77])]    # d = 5, 6, 5, 6 points
+    rows += [trial("pskd", s, v) for s, v in enumerate([0.66, 0.67, 0.69, 0.65])]  # d = -4, -5, -5, -6
+    rows += [trial("ols", s, v) for s, v in enumerate([0.72, 0.71, 0.76, 0.71])]   # d = 2, -1, 2, 0
+    df = pd.DataFrame(rows)
+    base = [0.70, 0.72, 0.74, 0.71]
+    p = {m: stats.ttest_rel(df[df["method"] == m]["best_top1"], base).pvalue for m in ("ls", "pskd", "ols")}
+    # Holm by hand over the three, smallest first: x3, x2, x1 with a running maximum.
+    order = sorted(p, key=p.get)
+    adj, running = {}, 0.0
+    for i, m in enumerate(order):
+        running = max(running, min(1.0, (3 - i) * p[m]))
+        adj[m] = running
+    assert adj["ls"] < 0.05 and adj["pskd"] < 0.05 and adj["ols"] > 0.05
+    g = aggregate(df, metric="best_top1")
+    assert dict(zip(g["method"], g["p_holm"], strict=True))["ols"] == pytest.approx(adj["ols"])
+    t = comparison_table(g, metric="best_top1")
+    bold = {r[0]: b[1] for r, b in zip(t.rows, t.bold, strict=True)}
+    # LS: significantly better -> bold; PS-KD: significantly WORSE -> not bold; OLS: not significant.
+    assert bold == {"CE": False, "LS": True, "PS-KD": False, "OLS": False}
+    # a stricter alpha below LS's adjusted p takes the bold away
+    strict = comparison_table(aggregate(df, metric="best_top1", alpha=adj["ls"] / 2), metric="best_top1",
+                              alpha=adj["ls"] / 2)
+    assert not any(b[1] for b in strict.bold)
+    assert f"alpha = {adj['ls'] / 2:g}" in strict.note
+
+
+def test_lower_is_better_metric_bolds_a_significantly_lower_value():
     df = synthetic()
-    df.loc[df["method"] == "ls", "last_nll"] = 0.8
+    df.loc[df["method"] == "ls", "last_nll"] = [0.80, 0.81, 0.79]  # CE 1.0: d = -0.2, -0.19, -0.21
     t = comparison_table(aggregate(df, metric="last_nll"), metric="last_nll")
     ls_row = [i for i, r in enumerate(t.rows) if r[0] == "LS"][0]
-    assert t.rows[ls_row][1] == "0.800 +- 0.000" and t.bold[ls_row][1]
+    assert t.rows[ls_row][1] == "0.800 +- 0.010" and t.bold[ls_row][1]
     assert sum(b[1] for b in t.bold) == 1
+    assert "lower than CE" in t.note
 
 
 def _check_booktabs(tex: str) -> list[list[str]]:
@@ -123,12 +146,14 @@ def _check_booktabs(tex: str) -> list[list[str]]:
 
 
 def test_latex_is_well_formed_booktabs_with_raw_bold():
-    t = comparison_table(aggregate(synthetic()), metric="best_top1")
+    df = synthetic()
+    df.loc[df["method"] == "ls", "best_top1"] = [0.75, 0.78, 0.79]  # d = 5, 6, 5 points: p_holm < 0.05
+    t = comparison_table(aggregate(df, metric="best_top1"), metric="best_top1")
     tex = to_latex(t)
     rows = _check_booktabs(tex)
     assert rows[0] == ["method", r"cifar\_100 / resnet18", "tiny / resnet18"]
-    assert r"\textbf{74.00 $\pm$ 0.00}" in tex
-    assert r"best val top-1 (\%)" in tex
+    assert r"\textbf{77.33 $\pm$ 2.08}" in tex  # mean 77.33, sample std of 75, 78, 79 = 2.0817
+    assert r"selection-split top-1 (\%)" in tex
     assert r"\textbackslash{}textbf" not in tex  # the bold survived as LaTeX, not as escaped text
 
 
@@ -138,18 +163,28 @@ def test_summary_latex_is_well_formed(tmp_path):
     _check_booktabs((tmp_path / "summary.tex").read_text())
 
 
-def test_cost_table_gain_p_and_ratios():
-    tables = cost_tables(aggregate(synthetic()), metric="best_top1")
-    assert [t.title for t in tables] == ["Cost and significance: cifar_100 / resnet18",
-                                         "Cost and significance: tiny / resnet18"]
-    assert tables[0].headers == ["method", "best top-1 (%)", "gain over CE", "p vs CE", "time x", "memory x",
-                                 "extra state"]
+def test_paired_table_difference_ci_p_holm_and_ratios():
+    tables = paired_tables(aggregate(synthetic(), metric="best_top1"), metric="best_top1")
+    assert [t.title for t in tables] == ["Against CE: cifar_100 / resnet18", "Against CE: tiny / resnet18"]
+    assert tables[0].headers == ["method", "best val top-1 (%)", "last top-1 (%)", "difference vs CE [95% CI]",
+                                 "n pairs", "p", "Holm p", "time x", "memory x", "extra state"]
     rows = {r[0]: r for r in tables[0].rows}
-    p = stats.ttest_ind([0.73994, 0.74, 0.74], [0.70, 0.72, 0.74], equal_var=False).pvalue
-    assert rows["Zipf's LS"][2:] == ["+2.00", f"{p:.3f}", "1.20x", "1.00x", "0 B"]
-    assert rows["CE"][2:4] == ["ref", "ref"]
+    z, ce = [0.73994, 0.74, 0.74], [0.70, 0.72, 0.74]
+    d = [a - b for a, b in zip(z, ce, strict=True)]
+    mean, sd = sum(d) / 3, pd.Series(d).std(ddof=1)
+    half = stats.t.ppf(0.975, 2) * sd / 3 ** 0.5
+    p_z = stats.ttest_rel(z, ce).pvalue
+    p_ls = stats.ttest_rel([0.74003, 0.74, 0.74], ce).pvalue
+    holm_z = max(min(1, 2 * min(p_z, p_ls)), p_z) if p_z > p_ls else min(1, 2 * p_z)
+    assert rows["Zipf's LS"][3] == f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
+    assert rows["Zipf's LS"][4:] == ["3", f"{p_z:.3f}", f"{holm_z:.3f}", "1.20x", "1.00x", "0 B"]
+    assert rows["CE"][3:7] == ["ref", "ref", "ref", "ref"]
     tiny = {r[0]: r for r in tables[1].rows}
-    assert tiny["PS-KD"][3] == "n/a" and tiny["PS-KD"][6] == "5.0 MiB"  # one seed: no p-value
+    assert tiny["PS-KD"][3:7] == ["+4.00 [n/a]", "1", "n/a", "n/a"]  # 53 - 49 on seed 0 only: no CI, no p
+    assert tiny["PS-KD"][9] == "5.0 MiB"
+    assert "paired t-test" in tables[0].note and "protocol: paper" in tables[0].note
+    # 3 seeds cannot show a 2-point difference with this spread: the note says so
+    assert "Underpowered at alpha = 0.05 and 80% power" in tables[0].note and "Zipf's LS (n=3, needs" in tables[0].note
 
 
 def test_ablation_table_layout_and_row_bold():
@@ -166,7 +201,7 @@ def test_ablation_table_layout_and_row_bold():
     assert t.headers == ["alpha", "fixed", "0.5", "1.0", "2.0"]
     assert t.rows[0] == ["cifar_100", "lam=0.1", "71.00 +- 1.41", "73.00 +- 1.41", "72.00 +- 1.41"]
     assert t.rows[1][:2] == ["tiny", "lam=1.0"]
-    assert t.bold == [[False, False, False, True, False]] * 2
+    assert t.bold == [[False] * 5] * 2  # no CE in this sweep: nothing can be significantly better than it
     lam = by_title["Ablation: lam (Zipf's LS)"]
     assert lam.headers == ["lam", "fixed", "0.1", "0.5", "1.0", "5.0"]
     assert lam.rows[0][2:] == ["73.00 +- 1.41", "70.00 +- 0.00", "", ""]
@@ -190,12 +225,13 @@ def test_write_summary_files(tmp_path):
     assert (tmp_path / "summary.md").read_text() == md
     assert md.startswith(f"# Results: {tmp_path.name}\n")
     assert "Trials: 16 (15 finished, 1 failed) in 6 configurations." in md
-    assert "## Comparison" in md and "## Ablation" not in md
+    assert "## Comparison" in md and "## Ablation" not in md and "## Against CE: tiny / resnet18" in md
+    assert "Protocol: paper (recorded before protocols existed" in md
     assert "## Sharpness" in md and "2.00 +- 1.00" in md
     assert "ValueError: loss is nan" in md and "traceback" not in md  # first line of the error only
     csv = pd.read_csv(tmp_path / "summary.csv")
-    assert len(csv) == 6 and {"label", "n", "n_failed", "best_top1_mean", "p_value", "time_x"} <= set(csv.columns)
-    assert (tmp_path / "summary.tex").read_text().count(r"\begin{tabular}") == 4  # comparison, 2 cost, sharpness
+    assert len(csv) == 6 and {"label", "n", "n_failed", "selected_top1_mean", "p_value", "p_holm", "diff_ci_low", "time_x"} <= set(csv.columns)
+    assert (tmp_path / "summary.tex").read_text().count(r"\begin{tabular}") == 4  # comparison, 2 paired, sharpness
     assert not list(tmp_path.glob(".summary*"))  # no temporary files left behind
 
 
@@ -215,5 +251,5 @@ def test_cmd_table(tmp_path, capsys):
         cmd_table.run(_args(str(tmp_path), "--format", "html"))
     assert cmd_table.run(_args(str(tmp_path), "--metric", "last_top1", "--format", "tex")) == 0
     out = capsys.readouterr().out
-    assert r"\begin{tabular}" in out and "last val top-1" in out
+    assert r"\begin{tabular}" in out and "top-1 at the last epoch" in out
     assert (tmp_path / "summary.md").exists() and (tmp_path / "summary.csv").exists()

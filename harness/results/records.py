@@ -1,0 +1,271 @@
+"""The per-trial records of a results folder and the `trials.csv` built from them (reads and rebuilds).
+
+Why the trial folders are the source of truth and `trials.csv` a cache: each trial writes its own
+`config.json`, `result.json` or `error.json` atomically, so they survive what can damage one shared file
+(a full disk, a copy cut short, an editor). A damaged `trials.csv` is therefore rebuilt from them with
+one warning instead of stopping every reader. The runner writes `trials.csv` through here too, so there
+is one definition of its columns. Nothing here imports the runner.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import sys
+from collections.abc import Callable, Collection, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from harness.errors import UserError
+from harness.io import atomic_write_text
+
+if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module for trials.csv
+    import pandas as pd
+
+Warn = Callable[[str], None]
+
+# Columns taken from result.json (the contract of issue 13; older records lack the first block).
+RESULT_COLUMNS = ["selected_epoch", "selected_top1", "selected_top5", "selected_nll", "selected_ece",
+                  "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1",
+                  "best_top1", "best_top5", "best_epoch", "train_top1", "train_val_gap", "step_time_s",
+                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s"]
+LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model", "seed", "epochs", "protocol"]
+REQUIRED_COLUMNS = ("key", "status", "method", "dataset", "model", "seed")
+STATUSES = ("finished", "failed", "pending")
+
+
+def warn_stderr(message: str) -> None:
+    print(f"tfbench: warning: {message}", file=sys.stderr, flush=True)
+
+
+# --- one trial folder ----------------------------------------------------------------------------
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON record of a trial folder, or None when it is missing, truncated or not a JSON object.
+    Why never raise: one damaged file must not stop the aggregation of every other trial."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def trial_status(trial_dir: Path) -> str:
+    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished,
+    so the trial runs again and resumes from its checkpoint)."""
+    result = read_record(trial_dir / "result.json")
+    if result is not None and result.get("status") == "finished":
+        return "finished"
+    return "failed" if (trial_dir / "error.json").exists() else "pending"
+
+
+def error_of(trial_dir: Path) -> str:
+    record = read_record(trial_dir / "error.json") or {}
+    return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
+
+
+def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = False) -> dict[str, Any]:
+    """The trials.csv row of one trial: its resolved spec (as TrialSpec.to_dict) plus its record."""
+    tdir = folder / "trials" / key
+    status = trial_status(tdir)
+    train = spec.get("train") or {}
+    row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
+                           "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
+                           "epochs": train.get("epochs"), "protocol": train.get("protocol", "")}
+    row.update({f"p.{k}": v for k, v in (spec.get("method_params") or {}).items()})
+    if status == "finished":
+        result = read_record(tdir / "result.json") or {}
+        row.update({k: v for k, v in result.items() if k in RESULT_COLUMNS})
+        row["protocol"] = result.get("protocol", row["protocol"])
+    elif status == "failed":
+        row["error"] = error_of(tdir)
+    return row
+
+
+# --- trials.csv ----------------------------------------------------------------------------------
+
+def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    param_names = sorted({k for r in rows for k in r if k.startswith("p.")})
+    writer_buf = io.StringIO()
+    writer = csv.DictWriter(writer_buf, fieldnames=[*LEAD_COLUMNS, *param_names, *RESULT_COLUMNS],
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return writer_buf.getvalue()
+
+
+def write_trials_csv(folder: Path, specs: Iterable[tuple[str, dict[str, Any]]], *,
+                     stale: Collection[str] = ()) -> Path:
+    """One flat row per (key, resolved spec dict), in the given order: the source of every table.
+    `stale`: keys of finished trials whose stored spec no longer matches the sweep (issue 12)."""
+    rows = [trial_row(folder, key, spec, stale=key in stale) for key, spec in specs]
+    path = folder / "trials.csv"
+    atomic_write_text(path, trials_csv_text(rows))
+    return path
+
+
+def recorded_specs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(key, spec) of the sweep: from sweep.yaml's trial list (pending trials included), else from
+    every trials/<key>/config.json that can be read (a folder with neither is not a trial of ours)."""
+    try:
+        record = yaml.safe_load((folder / "sweep.yaml").read_text())
+        listed = [(str(t["key"]), dict(t["spec"])) for t in record["trials"]]
+        if listed:
+            return listed
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        pass
+    out = []
+    for cfg in sorted((folder / "trials").glob("*/config.json")):
+        record = read_record(cfg)
+        if record and isinstance(record.get("spec"), dict):
+            out.append((str(record.get("key") or cfg.parent.name), record["spec"]))
+    return out
+
+
+def damage_of(path: Path) -> str | None:
+    """Why `path` is not a usable trials.csv (empty, not text, header cut, a row cut), or None."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    if not text.strip():
+        return "it is empty"
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        return f"it is not CSV ({e})"
+    header = rows[0]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        return f"its header lacks {', '.join(missing)} (cut short, or not a tfbench trials.csv)"
+    for i, row in enumerate(rows[1:], start=2):
+        if row and len(row) != len(header):
+            return f"line {i} has {len(row)} fields where the header has {len(header)} (cut short or edited)"
+        if row and row[header.index("status")] not in STATUSES:
+            return f"line {i} has status {row[header.index('status')]!r}; allowed: {', '.join(STATUSES)}"
+    return None
+
+
+def folder_is_locked(folder: Path) -> bool:
+    """True while a `tfbench run` holds the folder's lock (then only that run writes shared files)."""
+    lock = folder / ".lock"
+    if not lock.is_file():
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr) -> pd.DataFrame:
+    """trials.csv as a DataFrame, rebuilt from the trial records when it is missing or damaged, without
+    the stale rows (their count in `.attrs["stale_left_out"]`, and one warning)."""
+    import pandas as pd
+
+    folder = Path(results_dir)
+    path = folder / "trials.csv"
+    damage = damage_of(path) if path.is_file() else "it is missing"
+    if damage is not None:
+        specs = recorded_specs(folder)
+        if not specs:
+            if not path.is_file():
+                raise UserError(f"no trials.csv in {folder}: give a results folder written by `tfbench run` "
+                                f"(results/<sweep>/)")
+            raise UserError(f"{path} is damaged ({damage}) and {folder} has no sweep.yaml or trials/*/config.json "
+                            f"to rebuild it from; rerun the sweep with `tfbench run` to rewrite it")
+        rows = [trial_row(folder, key, spec) for key, spec in specs]
+        text = trials_csv_text(rows)
+        if folder_is_locked(folder):
+            where = "used as rebuilt, not written: a `tfbench run` holds this folder and rewrites it when done"
+        else:
+            if path.is_file():  # kept for inspection; everything in it is derivable from the records
+                os.replace(path, folder / "trials.csv.damaged")
+            atomic_write_text(path, text)
+            where = "rewritten" + ("; the damaged file is kept as trials.csv.damaged" if damage != "it is missing"
+                                   else "")
+        warn(f"{path}: {damage}; rebuilt from {len(rows)} trial records ({where})")
+        trials = pd.read_csv(io.StringIO(text))
+    else:
+        trials = pd.read_csv(path)
+    return without_stale(trials, warn=warn)
+
+
+def without_stale(trials: pd.DataFrame, *, warn: Warn = warn_stderr) -> pd.DataFrame:
+    if "stale" not in trials.columns:
+        trials.attrs["stale_left_out"] = 0
+        return trials
+    stale = trials["stale"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+    kept = trials[~stale].reset_index(drop=True)
+    kept.attrs["stale_left_out"] = int(stale.sum())
+    if stale.any():
+        warn(f"left out {int(stale.sum())} stale trial(s): finished under a spec the sweep no longer means "
+             f"(`tfbench run --rerun-stale` retrains them)")
+    return kept
+
+
+# --- per-epoch records and temporaries -----------------------------------------------------------
+
+def read_jsonl_records(path: Path, *, warn: Warn = warn_stderr) -> list[dict[str, Any]]:
+    """The JSON-object lines of a file; damaged lines are skipped with one warning naming file and lines."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    records, bad = [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(lineno)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warn(f"{path}: line{'s' if len(bad) > 1 else ''} {shown} not a JSON record; skipped")
+    return records
+
+
+def remove_stale_temporaries(folder: Path, *, lock_held: bool = False) -> int:
+    """Remove the half-written files of a killed writer (atomic writes' `.<name>.*.tmp`, write probes) at
+    every level of the folder (Ray's own `.ray/` aside); returns how many. Skipped while another process
+    runs a sweep here (its temporaries are live), unless the caller is that sweep (`lock_held`)."""
+    if not folder.is_dir() or (not lock_held and folder_is_locked(folder)):
+        return 0
+    removed = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".ray"]
+        for name in files:
+            if (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".write-probe-"):
+                Path(root, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def sweep_alpha(folder: Path, default: float) -> float:
+    """The significance level of the sweep: `alpha:` of the sweep file recorded in sweep.yaml, else default."""
+    try:
+        record = yaml.safe_load((folder / "sweep.yaml").read_text())
+        alpha = (record.get("file") or {}).get("alpha", record.get("alpha"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return default
+    if alpha is None:
+        return default
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise UserError(f"{folder / 'sweep.yaml'}: alpha is {alpha!r}; allowed: a number in (0, 1), e.g. 0.05")
+    return float(alpha)

@@ -1,0 +1,127 @@
+"""A `Table` (display strings plus a bold mask) and its renderers: GitHub markdown, LaTeX booktabs, CSV
+(tabulate), with the cell formatters every table shares. The renderers only decorate: what is bold and
+what a cell says is decided by harness/results/tables.py."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    bold: list[list[bool]] = field(default_factory=list)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.bold:
+            self.bold = [[False] * len(r) for r in self.rows]
+
+
+# --- cell formatting ----------------------------------------------------------------------------------
+
+def is_finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_mean_std(mean: float, std: float, *, decimals: int = 2) -> str:
+    """`77.38 +- 0.32`; a missing std (one seed) reads `n/a`, never 0; a missing mean reads `n/a`."""
+    if not is_finite(mean):
+        return "n/a"
+    s = f"{std:.{decimals}f}" if is_finite(std) else "n/a"
+    return f"{mean:.{decimals}f} +- {s}"
+
+
+def format_p(p: float) -> str:
+    if not is_finite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def format_ratio(x: float) -> str:
+    return f"{x:.2f}x" if is_finite(x) else "n/a"
+
+
+def human_bytes(n: float) -> str:
+    """Binary units (KiB = 1024 B), one decimal: 19.1 MiB."""
+    if not is_finite(n):
+        return "n/a"
+    n = float(n)
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def auto_decimals(values: Sequence[float], significant: int = 3) -> int:
+    """Decimals that give the largest |value| `significant` digits (for metrics of unknown scale)."""
+    v = np.abs(np.asarray([x for x in values if is_finite(x)], dtype=float))
+    if v.size == 0 or v.max() == 0:
+        return 3
+    return int(np.clip(significant - 1 - math.floor(math.log10(v.max())), 0, 6))
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+
+# Letters only, so that tabulate's LaTeX escaping leaves them alone; replaced by raw LaTeX afterwards.
+_TEX_PM, _TEX_BOLD_OPEN, _TEX_BOLD_CLOSE = "TFBSENTPM", "TFBSENTBOLDOPEN", "TFBSENTBOLDCLOSE"
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def _align(table: Table) -> tuple[str, ...]:
+    return ("left",) + ("right",) * (len(table.headers) - 1)
+
+
+def to_markdown(table: Table, *, level: int = 2) -> str:
+    def md(text: str, bold: bool) -> str:
+        text = text.replace("|", r"\|")
+        return f"**{text}**" if bold and text else text
+
+    body = [[md(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
+    grid = tabulate(body, headers=[md(h, False) for h in table.headers], tablefmt="github",
+                    disable_numparse=True, colalign=_align(table))
+    return f"{'#' * level} {table.title}\n\n{table.note}\n\n{grid}\n"
+
+
+def to_latex(table: Table) -> str:
+    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs}."""
+    def tex(text: str, bold: bool) -> str:
+        text = text.replace("+-", _TEX_PM)
+        return f"{_TEX_BOLD_OPEN}{text}{_TEX_BOLD_CLOSE}" if bold and text else text
+
+    body = [[tex(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
+    grid = tabulate(body, headers=[tex(h, False) for h in table.headers], tablefmt="latex_booktabs",
+                    disable_numparse=True, colalign=_align(table))
+    grid = (grid.replace(_TEX_PM, r"$\pm$").replace(_TEX_BOLD_OPEN, r"\textbf{")
+            .replace(_TEX_BOLD_CLOSE, "}"))
+    caption = latex_escape(f"{table.title}. {table.note}".replace("+-", "PLUSMINUS")).replace(
+        "PLUSMINUS", r"$\pm$")
+    return f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n{grid}\n\\end{{table}}\n"
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.headers)
+    w.writerows(table.rows)
+    return buf.getvalue()
