@@ -106,3 +106,23 @@ def test_user_cache_is_read_and_named_when_missing(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         check_dataset("cifar10", {})
     one_line_error(e, str(cache_root), "test_batch")
+
+
+def test_docs_example_dataset_registers_and_builds():
+    """The 'Adding a data set' example of docs/datasets.md, run as written."""
+    doc = (Path(harness.__file__).resolve().parent.parent / "docs" / "datasets.md").read_text()
+    code = doc.split("## Adding a data set", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    try:
+        exec(compile(code, "docs/datasets.md", "exec"), {})
+        b = build_dataset("stripes", {"per_class": 3})
+        assert "stripes" in DATASETS.names() and b.classes == ["horizontal", "vertical"]
+        m = b.memory
+        assert m.train_x.shape == (6, 1, 8, 8) and m.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+        stripes = np.zeros((8, 8), np.uint8)
+        stripes[::2] = 255
+        np.testing.assert_array_equal(m.train_x[0, 0].numpy(), stripes)
+        np.testing.assert_array_equal(m.train_x[5, 0].numpy(), stripes.T)
+        x, y, idx = b.val[4]
+        assert (y, idx) == (1, 4) and x.shape == (1, 8, 8) and float(x.max()) == 1.0  # (1 - 0.5) / 0.5
+    finally:
+        DATASETS.unregister("stripes")
