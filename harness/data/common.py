@@ -40,6 +40,8 @@ class ImageFileDataset(Dataset):
       around), and that sample's image, label AND index are returned, so index-keyed state (PS-KD) stays
       consistent with what was trained on. Bad files are remembered in `bad`, a shared-memory mask, so
       DataLoader workers' findings reach the main process and no file is decoded twice.
+    With DataLoader workers, PyTorch re-raises a worker's `UserError` as a `UserError` whose message also
+    holds the worker's traceback: the first line is still the one that matters.
     """
 
     def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Any], Tensor], *,
