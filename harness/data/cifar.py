@@ -94,13 +94,15 @@ class _Cifar(DatasetDef):
 
     def _read(self, base: Path, name: str, root: Path) -> tuple[Tensor, Tensor, list[str]]:
         """One pickle file through torchvision: images (N, 3, 32, 32) uint8, labels (N,), class names."""
-        reader = type(f"{self.torchvision_class().__name__}File", (self.torchvision_class(),), {
+        tv = self.torchvision_class()
+        reader = type(f"{tv.__name__}File", (tv,), {
             "base_folder": "",  # `base` is the batches folder itself
             "train_list": [[name, None]], "test_list": [],
             "meta": {"filename": self.meta_file, "key": self.names_key, "md5": None},
         })
         try:
             ds = reader(str(base), train=True)
+            x, y = ds.data, np.asarray(ds.targets, dtype=np.int64)  # x (N, 32, 32, 3): torchvision's HWC view
         except KeyError as e:
             if e.args and e.args[0] == self.names_key:  # only torchvision's meta reading looks this key up
                 raise self.malformed(root, f"has a {self.meta_file} without '{self.names_key}'") from None
@@ -108,7 +110,6 @@ class _Cifar(DatasetDef):
         except _READ_ERRORS as e:
             raise self.malformed(root, f"has {name} that is not a CIFAR batch of (N, 3072) uint8 'data' and N "
                                        f"labels ({type(e).__name__}: {one_line(e)})") from None
-        x, y = ds.data, np.asarray(ds.targets, dtype=np.int64)  # x (N, 32, 32, 3): torchvision's HWC view
         if x.dtype != np.uint8 or len(x) != len(y):
             raise self.malformed(root, f"has {name} holding {len(x)} images of {x.dtype} for {len(y)} labels "
                                        "(expected (N, 3072) uint8 'data' and N labels)")
