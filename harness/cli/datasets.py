@@ -1,4 +1,7 @@
-"""`tfbench datasets`: the registered datasets, their expected layouts, and where each looks for its data."""
+"""`tfbench datasets`: the registered datasets, their expected layouts, and where each looks for its data.
+
+The lookup order is `harness.data.registry`'s; the text listing starts with the data home in use.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.data import DATASETS, describe_datasets
+    from harness.data import DATASETS, data_home, describe_datasets
 
     for name in args.names:
         if name not in DATASETS:
@@ -21,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps(r, sort_keys=True))
         return 0
+    home, source = data_home()
+    print(f"data home: {home} (from {source}; TFBENCH_DATA sets it)")
     print(format_rows(rows))
     return 0
 
@@ -38,7 +43,7 @@ def format_rows(rows: list[dict]) -> str:
             others = [f"{p} ({s})" for p, s in r["candidates"] if p != r["root"]]
             if others:
                 out.append(f"  also:   {'; '.join(others)}")
-            out.append(f"  env:    {r['env_var']} (or --set dataset.root=...; TFBENCH_DATA/<name> otherwise)")
+            out.append(f"  env:    {r['env_var']} (or --set dataset.root=...; otherwise <data home>/{r['name']})")
         else:
             out.append("  data:   built in (no files needed)")
         out.append(f"  layout: {r['layout']}")

@@ -1,0 +1,314 @@
+"""The dataset registry, the bundle every dataset builds, where each dataset looks, and the one factory.
+
+`build_dataset(name, params) -> DataBundle`. A dataset is a `DatasetDef` subclass registered by name
+(`@register_dataset("cifar10")`), with typed parameters (a frozen dataclass `Params`), a one-line
+`layout` for errors and listings, and `build(params, root)`.
+
+Where the data comes from (datasets with files), first match wins:
+1. `params["root"]` (`--set dataset.root=...`), used as given, present or not;
+2. the environment variable `TFBENCH_<NAME>_ROOT` (e.g. TFBENCH_CIFAR100_ROOT), used as given;
+3. the data home's `<name>` folder: `$TFBENCH_DATA/<name>` when TFBENCH_DATA is set, otherwise the user
+   cache `$XDG_CACHE_HOME/tfbench/data/<name>` (`~/.cache/tfbench/data/<name>` by default), so the data
+   home never depends on where the package is installed;
+4. fixed system folders a dataset knows (`DatasetDef.known_roots`: Fashion-MNIST's Debian package).
+Of 3 and 4 the first that exists wins; when none does, the error names 3. `download: true` (cifar10,
+cifar100, fashion_mnist, inat21) lets torchvision fetch the data into the chosen root; nothing is ever
+downloaded otherwise. A missing or malformed root raises `UserError` with one line naming the root and
+the layout expected there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from harness.data.common import ImageFileDataset, TensorImageDataset, tensor_transform
+from harness.errors import UserError
+from methods.registry import Registry
+
+DATASETS = Registry("dataset")
+
+
+def register_dataset(name: str) -> Callable[[type], type]:
+    """Register a `DatasetDef` subclass under `name`: `@register_dataset("cifar10")`."""
+    return DATASETS.register(name)
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+@dataclass
+class InMemory:
+    """The fast path: each split as one uint8 tensor of raw pixels (before normalisation)."""
+
+    train_x: Tensor            # (N, C, H, W) uint8
+    train_y: Tensor            # (N,) int64
+    val_x: Tensor              # (M, C, H, W) uint8
+    val_y: Tensor              # (M,) int64
+    crop_padding: int          # random crop with this zero padding (0 = no crop)
+    flip: bool                 # random horizontal flip
+
+
+@dataclass
+class DataBundle:
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: int
+    classes: list[str]
+    superclasses: list[int] | None
+    superclass_names: list[str] | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Dataset
+    val: Dataset
+    train_eval: Dataset
+    train_labels: Tensor
+    memory: InMemory | None
+    root: str | None
+
+    @property
+    def skipped_images(self) -> int:
+        """Distinct undecodable files met so far (on_bad_image=skip); 0 for in-memory datasets."""
+        return sum(int(m.sum()) for m in self._bad_masks())
+
+    def skipped_files(self) -> list[str]:
+        out: list[str] = []
+        for ds in (self.train, self.val):
+            if isinstance(ds, ImageFileDataset):
+                out += [ds.samples[i][0] for i in torch.nonzero(ds.bad).flatten().tolist()]
+        return out
+
+    def _bad_masks(self) -> list[Tensor]:
+        # train and train_eval share one mask (same files), so count each mask once.
+        masks: dict[int, Tensor] = {}
+        for ds in (self.train, self.val, self.train_eval):
+            if isinstance(ds, ImageFileDataset):
+                masks[id(ds.bad)] = ds.bad
+        return list(masks.values())
+
+
+def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y: Tensor, val_x: Tensor,
+                     val_y: Tensor, mean: tuple[float, ...], std: tuple[float, ...], crop_padding: int,
+                     flip: bool, root: Path | None, superclasses: list[int] | None = None,
+                     superclass_names: list[str] | None = None) -> DataBundle:
+    """A bundle over uint8 tensors: the fast path's `memory` plus the torchvision path over the same pixels."""
+    size = int(train_x.shape[-1])
+    aug = tensor_transform(size=size, crop_padding=crop_padding, flip=flip, mean=mean, std=std)
+    plain = tensor_transform(size=size, crop_padding=0, flip=False, mean=mean, std=std)
+    return DataBundle(
+        name=name, num_classes=len(classes), in_chans=int(train_x.shape[1]), input_size=size,
+        classes=classes, superclasses=superclasses, superclass_names=superclass_names,
+        mean=tuple(mean), std=tuple(std),
+        train=TensorImageDataset(train_x, train_y, aug),
+        val=TensorImageDataset(val_x, val_y, plain),
+        train_eval=TensorImageDataset(train_x, train_y, plain),
+        train_labels=train_y,
+        memory=InMemory(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
+                        crop_padding=int(crop_padding), flip=bool(flip)),
+        root=str(root) if root is not None else None,
+    )
+
+
+def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
+                train_tf: Any, eval_tf: Any, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                on_bad_image: str, root: Path, superclasses: list[int] | None = None,
+                superclass_names: list[str] | None = None) -> DataBundle:
+    """A bundle over image files; train and train_eval share one bad-file mask (same files)."""
+    tr = ImageFileDataset(train, train_tf, on_bad_image=on_bad_image)
+    return DataBundle(
+        name=name, num_classes=len(classes), in_chans=3, input_size=input_size, classes=classes,
+        superclasses=superclasses, superclass_names=superclass_names, mean=tuple(mean), std=tuple(std),
+        train=tr, val=ImageFileDataset(val, eval_tf, on_bad_image=on_bad_image),
+        train_eval=ImageFileDataset(train, eval_tf, on_bad_image=on_bad_image, bad=tr.bad),
+        train_labels=torch.tensor([label for _, label in train], dtype=torch.int64),
+        memory=None, root=str(root),
+    )
+
+
+# --- the dataset definition and its parameters ----------------------------------------------------
+
+class DatasetDef:
+    """Base class of a registered dataset: its parameters, its layout, where it looks, how it loads."""
+
+    name: ClassVar[str] = "?"
+    Params: ClassVar[type]
+    layout: ClassVar[str] = ""            # the expected on-disk layout, one line (for errors and listings)
+    needs_root: ClassVar[bool] = True
+    can_download: ClassVar[bool] = False
+    in_memory: ClassVar[bool] = False
+    # Fixed system folders where a package manager installs this dataset: (path, what installs it).
+    known_roots: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @classmethod
+    def env_var(cls) -> str:
+        return f"TFBENCH_{cls.name.upper()}_ROOT"
+
+    @classmethod
+    def problem(cls, root: Path) -> str | None:
+        """A cheap layout check: None when the root looks right, else what is missing."""
+        return None
+
+    def build(self, p: Any, root: Path | None) -> DataBundle:
+        raise NotImplementedError
+
+    # helpers for subclasses
+    @classmethod
+    def malformed(cls, root: Path | str, what: str) -> UserError:
+        return UserError(f"dataset {cls.name!r}: root {root} {what}; expected layout: {cls.layout}")
+
+
+def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:
+    """Build `cls.Params` from a plain dict; unknown keys and wrong types are one clear `UserError`."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    hints = typing.get_type_hints(cls.Params)
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"dataset {cls.name!r}: unknown parameter {key!r}{hint}; "
+                            f"allowed: {', '.join(fields) or 'none'}")
+        out[key] = _coerce(cls.name, key, value, hints[key])
+    return cls.Params(**out)
+
+
+def _coerce(dataset: str, key: str, value: Any, hint: Any) -> Any:
+    base = hint
+    if typing.get_origin(hint) is not Literal:  # Optional[X] / X | None: unwrap to X
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(base) is Literal:
+        if value in typing.get_args(base):
+            return value
+        raise UserError(f"dataset {dataset!r}: parameter {key!r} is {value!r}; "
+                        f"allowed: {', '.join(map(str, typing.get_args(base)))}")
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(base, True)
+    if not ok:
+        raise UserError(f"dataset {dataset!r}: parameter {key!r} is {value!r} ({type(value).__name__}); "
+                        f"expected {getattr(base, '__name__', base)}")
+    return float(value) if base is float else value
+
+
+# --- where each dataset looks -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RootChoice:
+    path: Path | None
+    source: str                              # "param", "env TFBENCH_X_ROOT", "TFBENCH_DATA", "user cache", ...
+    candidates: tuple[tuple[Path, str], ...] = ()  # every place looked at, in order (for messages, listings)
+
+
+def data_home() -> tuple[Path, str]:
+    """The folder holding `<name>/` per dataset, and where that choice came from."""
+    env = os.environ.get("TFBENCH_DATA")
+    if env:
+        return Path(env).expanduser(), "TFBENCH_DATA"
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache).expanduser() / "tfbench" / "data", "user cache"
+
+
+def resolve_root(cls: type[DatasetDef], param_root: str | None) -> RootChoice:
+    """Explicit roots (the parameter, the per-dataset variable) are used as given; otherwise the first
+    existing default candidate, or the first candidate when none exists (the error then names it)."""
+    if not cls.needs_root:
+        return RootChoice(None, "none")
+    if param_root:
+        return RootChoice(Path(param_root).expanduser(), "param")
+    env = os.environ.get(cls.env_var())
+    if env:
+        return RootChoice(Path(env).expanduser(), f"env {cls.env_var()}")
+    home, source = data_home()
+    candidates: list[tuple[Path, str]] = [(home / cls.name, source)]
+    candidates += [(Path(path), src) for path, src in cls.known_roots]
+    for path, src in candidates:
+        if path.exists():
+            return RootChoice(path, src, tuple(candidates))
+    return RootChoice(candidates[0][0], candidates[0][1], tuple(candidates))
+
+
+def _require_root(cls: type[DatasetDef], choice: RootChoice, download: bool) -> Path:
+    root = choice.path
+    assert root is not None
+    if root.exists() or download:
+        return root
+    hint = " (or set download: true)" if cls.can_download else ""
+    looked = ""
+    if len(choice.candidates) > 1:
+        looked = " (also looked in " + ", ".join(str(p) for p, _ in choice.candidates[1:]) + ")"
+    raise UserError(f"dataset {cls.name!r}: root {root} does not exist{looked}; use --set dataset.root=... or "
+                    f"{cls.env_var()}{hint}; expected layout: {cls.layout}")
+
+
+# --- the factory ------------------------------------------------------------------------------
+
+def build_dataset(name: str, params: dict[str, Any] | None = None) -> DataBundle:
+    """The one factory: `build_dataset("cifar100", {"root": "/data/cifar"})`."""
+    cls = DATASETS.get(name)
+    p = make_dataset_params(cls, params)
+    root: Path | None = None
+    if cls.needs_root:
+        download = bool(getattr(p, "download", False))
+        root = _require_root(cls, resolve_root(cls, getattr(p, "root", None)), download)
+    return cls().build(p, root)
+
+
+def check_dataset(name: str, params: dict[str, Any] | None = None) -> None:
+    """The cheap checks of `build_dataset` without reading the data: parameters, the root exists, its
+    top-level layout. A sweep runs them for every data set before anything is written."""
+    cls = DATASETS.get(name)
+    p = make_dataset_params(cls, params)
+    if not cls.needs_root:
+        return
+    download = bool(getattr(p, "download", False))
+    root = _require_root(cls, resolve_root(cls, getattr(p, "root", None)), download)
+    problem = cls.problem(root) if root.exists() else None
+    if problem and not download:
+        raise cls.malformed(root, problem)
+
+
+def describe_datasets() -> list[dict[str, Any]]:
+    """One record per registered dataset for `tfbench datasets`: where it looks and whether data is there."""
+    rows = []
+    for name in DATASETS.names():
+        cls = DATASETS.get(name)
+        rec: dict[str, Any] = {
+            "name": name, "in_memory": cls.in_memory, "download": cls.can_download, "layout": cls.layout,
+            "params": [f.name for f in dataclasses.fields(cls.Params)],
+        }
+        if cls.needs_root:
+            choice = resolve_root(cls, None)
+            rec.update(env_var=cls.env_var(), root=str(choice.path), source=choice.source,
+                       candidates=[(str(p), s) for p, s in choice.candidates])
+            if choice.path is None or not choice.path.exists():
+                rec["status"] = "missing"
+            else:
+                prob = cls.problem(choice.path)
+                rec["status"] = "present" if prob is None else f"malformed: {prob}"
+        else:
+            rec.update(env_var=None, root=None, source="built in", candidates=[], status="built in")
+        rows.append(rec)
+    return rows
+
+
+__all__ = [
+    "DATASETS", "DataBundle", "DatasetDef", "InMemory", "RootChoice", "build_dataset", "check_dataset",
+    "data_home", "describe_datasets", "file_bundle", "in_memory_bundle", "make_dataset_params",
+    "register_dataset", "resolve_root",
+]
