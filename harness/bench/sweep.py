@@ -59,12 +59,12 @@ def ray_startup() -> tuple[float, float]:
     """(seconds of `ray.init` with the runner's settings, seconds of `ray.shutdown`)."""
     import ray
 
-    from harness.sweep.runner import _init_ray
+    from harness.sweep.runner import init_ray
 
     if ray.is_initialized():
         raise UserError("bench sweep: Ray is already running in this process; run the benchmark in a fresh one")
     t0 = time.perf_counter()
-    _init_ray(None, 1, 0)
+    init_ray(None, 1, 0)
     t1 = time.perf_counter()
     ray.shutdown()
     return t1 - t0, time.perf_counter() - t1
