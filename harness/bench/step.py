@@ -344,7 +344,7 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
                                            if load else "")]
     for what, got, ok in targets(res):
         judged = "not judged (smoke)" if res.smoke else verdict(ok)
-        foot.append(f"target ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
+        foot.append(f"reference ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 
