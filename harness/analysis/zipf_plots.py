@@ -9,7 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from harness.analysis.landscape_plots import new_figure
-from harness.analysis.zipf import CATEGORY_COLORS, Example, LawFit
+from harness.analysis.zipf import LawFit
+from harness.analysis.zipf_models import CATEGORY_COLORS, Example
 from harness.results.plots import save_figure, styled
 
 __all__ = ["examples_figure", "rank_probability_figure", "save_figure", "snr_figure"]

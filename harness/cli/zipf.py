@@ -147,7 +147,7 @@ def trial_moments(trial_dir: Path, *, device: str, batch_size: int, limit: int):
     """(RankMoments of the trial's sorted val softmax, the loaded trial)."""
     import torch
 
-    from harness.analysis.zipf import sorted_prob_moments
+    from harness.analysis.zipf_models import sorted_prob_moments
     from harness.train.loop import load_trained
 
     torch.manual_seed(0)
@@ -324,7 +324,7 @@ def find_ce_trial(trial_dir: Path, spec: Any) -> Path:
 def run_examples(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.analysis.zipf import build_examples, pick_indices
+    from harness.analysis.zipf_models import build_examples, pick_indices
     from harness.analysis.zipf_plots import examples_figure
     from harness.results.plots import save_figure
     from harness.train.loop import load_trained
