@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         sp.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
         sp.add_argument("--limit", type=int, default=0, help="use at most this many val images (default 0: all)")
 
+    def source_args(sp: argparse.ArgumentParser) -> None:
+        """A trained trial folder or --toy, with the options of both."""
+        sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
+        sp.add_argument("--toy", action="store_true", help="the toy of Algorithm 1 instead of a trial")
+        toy_args(sp)
+        trial_args(sp)
+
     sp = sub.add_parser("toy", help="Algorithm 1 and Fig. 1: softmax of sorted Gaussian logits",
                         description="Algorithm 1 and Fig. 1: softmax of sorted Gaussian logits, averaged; "
                                     "the top ranks in log-log space with the fitted Zipf line.")
@@ -53,10 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "log-normal to the top-K averaged sorted probabilities, with R^2, KL, JS, "
                                     "chi-square and Kolmogorov-Smirnov (the last two on --n-samples ranks drawn "
                                     "from the empirical distribution).")
-    sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
-    sp.add_argument("--toy", action="store_true", help="fit the toy of Algorithm 1 instead of a trial")
-    toy_args(sp)
-    trial_args(sp)
+    source_args(sp)
     sp.add_argument("--k", type=int, default=50, help="top ranks fitted (default 50, as Table 1)")
     sp.add_argument("--n-samples", type=int, default=100_000,
                     help="ranks drawn for chi-square and KS (default 100000, as Table 1)")
@@ -68,10 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Fig. 2: SNR of each rank (mean over val images of the r-th largest "
                                     "probability / its std), over all ranks and the top 40, with the last "
                                     "rank whose SNR exceeds 1.")
-    sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
-    sp.add_argument("--toy", action="store_true", help="the toy of Algorithm 1 instead of a trial")
-    toy_args(sp)
-    trial_args(sp)
+    source_args(sp)
     sp.add_argument("--seed", type=int, default=0, help="seed of the toy (default 0)")
     sp.add_argument("--top", type=int, default=40, help="ranks in the zoomed panel (default 40)")
     sp.add_argument("--out", type=Path, default=None, help="output folder")
