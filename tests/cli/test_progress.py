@@ -125,3 +125,30 @@ def test_file_logger_timestamps_every_line_and_appends(tmp_path):
     assert [line[20:] for line in lines] == ["epoch 1", "Traceback:", "  line two"]
     first, second = lines[0][:19], lines[1][:19]
     assert first != second  # an hour apart
+
+
+def test_the_sweep_runners_tune_callback_drives_progress():
+    """The runner's Tune callback, called as Tune calls it (no Ray cluster): starts, ends, failures and the
+    heartbeat from Tune's loop reach the one Progress."""
+    import types
+
+    from harness.sweep.runner import _make_callback
+
+    clock = FakeClock()
+    out = io.StringIO()
+    p = Progress("q", 3, stream=out, tty=False, heartbeat_s=60, clock=clock)
+    cb = _make_callback(p)
+    trial = {k: types.SimpleNamespace(config={"key": k}) for k in ("a", "b", "c")}
+    for k in ("a", "b"):
+        cb.on_trial_start(iteration=1, trials=[], trial=trial[k])
+    clock.t += 10
+    cb.on_trial_complete(iteration=2, trials=[], trial=trial["a"])
+    cb.on_trial_error(iteration=3, trials=[], trial=trial["b"])
+    cb.on_trial_start(iteration=4, trials=[], trial=trial["c"])
+    n = len(out.getvalue().splitlines())
+    clock.t += 61
+    cb.on_step_end(iteration=5, trials=[])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == n + 1 == 6
+    # 1 finished in 71 s, 3 - 1 finished - 1 failed = 1 to go -> 71 s
+    assert lines[-1].endswith("[q] finished 1/3  running 1  failed 1  pending 0  elapsed 1:11  eta 1:11")
