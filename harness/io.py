@@ -10,7 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The folder above harness/: a git checkout when run from source, site-packages when installed. Nothing
+# may default a results or data folder to it (an installed copy would write into site-packages).
+# REPO_ROOT stays only until harness/data and harness/cli/run.py stop importing it (their owners move the
+# data home to $TFBENCH_DATA / a user cache and the results default to ./results); then delete it.
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+REPO_ROOT = _PACKAGE_PARENT
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -81,14 +86,23 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def checkout_root() -> Path | None:
+    """The git checkout this code runs from, or None for an installed copy (no .git beside harness/)."""
+    return _PACKAGE_PARENT if (_PACKAGE_PARENT / ".git").exists() else None
+
+
 def git_revision() -> str:
-    """The code version a result was produced by ('+dirty' when the tree has uncommitted changes)."""
+    """The code version a result was produced by ('+dirty' when the tree has uncommitted changes); 'unknown'
+    for an installed copy, so that a repository that happens to surround site-packages is never reported."""
+    root = checkout_root()
+    if root is None:
+        return "unknown"
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
         if not sha:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -116,3 +130,15 @@ def environment(device: str | None = None) -> dict[str, Any]:
     if device and device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
+
+
+def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A CSV file (header, then rows; '\\n' line ends), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

@@ -19,7 +19,7 @@ from harness.results.plots import method_colors, styled
 CMAP = "viridis"
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     """A pyplot-free figure (no global state) on an Agg canvas, like harness.results.plots."""
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
@@ -71,7 +71,7 @@ def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str =
     levels = shared_levels([_field(g, "loss") for g in grids.values()], n_levels=n_levels, scale=scale, vmax=vmax)
     norm = _norm(levels, scale)
     n = len(grids)
-    fig = _new_figure(panel_size * n + 0.8, panel_size + 0.3)
+    fig = new_figure(panel_size * n + 0.8, panel_size + 0.3)
     axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)
     filled = None
     for ax, (label, grid) in zip(axes[0], grids.items(), strict=True):
@@ -106,7 +106,7 @@ def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = N
     if not curves:
         raise ValueError("curves_1d needs at least one curve")
     colors = dict(colors) if colors is not None else method_colors(curves)
-    fig = _new_figure(6.6, 2.6)
+    fig = new_figure(6.6, 2.6)
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     for label, c in curves.items():
         a = _field(c, "alphas")
@@ -142,7 +142,7 @@ def surface_3d(grids: Mapping[str, Any], *, scale: str = "log", vmax: float | No
     zlim = (float(z_of(np.array(lo))), float(z_of(np.array(hi))))
     norm = mcolors.Normalize(vmin=zlim[0], vmax=zlim[1])
     n = len(grids)
-    fig = _new_figure(panel_size * n + 0.8, panel_size)
+    fig = new_figure(panel_size * n + 0.8, panel_size)
     surf = None
     for k, (label, grid) in enumerate(grids.items()):
         ax = fig.add_subplot(1, n, k + 1, projection="3d")

@@ -1,35 +1,22 @@
-"""Figures of the supplement's analyses (Fig. 1, 2 and 4). Each function returns the matplotlib Figure;
-`save_figure` writes it as PNG and PDF."""
+"""Figures of the supplement's analyses (Fig. 1, 2 and 4). Each function returns a matplotlib Figure built
+without pyplot under the results figures' style (`harness.results.plots.styled`); the callers write it with
+the one `harness.results.plots.save_figure` (PNG and PDF), so these figures look like every other one."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from harness.analysis.landscape_plots import new_figure
+from harness.analysis.zipf import LawFit
+from harness.analysis.zipf_models import CATEGORY_COLORS, Example
+from harness.results.plots import save_figure, styled
 
-from harness.analysis.zipf import CATEGORY_COLORS, Example, LawFit  # noqa: E402
-from harness.io import atomic_write_bytes  # noqa: E402
-
-
-def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
-    """Write `<stem>.png` and `<stem>.pdf` atomically; return the paths."""
-    import io
-
-    paths = []
-    for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
-        path = Path(f"{path_stem}.{ext}")
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    return paths
+__all__ = ["examples_figure", "rank_probability_figure", "save_figure", "snr_figure"]
 
 
+@styled
 def rank_probability_figure(mean_sorted: np.ndarray, zipf_fit: LawFit, *, top: int = 32,
                             title: str = "softmax Gaussian logits fit Zipf's law") -> Figure:
     """Fig. 1: the averaged sorted probabilities of the top ranks in log-log space with the fitted Zipf
@@ -39,7 +26,8 @@ def rank_probability_figure(mean_sorted: np.ndarray, zipf_fit: LawFit, *, top: i
     k = len(zipf_fit.pmf)
     top = min(top, len(mean_sorted))
     ranks = np.arange(1, top + 1)
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig = new_figure(4.5, 3.5)
+    ax = fig.subplots()
     ax.loglog(ranks, mean_sorted[:top], "o", ms=4, label="averaged sorted probability")
     fit_ranks = np.arange(1, min(top, k) + 1)
     line = zipf_fit.pmf[: len(fit_ranks)] * mean_sorted[:k].sum()
@@ -48,16 +36,17 @@ def rank_probability_figure(mean_sorted: np.ndarray, zipf_fit: LawFit, *, top: i
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
+@styled
 def snr_figure(snr: np.ndarray, *, top: int = 40, threshold: float = 1.0, title: str = "") -> Figure:
     """Fig. 2: SNR against rank over all ranks (a) and over the top `top` ranks (b), with a line at the
     threshold."""
     snr = np.asarray(snr, dtype=np.float64)
     ranks = np.arange(1, len(snr) + 1)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = new_figure(9, 3.5)
+    a, b = fig.subplots(1, 2)
     for ax, n, sub in ((a, len(snr), "(a) all ranks"), (b, min(top, len(snr)), f"(b) top {min(top, len(snr))} ranks")):
         ax.plot(ranks[:n], snr[:n], "-" if n > 60 else "o-", ms=3)
         ax.axhline(threshold, color="C3", ls="--", lw=1, label=f"SNR = {threshold:g}")
@@ -67,18 +56,18 @@ def snr_figure(snr: np.ndarray, *, top: int = 40, threshold: float = 1.0, title:
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
+@styled
 def examples_figure(examples: Sequence[Example], classes: Sequence[str], *,
                     zipf_title: str = "Zipf's soft label (top-5 non-target)",
                     ce_title: str = "CE prediction (top-5)") -> Figure:
     """Fig. 4: one row per example: the image with its label, the Zipf soft label's top-5 bars and the CE
     model's top-5 bars, coloured ground truth (dark green), similar class (light green), unrelated (red)."""
     n = len(examples)
-    fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 2, 2]})
+    fig = new_figure(11, 2.2 * n)
+    axes = fig.subplots(n, 3, squeeze=False, gridspec_kw={"width_ratios": [1, 2, 2]})
     for row, ex in zip(axes, examples, strict=True):
         img_ax, zipf_ax, ce_ax = row
         img_ax.imshow(ex.image, cmap="gray" if ex.image.ndim == 2 else None, vmin=0, vmax=1)
@@ -95,5 +84,4 @@ def examples_figure(examples: Sequence[Example], classes: Sequence[str], *,
             ax.set_xlim(0, max(values) * 1.15 if values and max(values) > 0 else 1)
             ax.set_title(title, fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
     return fig

@@ -210,7 +210,7 @@ def format_bench_harness(res: HarnessBench, tablefmt: str = "github") -> str:
     load = res.load_end
     foot = [f"harness overhead per step (best rounds): {res.overhead_ms:+.2f} ms; took {res.seconds:.0f} s"
             + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
-            f"target: train_trial >= {TARGET_RATIO:.0%} of the bare loop's images/s: {res.ratio:.1%} -> "
+            f"reference: train_trial >= {TARGET_RATIO:.0%} of the bare loop's images/s: {res.ratio:.1%} -> "
             f"{'not judged (smoke)' if res.smoke else verdict(res.ratio >= TARGET_RATIO)}"]
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 

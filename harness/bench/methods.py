@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
+from harness.bench.common import bench_device, sync
 from methods import METHODS, StepContext, build_method
 
 SIZES: tuple[tuple[int, int, int], ...] = ((128, 100, 64), (256, 1000, 49), (256, 10000, 49))  # (B, C, V)
@@ -74,17 +75,15 @@ def _case(name: str, b: int, c: int, v: int, device: torch.device, gen: torch.Ge
 
 
 def _time(step: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter() - t0
 
 
 def bench_methods(sizes: Sequence[tuple[int, int, int]] = SIZES, repeats: int = 30, warmup: int = 5,
-                  smoke: bool = False, methods: Sequence[str] | None = None, device: str = "cpu",
+                  smoke: bool = False, methods: Sequence[str] | None = None, device: str = "auto",
                   threads: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (size, method): median ms of forward + backward of the loss, and its ratio to CE.
 
@@ -98,7 +97,7 @@ def bench_methods(sizes: Sequence[tuple[int, int, int]] = SIZES, repeats: int = 
     for n in names:
         if n != VOTES_ROW:
             METHODS.get(n)  # unknown names fail before any timing
-    dev = torch.device(device)
+    dev = bench_device(device, target="methods")
     old_threads = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)

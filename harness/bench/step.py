@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from harness.bench.common import (
     bench_device,
-    fmt_bytes,
     fmt_mib,
     load_average,
     machine_line,
@@ -52,6 +51,7 @@ from harness.bench.common import (
 from harness.config.presets import method_preset
 from harness.config.spec import RECIPES
 from harness.models import classifier, create_model, feature_channels
+from harness.results.tables import human_bytes
 from harness.train.loop import lr_at
 from harness.train.loop import train_step as trial_step
 from harness.train.memory import peak_rss, reset_peak_rss, rss_now
@@ -327,7 +327,7 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
                "peak memory", "method state", "forward passes"]
     table = [(r["method"], f"{r['ms']:.1f}", f"{r['x_ce']:.3f}", f"{r['fwd_ms']:.1f}", f"{r['fwd_x_ce']:.2f}",
               f"{r['bwd_ms']:.1f}", f"{r['images_per_s']:.0f}", fmt_mib(r["peak_bytes"]),
-              fmt_bytes(r["state_bytes"]), f"{r['forward_passes']}{' (+maps)' if r['maps'] else ''}")
+              human_bytes(r["state_bytes"]), f"{r['forward_passes']}{' (+maps)' if r['maps'] else ''}")
              for r in result.rows]
     res = result
     head = (f"training step: {res.model}, {res.num_classes} classes, {res.input_size}x{res.input_size} random input, "
@@ -344,7 +344,7 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
                                            if load else "")]
     for what, got, ok in targets(res):
         judged = "not judged (smoke)" if res.smoke else verdict(ok)
-        foot.append(f"target ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
+        foot.append(f"reference ({'CPU' if res.device.type == 'cpu' else 'stated for CPU'}): {what}: {got} -> {judged}")
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 

@@ -59,12 +59,12 @@ def ray_startup() -> tuple[float, float]:
     """(seconds of `ray.init` with the runner's settings, seconds of `ray.shutdown`)."""
     import ray
 
-    from harness.sweep.runner import _init_ray
+    from harness.sweep.runner import init_ray
 
     if ray.is_initialized():
         raise UserError("bench sweep: Ray is already running in this process; run the benchmark in a fresh one")
     t0 = time.perf_counter()
-    _init_ray(None, 1, 0)
+    init_ray(None, 1, 0)
     t1 = time.perf_counter()
     ray.shutdown()
     return t1 - t0, time.perf_counter() - t1
@@ -168,7 +168,7 @@ def format_bench_sweep(res: SweepBench, tablefmt: str = "github") -> str:
                     f"x{res.speedup_e2e:.2f} (smoke: not judged)")
     elif res.speedup_steady is not None:
         k = res.rows[-1]["concurrent"]
-        foot.append(f"target: >= {TARGET_SPEEDUP:g}x trials/h with {k} concurrent: steady x{res.speedup_steady:.2f} -> "
+        foot.append(f"reference: >= {TARGET_SPEEDUP:g}x trials/h with {k} concurrent: steady x{res.speedup_steady:.2f} -> "
                     f"{verdict(res.speedup_steady >= TARGET_SPEEDUP)}; end to end x{res.speedup_e2e:.2f} -> "
                     f"{verdict(res.speedup_e2e >= TARGET_SPEEDUP)}")
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)

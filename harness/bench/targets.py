@@ -1,20 +1,27 @@
-"""The command-line side of `tfbench bench step | harness | sweep` (entries merged into cmd_bench.TARGETS):
-argument set-up and a runner per target; the measuring lives in bench_step, bench_harness and bench_sweep."""
+"""The one table of `tfbench bench` targets (TARGETS): per target its help line, its argument set-up and its
+runner. The measuring lives beside it: methods.py (a method's loss alone), step.py (a full training step),
+harness.py (train_trial against a bare loop), sweep.py (trials per hour on Ray Tune), gpu.py (the GPU check).
+
+Flags mean one thing in every target: --device (default auto), --threads, --method (repeatable, also `a,b`),
+--smoke, --tablefmt (tabulate's table style; `--format` elsewhere names a results file format).
+"""
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
+from harness.cli.common import DEVICE_HELP, add_device, split_list
 from harness.errors import UserError
 
 
 def _common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     if device:
-        p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU; default), cpu, cuda, cuda:N")
+        add_device(p)
         p.add_argument("--threads", type=int, default=1,
                        help="torch threads on CPU (default 1, stated in the output; 0 keeps torch's default)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, measures nothing")
-    p.add_argument("--format", default="github", help="tabulate table format (github, simple, latex, ...)")
+    p.add_argument("--tablefmt", default="github", help="tabulate table style (github, simple, latex, ...)")
 
 
 def _positive(args: argparse.Namespace, target: str, *names: str) -> None:
@@ -29,7 +36,7 @@ def _step_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=20, help="timed round-robin rounds (median reported; default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
     p.add_argument("--method", dest="methods", action="append", metavar="NAME",
-                   help="only this method (repeatable; CE is always run as the reference)")
+                   help="only this method (repeatable, or a,b; CE is always run as the reference)")
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="CPU: skip the peak-memory probe (a fresh process per method)")
     _common(p)
@@ -42,8 +49,9 @@ def _step_run(args: argparse.Namespace) -> int:
     if args.warmup < 0:
         raise UserError(f"bench step: --warmup must be >= 0, got {args.warmup}")
     result = bench_step(batch=args.batch, repeats=args.repeats, warmup=args.warmup, device=args.device,
-                        threads=args.threads, smoke=args.smoke, methods=args.methods, memory=args.memory)
-    print(format_bench_step(result, tablefmt=args.format))
+                        threads=args.threads, smoke=args.smoke, methods=split_list(args.methods),
+                        memory=args.memory)
+    print(format_bench_step(result, tablefmt=args.tablefmt))
     return 0
 
 
@@ -68,7 +76,7 @@ def _harness_run(args: argparse.Namespace) -> int:
     result = bench_harness(epochs=args.epochs, dataset=args.dataset, model=args.model, batch=args.batch,
                            per_class=args.per_class, max_steps=args.steps, rounds=args.rounds, device=args.device,
                            threads=args.threads, smoke=args.smoke)
-    print(format_bench_harness(result, tablefmt=args.format))
+    print(format_bench_harness(result, tablefmt=args.tablefmt))
     return 0
 
 
@@ -93,14 +101,78 @@ def _sweep_run(args: argparse.Namespace) -> int:
     METHODS.get(args.method)  # an unknown name is one line before Ray starts
     result = bench_sweep(trials=args.trials, epochs=args.epochs, concurrency=args.concurrent, method=args.method,
                          smoke=args.smoke, measure_ray=args.measure_ray)
-    print(format_bench_sweep(result, tablefmt=args.format))
+    print(format_bench_sweep(result, tablefmt=args.tablefmt))
     return 0
 
 
-# target -> (help, add_arguments, run), in cmd_bench.TARGETS' shape
+def _size(text: str) -> tuple[int, int, int]:
+    try:
+        b, c, v = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be BxCxV, e.g. 256x10000x49, got {text!r}") from None
+    return b, c, v
+
+
+def _methods_arguments(p: argparse.ArgumentParser) -> None:
+    from harness.bench.methods import SIZES
+
+    p.add_argument("--size", dest="sizes", type=_size, action="append", metavar="BxCxV",
+                   help="batch x classes x votes (repeatable; default: "
+                        + ", ".join("x".join(map(str, s)) for s in SIZES) + ")")
+    p.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or a,b; CE is always timed as the reference; 'zipf+votes' "
+                        "adds the dense classifier)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per method and size (median reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    _common(p)
+
+
+def _methods_run(args: argparse.Namespace) -> int:
+    from harness.bench.common import bench_device
+    from harness.bench.methods import SIZES, bench_methods, format_bench_methods
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise UserError(f"bench methods: --repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
+    device = bench_device(args.device, target="methods")
+    try:
+        rows = bench_methods(sizes=args.sizes or SIZES, repeats=args.repeats, warmup=args.warmup, smoke=args.smoke,
+                             methods=split_list(args.methods), device=str(device), threads=args.threads)
+    except ValueError as e:  # e.g. a V that is not a square
+        raise UserError(str(e)) from e
+    print(format_bench_methods(rows, tablefmt=args.tablefmt))
+    return 0
+
+
+def _gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=150, help="training steps per epoch measured (default 150)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default 2)")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers on the DataLoader path (default 8)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--out", type=Path, default=None, help="also write bench_gpu.md and bench_gpu.json here")
+
+
+def _gpu_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.bench.gpu import run as bench_gpu
+
+    if not torch.cuda.is_available():
+        raise UserError("bench gpu: no CUDA device is visible; this benchmark needs one")
+    if min(args.steps, args.epochs) < 1 or args.workers < 0:
+        raise UserError("bench gpu: --steps and --epochs must be >= 1 and --workers >= 0")
+    bench_gpu(args.steps, args.epochs, args.workers, args.compile, args.out)
+    return 0
+
+
+# target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
     "step": ("a full training step of every method vs CE on the CIFAR ResNet-18", _step_arguments, _step_run),
     "harness": ("train_trial's images/s against a bare PyTorch loop of the same work", _harness_arguments,
                 _harness_run),
     "sweep": ("trials per hour of a small sweep with 1 and 2 concurrent trials", _sweep_arguments, _sweep_run),
+    "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
+            "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
 }
+
+__all__ = ["DEVICE_HELP", "TARGETS"]

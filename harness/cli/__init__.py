@@ -1,5 +1,10 @@
 """`tfbench` command line: argparse subcommands, each implemented in its own module.
 
+Why the parser is built in two steps: importing a command's module pulls in torch, timm or Ray (seconds),
+so the top level knows only the names and one-line help of COMMANDS, and the one module the command line
+names is imported (and its subparser filled in) before parsing. `tfbench --help` therefore imports no
+command module at all.
+
 User errors (bad input) print one line `tfbench: error: ...` and exit 2; nothing else is caught,
 so a bug still shows its traceback.
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 from harness.errors import UserError
 
@@ -26,11 +32,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version() -> str:
+    """The installed package's version, plus the git revision when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from harness.io import checkout_root, git_revision
+
+    try:
+        text = f"tfbench {dist_version('tfbench')}"
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        text = "tfbench (not installed)"
+    if checkout_root() is not None:
+        text += f" (git {git_revision()})"
+    return text
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: the first argument that is not an option (the top level
+    has options only, and none of them takes a value)."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only `command`'s module is imported and its arguments added."""
     p = argparse.ArgumentParser(prog="tfbench", description="Benchmark harness for teacher-free training methods.")
+    p.add_argument("--version", action="store_true", help="print the version (and git revision) and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
+        if name != command:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -44,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
+    if args.version:
+        print(version())
+        return 0
     if args.command is None:
         parser.print_help()
         return 2
@@ -69,4 +110,3 @@ def _is_user_error(e: BaseException) -> bool:
     from methods.registry import RegistryError
 
     return isinstance(e, (UserError, MethodParamError, UserImportError, RegistryError))
-

@@ -12,8 +12,6 @@ same fixed training subset. Output under results/<name>/landscape/:
 from __future__ import annotations
 
 import argparse
-import csv
-import difflib
 import io
 import json
 import math
@@ -27,8 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.cli.common import add_device, resolved_device, split_list
 from harness.errors import UserError
-from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_text, environment
+from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_text, environment, write_csv
+from harness.progress import Progress, fmt_duration
+from methods.registry import did_you_mean
 
 SHARPNESS_COLUMNS = ["key", "method", "dataset", "model", "seed", "sharpness", "sharpness_std",
                      "label", "radius", "k", "train_loss", "train_acc"]
@@ -36,11 +37,14 @@ SHARPNESS_COLUMNS = ["key", "method", "dataset", "model", "seed", "sharpness", "
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="a sweep's results folder (holds trials.csv), e.g. results/quickstart")
-    p.add_argument("--methods", default=None, help="comma-separated methods, e.g. ce,ls,zipf (default: all finished)")
+    p.add_argument("--method", "--methods", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or comma-separated: --method ce --method zipf, "
+                        "--method ce,zipf; default: every finished one)")
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in the sweep)")
     p.add_argument("--model", default=None, help="only this model (default: every model in the sweep)")
-    p.add_argument("--seeds", default="all",
-                   help="'all' or comma-separated seeds; sharpness uses every selected seed, the figures the first")
+    p.add_argument("--seeds", action="append", metavar="SEEDS",
+                   help="only these trial seeds (repeatable or comma-separated; default all); sharpness uses "
+                        "every selected seed, the figures the first")
     p.add_argument("--grid", type=int, default=21, help="points per axis of the 2-D grid (odd includes 0; default 21)")
     p.add_argument("--span", type=float, default=1.0,
                    help="the grid and curve cover [-span, span] in filter-normalised units (default 1.0)")
@@ -54,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-1d", action="store_true",
                    help="perturb 1-D parameters (biases, BN) too, along themselves (Li et al. without biasbn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the directions and of the training subset")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    add_device(p)
 
 
 # --- selecting trials ---------------------------------------------------------------------------
@@ -85,24 +89,15 @@ def read_trials(results: Path) -> pd.DataFrame:
     return trials
 
 
-def _parse_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    return items or None
-
-
 def _check_known(kind: str, wanted: list[str] | None, available: list[str], where: Path) -> None:
     for name in wanted or []:
         if name not in available:
-            close = difflib.get_close_matches(name, available, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{where}/trials.csv: no finished trial with {kind} {name!r}{hint}; "
+            raise UserError(f"{where}/trials.csv: no finished trial with {kind} {name!r}{did_you_mean(name, available)}; "
                             f"available: {', '.join(available) or 'none'}")
 
 
-def select_trials(trials: pd.DataFrame, *, results: Path, methods: str | None, dataset: str | None,
-                  model: str | None, seeds: str) -> list[Pick]:
+def select_trials(trials: pd.DataFrame, *, results: Path, methods: list[str] | str | None, dataset: str | None,
+                  model: str | None, seeds: list[str] | str | None) -> list[Pick]:
     """Finished trials matching the filters, in --methods order (else the paper's), then seed."""
     from harness.results.aggregate import method_sort_key
 
@@ -110,17 +105,19 @@ def select_trials(trials: pd.DataFrame, *, results: Path, methods: str | None, d
     if finished.empty:
         raise UserError(f"{results}/trials.csv: no finished trials ({len(trials)} rows)")
     present = {c: list(dict.fromkeys(finished[c].astype(str))) for c in ("method", "dataset", "model")}
-    wanted_methods = _parse_list(methods)
+    wanted_methods = split_list([methods] if isinstance(methods, str) else methods)
     _check_known("method", wanted_methods, present["method"], results)
     _check_known("dataset", [dataset] if dataset else None, present["dataset"], results)
     _check_known("model", [model] if model else None, present["model"], results)
-    if seeds.strip().lower() == "all":
+    seed_items = split_list([seeds] if isinstance(seeds, str) else seeds) or ["all"]
+    if [s.lower() for s in seed_items] == ["all"]:
         wanted_seeds = None
     else:
         try:
-            wanted_seeds = {int(s) for s in _parse_list(seeds) or []}
+            wanted_seeds = {int(s) for s in seed_items}
         except ValueError:
-            raise UserError(f"--seeds {seeds!r}: use 'all' or comma-separated integers, e.g. 0 or 0,1,2") from None
+            raise UserError(f"--seeds {','.join(seed_items)!r}: use 'all' or integers (repeatable or "
+                            f"comma-separated), e.g. 0 or 0,1,2") from None
     order = wanted_methods or sorted(present["method"], key=method_sort_key)
     rows = [r for r in finished.to_dict("records")
             if str(r["method"]) in order and (dataset is None or str(r["dataset"]) == dataset)
@@ -128,7 +125,7 @@ def select_trials(trials: pd.DataFrame, *, results: Path, methods: str | None, d
             and (wanted_seeds is None or int(r["seed"]) in wanted_seeds)]
     if not rows:
         raise UserError(f"{results}/trials.csv: no finished trial matches methods={','.join(order)} "
-                        f"dataset={dataset or 'any'} model={model or 'any'} seeds={seeds}")
+                        f"dataset={dataset or 'any'} model={model or 'any'} seeds={','.join(seed_items)}")
     rows.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), order.index(str(r["method"])), str(r["label"]),
                              int(r["seed"]), str(r["key"])))
     picks, seen = [], set()
@@ -137,29 +134,6 @@ def select_trials(trials: pd.DataFrame, *, results: Path, methods: str | None, d
         picks.append(Pick(row=r, label=str(r["label"]), figure=group not in seen))
         seen.add(group)
     return picks
-
-
-# --- progress -----------------------------------------------------------------------------------
-
-class Progress:
-    """Counts model evaluations (one per landscape point) and prints done/total with an ETA."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.t0 = max(total, 1), 0, time.perf_counter()
-
-    def advance(self, evals: int, what: str) -> None:
-        self.done += evals
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.done * max(self.total - self.done, 0) if self.done else math.nan
-        print(f"[landscape {100 * self.done / self.total:5.1f}%] {what}  elapsed {_hms(elapsed)}  eta {_hms(eta)}",
-              flush=True)
-
-
-def _hms(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -177,12 +151,6 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(f"--radius {args.radius}: must be >= 0 (filter-normalised units)")
 
 
-def _device(name: str) -> str:
-    from harness.train.loop import resolve_device
-
-    return str(resolve_device(name, "--device"))
-
-
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     results = Path(args.results)
@@ -192,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         if not (results / "trials" / p.key / "checkpoint.pt").exists():
             raise UserError(f"{results}/trials/{p.key}: no checkpoint.pt (the landscape needs the final weights; "
                             f"run the sweep with train.checkpoint: true)")
-    device = _device(args.device)
+    device = resolved_device(args.device)
 
     import torch
 
@@ -206,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     alphas = L.axis(args.span, 2 * args.grid - 1)
     ignore_1d = not args.include_1d
     n_fig = sum(p.figure for p in picks)
-    progress = Progress(n_fig * (args.grid ** 2 + len(alphas)) + len(picks) * (args.k + 1))
+    progress = Progress("landscape", n_fig * (args.grid ** 2 + len(alphas)) + len(picks) * (args.k + 1),
+                        unit="model evaluations")
     print(f"landscape: {len(picks)} trials ({n_fig} with grids of {args.grid}x{args.grid}), up to {args.subset} "
           f"training images, sharpness radius {args.radius} over {args.k} directions, device {device}", flush=True)
     atomic_write_json(out / "landscape.json", {
@@ -246,8 +215,7 @@ def run(args: argparse.Namespace) -> int:
                              on_row=on_row)
             if len(computed) < len(xs):  # rows resumed from an earlier run: not part of this run's work
                 progress.total -= (len(xs) - len(computed)) * len(xs)
-                print(f"{name}: {len(xs) - len(computed)} grid rows resumed from {out / p.key / 'grid.npz'}",
-                      flush=True)
+                progress.note(f"{name}: {len(xs) - len(computed)} grid rows resumed from {out / p.key / 'grid.npz'}")
             curve = L.curve_1d(model, d1, alphas, batches)
             buf = io.BytesIO()
             np.savez(buf, **curve, seed=np.int64(args.seed))
@@ -279,40 +247,23 @@ def run(args: argparse.Namespace) -> int:
         written += save_figure(LP.curves_1d(curves[group], colors=colors, title=subtitle), out / f"curves_{stem}")
         if args.surface:
             written += save_figure(LP.surface_3d(panel, title=subtitle), out / f"surface_{stem}")
-    _write_csv(out / "sharpness.csv", rows)
-    table = sharpness_table(rows)
-    header = (f"Sharpness: mean loss increase at radius {args.radius} (filter-normalised) over {args.k} random "
-              f"directions, mean +- std over seeds\n\n")
-    atomic_write_text(out / "sharpness.md", header + table + "\n")
-    print(header + table, flush=True)
+    progress.close()
+    write_csv(out / "sharpness.csv", SHARPNESS_COLUMNS, [[r[c] for c in SHARPNESS_COLUMNS] for r in rows])
+    text = sharpness_markdown(rows, trials=read_trials(results), radius=args.radius, k=args.k)
+    atomic_write_text(out / "sharpness.md", text)
+    print(text, end="", flush=True)
     print(f"wrote {len(written)} figures, sharpness.csv and sharpness.md to {out} "
-          f"in {_hms(time.perf_counter() - t_start)}", flush=True)
+          f"in {fmt_duration(time.perf_counter() - t_start)}", flush=True)
     return 0
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SHARPNESS_COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    atomic_write_text(path, buf.getvalue())
+def sharpness_markdown(rows: Sequence[dict[str, Any]], *, trials: pd.DataFrame, radius: float, k: int) -> str:
+    """sharpness.md: the summary's sharpness table (harness.results.tables, mean +- sample std over seeds, n)
+    under a line saying what was measured."""
+    from harness.results.aggregate import aggregate_sharpness
+    from harness.results.tables import sharpness_table, to_markdown
 
-
-def sharpness_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: one line per (dataset, model, label), mean +- sample std over seeds and n (as the tables)."""
-    from tabulate import tabulate
-
-    from harness.results.aggregate import mean_std_n
-
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((str(r["dataset"]), str(r["model"]), str(r["label"])), []).append(r)
-    lines = []
-    for (ds, arch, label), rs in groups.items():
-        mean, std, n = mean_std_n([r["sharpness"] for r in rs])
-        loss, _, _ = mean_std_n([r["train_loss"] for r in rs])
-        spread = f" +- {std:.4f}" if n > 1 else ""
-        lines.append([label, ds, arch, f"{mean:.4f}{spread}", n, f"{loss:.4f}"])
-    return tabulate(lines, headers=["method", "dataset", "model", "sharpness", "n", "train loss"],
-                    tablefmt="github")
+    groups = aggregate_sharpness(pd.DataFrame(list(rows), columns=SHARPNESS_COLUMNS), trials)
+    head = (f"Sharpness: mean loss increase at radius {radius} (filter-normalised) over {k} random directions, "
+            f"mean +- std over seeds\n\n")
+    return head + to_markdown(sharpness_table(groups), level=2)

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from harness.cli.common import DEVICE_HELP, resolved_device
 from harness.errors import UserError
-from harness.io import atomic_write_json, atomic_write_text, git_revision
+from harness.io import atomic_write_json, atomic_write_text, git_revision, write_csv
 
 FORMATS = {"md": "github", "tex": "latex_booktabs", "csv": "csv"}
 TOY_OUT = Path("results") / "toy" / "zipf"
@@ -35,9 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         sp.add_argument("--classes", type=int, default=1000, help="toy: classes (default 1000)")
 
     def trial_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+        sp.add_argument("--device", default="auto", help=DEVICE_HELP)
         sp.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
         sp.add_argument("--limit", type=int, default=0, help="use at most this many val images (default 0: all)")
+
+    def source_args(sp: argparse.ArgumentParser) -> None:
+        """A trained trial folder or --toy, with the options of both."""
+        sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
+        sp.add_argument("--toy", action="store_true", help="the toy of Algorithm 1 instead of a trial")
+        toy_args(sp)
+        trial_args(sp)
 
     sp = sub.add_parser("toy", help="Algorithm 1 and Fig. 1: softmax of sorted Gaussian logits",
                         description="Algorithm 1 and Fig. 1: softmax of sorted Gaussian logits, averaged; "
@@ -52,10 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "log-normal to the top-K averaged sorted probabilities, with R^2, KL, JS, "
                                     "chi-square and Kolmogorov-Smirnov (the last two on --n-samples ranks drawn "
                                     "from the empirical distribution).")
-    sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
-    sp.add_argument("--toy", action="store_true", help="fit the toy of Algorithm 1 instead of a trial")
-    toy_args(sp)
-    trial_args(sp)
+    source_args(sp)
     sp.add_argument("--k", type=int, default=50, help="top ranks fitted (default 50, as Table 1)")
     sp.add_argument("--n-samples", type=int, default=100_000,
                     help="ranks drawn for chi-square and KS (default 100000, as Table 1)")
@@ -67,10 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         description="Fig. 2: SNR of each rank (mean over val images of the r-th largest "
                                     "probability / its std), over all ranks and the top 40, with the last "
                                     "rank whose SNR exceeds 1.")
-    sp.add_argument("trial_dir", nargs="?", type=Path, default=None, help="a trained trial folder (or use --toy)")
-    sp.add_argument("--toy", action="store_true", help="the toy of Algorithm 1 instead of a trial")
-    toy_args(sp)
-    trial_args(sp)
+    source_args(sp)
     sp.add_argument("--seed", type=int, default=0, help="seed of the toy (default 0)")
     sp.add_argument("--top", type=int, default=40, help="ranks in the zoomed panel (default 40)")
     sp.add_argument("--out", type=Path, default=None, help="output folder")
@@ -87,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sp.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
     sp.add_argument("--pick", choices=["random", "ce-wrong"], default="random",
                     help="random val images, or (as the supplement) ones the CE model misclassifies")
-    sp.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    sp.add_argument("--device", default="auto", help=DEVICE_HELP)
     sp.add_argument("--out", type=Path, default=None, help="output folder")
 
 
@@ -129,12 +131,6 @@ def _check_toy(args: argparse.Namespace) -> None:
         raise UserError(f"--samples {args.samples} --classes {args.classes}: need samples >= 1 and classes >= 2")
 
 
-def _device(name: str) -> str:
-    from harness.train.loop import resolve_device
-
-    return str(resolve_device(name, "--device"))
-
-
 def val_loader(bundle: Any, *, batch_size: int, device: str) -> Any:
     """Batches (x normalised, y, idx) of the val split, without augmentation, in dataset order."""
     import torch
@@ -152,21 +148,13 @@ def trial_moments(trial_dir: Path, *, device: str, batch_size: int, limit: int):
     """(RankMoments of the trial's sorted val softmax, the loaded trial)."""
     import torch
 
-    from harness.analysis.zipf import sorted_prob_moments
+    from harness.analysis.zipf_models import sorted_prob_moments
     from harness.train.loop import load_trained
 
     torch.manual_seed(0)
     trained = load_trained(trial_dir, device=device)
     loader = val_loader(trained.bundle, batch_size=batch_size, device=device)
     return sorted_prob_moments(trained.model, loader, device=device, limit=limit), trained
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _env() -> dict[str, Any]:
@@ -194,7 +182,8 @@ def _describe_trial(trained: Any) -> dict[str, Any]:
 
 def run_toy(args: argparse.Namespace) -> int:
     from harness.analysis.zipf import fit_law, r_squared, top_k_distribution, toy_mean_sorted_probs
-    from harness.analysis.zipf_plots import rank_probability_figure, save_figure
+    from harness.analysis.zipf_plots import rank_probability_figure
+    from harness.results.plots import save_figure
 
     _check_toy(args)
     if not 2 <= args.top <= args.classes:
@@ -204,7 +193,7 @@ def run_toy(args: argparse.Namespace) -> int:
     p = top_k_distribution(mean, k=args.top)
     fit = fit_law(p, "zipf")
     r2 = r_squared(observed=p, fitted=fit.pmf)
-    _write_csv(out / "toy_mean_sorted_probs.csv", ["rank", "mean_prob"],
+    write_csv(out / "toy_mean_sorted_probs.csv", ["rank", "mean_prob"],
                [[r + 1, f"{v:.10g}"] for r, v in enumerate(mean)])
     fig = rank_probability_figure(mean, fit, top=args.top)
     paths = save_figure(fig, out / "fig1_rank_probability")
@@ -232,7 +221,8 @@ def format_table(header: list[str], rows: list[list[str]], fmt: str) -> str:
 
 def run_fit(args: argparse.Namespace) -> int:
     from harness.analysis.zipf import table1, table1_rows, toy_mean_sorted_probs
-    from harness.analysis.zipf_plots import rank_probability_figure, save_figure
+    from harness.analysis.zipf_plots import rank_probability_figure
+    from harness.results.plots import save_figure
 
     source = _source(args)
     if args.n_samples < 1:
@@ -243,7 +233,7 @@ def run_fit(args: argparse.Namespace) -> int:
         out = args.out or TOY_OUT
         what = f"toy ({args.samples} samples x {args.classes} classes, seed {args.seed})"
     else:
-        moments, trained = trial_moments(args.trial_dir, device=_device(args.device), batch_size=args.batch_size,
+        moments, trained = trial_moments(args.trial_dir, device=resolved_device(args.device), batch_size=args.batch_size,
                                          limit=args.limit)
         mean = moments.mean
         info = {"source": "trial", **_describe_trial(trained), "val_images": moments.n}
@@ -279,7 +269,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_snr(args: argparse.Namespace) -> int:
     from harness.analysis.zipf import RankMoments, rank_snr, snr_summary, toy_sorted_probs
-    from harness.analysis.zipf_plots import save_figure, snr_figure
+    from harness.analysis.zipf_plots import snr_figure
+    from harness.results.plots import save_figure
 
     source = _source(args)
     if source == "toy":
@@ -288,14 +279,14 @@ def run_snr(args: argparse.Namespace) -> int:
         out = args.out or TOY_OUT
         what = f"toy ({args.samples} samples x {args.classes} classes, seed {args.seed})"
     else:
-        moments, trained = trial_moments(args.trial_dir, device=_device(args.device), batch_size=args.batch_size,
+        moments, trained = trial_moments(args.trial_dir, device=resolved_device(args.device), batch_size=args.batch_size,
                                          limit=args.limit)
         info = {"source": "trial", **_describe_trial(trained)}
         out = out_dir_for(args.trial_dir, args.out)
         what = f"{trained.spec.method} on {trained.spec.dataset} with {trained.spec.model}"
     snr = rank_snr(mean=moments.mean, std=moments.std)
     summary = snr_summary(snr)
-    _write_csv(out / "snr.csv", ["rank", "mean_prob", "std_prob", "snr"],
+    write_csv(out / "snr.csv", ["rank", "mean_prob", "std_prob", "snr"],
                [[r + 1, f"{m:.10g}", f"{s:.10g}", f"{v:.6g}"]
                 for r, (m, s, v) in enumerate(zip(moments.mean, moments.std, snr, strict=True))])
     atomic_write_json(out / "snr.json", {**info, "images": moments.n, **summary, "env": _env()})
@@ -334,14 +325,15 @@ def find_ce_trial(trial_dir: Path, spec: Any) -> Path:
 def run_examples(args: argparse.Namespace) -> int:
     import torch
 
-    from harness.analysis.zipf import build_examples, pick_indices
-    from harness.analysis.zipf_plots import examples_figure, save_figure
+    from harness.analysis.zipf_models import build_examples, pick_indices
+    from harness.analysis.zipf_plots import examples_figure
+    from harness.results.plots import save_figure
     from harness.train.loop import load_trained
 
     _check_trial_dir(args.trial_dir)
     if args.n < 1:
         raise UserError(f"--n {args.n}: must be >= 1")
-    device = _device(args.device)
+    device = resolved_device(args.device)
     zt = load_trained(args.trial_dir, device=device)
     ce_dir = args.ce_trial or find_ce_trial(args.trial_dir, zt.spec)
     _check_trial_dir(ce_dir)

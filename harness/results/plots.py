@@ -206,13 +206,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
-def save_figure(fig: Figure, path_stem: Path) -> list[Path]:
-    """PNG and PDF next to each other, each written atomically."""
+def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
+    """`<stem>.png` (300 dpi) and `<stem>.pdf` next to each other, each written atomically: the one writer of
+    every figure (results, landscapes, the Zipf analyses)."""
     paths = []
     for fmt in ("png", "pdf"):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=300)
-        path = path_stem.with_suffix(f".{fmt}")
+        path = Path(f"{path_stem}.{fmt}")  # not with_suffix: a stem may hold a dot (a value such as 0.1)
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths

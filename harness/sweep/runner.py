@@ -27,6 +27,7 @@ from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
+from harness.progress import Progress, file_logger
 from harness.results import records
 
 # The trials.csv columns and the reading of trial records live with the readers (harness/results/records.py),
@@ -101,10 +102,7 @@ def write_sweep_record(folder: Path, sweep: SweepSpec, sets: list[str]) -> None:
 # --- the Ray side --------------------------------------------------------------------------------
 
 def _trial_logger(path: Path) -> Callable[[str], None]:
-    def log(line: str) -> None:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-    return log
+    return file_logger(path)  # every train.log line timestamped, written through at once
 
 
 def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None]) -> None:
@@ -168,78 +166,28 @@ def _dp_worker(config: dict[str, Any]) -> None:
     _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
 
 
-class Progress:
-    """A compact live view: one status line, rewritten in place on a terminal, printed on change otherwise."""
-
-    def __init__(self, name: str, total: int, done_before: int):
-        self.name, self.total, self.done_before = name, total, done_before
-        self.running: set[str] = set()
-        self.done = 0
-        self.failed: set[str] = set()
-        self.start = time.time()
-        self.tty = sys.stdout.isatty()
-        self.last_state: tuple[int, int, int] | None = None
-        self.last_time = 0.0
-
-    def line(self) -> str:
-        elapsed = time.time() - self.start
-        finished = self.done_before + self.done
-        eta = "?"
-        if self.done:
-            remaining = self.total - finished - len(self.failed)
-            eta = _fmt_time(elapsed / self.done * remaining)
-        return (f"[{self.name}] finished {finished}/{self.total}  running {len(self.running)}  "
-                f"failed {len(self.failed)}  elapsed {_fmt_time(elapsed)}  eta {eta}")
-
-    def show(self, force: bool = False) -> None:
-        """On a terminal: rewrite the line at most once a second. In a log: a new line only when a count changes."""
-        state = (self.done, len(self.running), len(self.failed))
-        now = time.time()
-        if not force and state == self.last_state and (not self.tty or now - self.last_time < 1.0):
-            return
-        self.last_state, self.last_time = state, now
-        if self.tty:
-            sys.stdout.write("\r" + self.line().ljust(100))
-        else:
-            sys.stdout.write(self.line() + "\n")
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-
-
-def _fmt_time(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 def _make_callback(progress: Progress):
     from ray import tune
 
     class _Cb(tune.Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            progress.running.add(trial.config["key"])
-            progress.show()
+        def on_step_end(self, iteration, trials, **info):
+            progress.tick()  # Tune's loop turns several times a second: the heartbeat in a log
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            progress.show()
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.start(trial.config["key"])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.running.discard(trial.config["key"])
-            progress.done += 1
-            progress.show()
+            progress.finish(trial.config["key"])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.running.discard(trial.config["key"])
-            progress.failed.add(trial.config["key"])
-            progress.show()
+            progress.fail(trial.config["key"])
 
     return _Cb()
 
 
-def _init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
+def init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
+    """Attach to `address` (or $RAY_ADDRESS), else start a local Ray; check the cluster has the resources a
+    trial asks for (one line naming the setting otherwise)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -349,7 +297,7 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
 
     r = sweep.resources
     workers = r.workers_per_trial
-    _init_ray(address, r.cpus_per_trial * (workers if workers > 1 else 1), r.gpus_per_trial)
+    init_ray(address, r.cpus_per_trial * (workers if workers > 1 else 1), r.gpus_per_trial)
     specs = {t.key(): t.to_dict() for t in pending}
     threads = max(1, int(r.cpus_per_trial))
     if workers > 1:
@@ -360,7 +308,7 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
     else:
         trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
         trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
-    progress = Progress(sweep.name, len(sweep.trials), done_before)
+    progress = Progress(sweep.name, len(sweep.trials), done_before=done_before)
     callbacks = [_make_callback(progress)] if show else []
     tuner = tune.Tuner(
         trainable,

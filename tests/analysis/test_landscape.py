@@ -9,6 +9,7 @@ import argparse
 import copy
 import csv
 import math
+import re
 import types
 
 import numpy as np
@@ -346,7 +347,12 @@ def test_command_writes_grids_figures_and_sharpness_table(tmp_path, monkeypatch,
     assert list(rows[0])[:7] == ["key", "method", "dataset", "model", "seed", "sharpness", "sharpness_std"]
     ce = np.array([float(r["sharpness"]) for r in rows if r["method"] == "ce"])
     md = (out / "sharpness.md").read_text()
-    assert f"{ce.mean():.4f} +- {ce.std(ddof=1):.4f}" in md
+    # the summary's sharpness table: CE's cell is numpy's mean +- sample std, to the decimals it prints
+    cell = re.search(r"\| CE +\| \**(-?\d+\.(\d+)) \+- (\d+\.\d+)", md)
+    assert cell, md
+    tol = 0.5 * 10 ** -len(cell.group(2)) + 1e-12
+    assert abs(float(cell.group(1)) - ce.mean()) <= tol and abs(float(cell.group(3)) - ce.std(ddof=1)) <= tol
+    assert re.search(r"\| Zipf's LS +\| +-?\d+\.\d+ \+- n/a \(n=1\)", md)
     assert "grid row 3/3" in capsys.readouterr().out  # progress lines
     grid = L.load_grid(out / "ce-s0" / "grid.npz")
     assert grid.complete and grid.loss.shape == (3, 3)

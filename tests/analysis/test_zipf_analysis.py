@@ -11,6 +11,7 @@ from scipy import stats
 from scipy.special import softmax
 
 from harness.analysis import zipf as za
+from harness.analysis import zipf_models as zm
 from harness.analysis import zipf_plots as zp
 
 # ------------------------------------------------------------------ Algorithm 1
@@ -184,7 +185,7 @@ def test_rank_moments_merge_equals_the_whole():
 def test_sorted_prob_moments_over_a_loader():
     logits = torch.randn(20, 7, generator=torch.Generator().manual_seed(0))
     loader = [(logits[i:i + 6], torch.zeros(len(logits[i:i + 6]), dtype=torch.long)) for i in range(0, 20, 6)]
-    m = za.sorted_prob_moments(torch.nn.Identity(), loader, limit=15)
+    m = zm.sorted_prob_moments(torch.nn.Identity(), loader, limit=15)
     expected = -np.sort(-softmax(logits[:15].double().numpy(), axis=1), axis=1)
     assert m.n == 15
     np.testing.assert_allclose(m.mean, expected.mean(0), rtol=1e-6)
@@ -196,12 +197,12 @@ def test_sorted_prob_moments_over_a_loader():
 
 def test_class_categories_and_top_classes():
     supers = [0, 0, 1, 1, 2]
-    assert za.class_category(1, label=1, superclasses=supers) == "gt"
-    assert za.class_category(0, label=1, superclasses=supers) == "similar"
-    assert za.class_category(3, label=1, superclasses=supers) == "unrelated"
-    assert za.class_category(0, label=1, superclasses=None) == "unrelated"
+    assert zm.class_category(1, label=1, superclasses=supers) == "gt"
+    assert zm.class_category(0, label=1, superclasses=supers) == "similar"
+    assert zm.class_category(3, label=1, superclasses=supers) == "unrelated"
+    assert zm.class_category(0, label=1, superclasses=None) == "unrelated"
     values = np.array([0.1, 0.0, 0.3, 0.1, 0.1])
-    top, cats = za.top_classes(values, k=3, label=1, superclasses=supers, exclude_label=True,
+    top, cats = zm.top_classes(values, k=3, label=1, superclasses=supers, exclude_label=True,
                                tiebreak=np.array([0.0, 9.0, 0.0, 5.0, 1.0]))
     assert [c for c, _ in top] == [2, 3, 4]      # ties at 0.1 ordered by the larger tiebreak
     assert cats == ["unrelated", "unrelated", "unrelated"]
@@ -239,7 +240,7 @@ def test_zipf_soft_labels_match_a_direct_vote_count(tiny_models):
     model = tiny_models[0]
     x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3, 5])
-    pdf, _ = za.zipf_soft_labels(model, x, y, alpha=1.5)
+    pdf, _ = zm.zipf_soft_labels(model, x, y, alpha=1.5)
     np.testing.assert_allclose(pdf.numpy(), _reference_zipf_pdf(model, x, y, 1.5), rtol=1e-5, atol=1e-7)
 
 
@@ -248,9 +249,9 @@ def test_build_examples(tiny_models):
     g = torch.Generator().manual_seed(2)
     dataset = [(torch.randn(3, 8, 8, generator=g), i % 6, i) for i in range(10)]
     supers = [0, 0, 0, 1, 1, 1]
-    indices = za.pick_indices(len(dataset), n=4, seed=0)
-    assert indices == za.pick_indices(len(dataset), n=4, seed=0) and len(set(indices)) == 4
-    ex = za.build_examples(zipf_model=zipf_model, ce_model=ce_model, dataset=dataset, indices=indices,
+    indices = zm.pick_indices(len(dataset), n=4, seed=0)
+    assert indices == zm.pick_indices(len(dataset), n=4, seed=0) and len(set(indices)) == 4
+    ex = zm.build_examples(zipf_model=zipf_model, ce_model=ce_model, dataset=dataset, indices=indices,
                            superclasses=supers, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
     x = torch.stack([dataset[i][0] for i in indices])
     ce_probs = torch.softmax(ce_model(x), 1).detach().numpy()
@@ -271,10 +272,10 @@ def test_build_examples(tiny_models):
 
 def test_examples_figure_panels_and_colours():
     classes = ["cat", "dog", "car", "bus"]
-    ex = [za.Example(index=0, image=np.zeros((4, 4, 3)), label=0,
+    ex = [zm.Example(index=0, image=np.zeros((4, 4, 3)), label=0,
                      zipf_top=[(1, 0.6), (2, 0.4)], ce_top=[(0, 0.7), (1, 0.2), (3, 0.1)],
                      zipf_categories=["similar", "unrelated"], ce_categories=["gt", "similar", "unrelated"]),
-          za.Example(index=5, image=np.zeros((4, 4)), label=2,
+          zm.Example(index=5, image=np.zeros((4, 4)), label=2,
                      zipf_top=[(3, 1.0)], ce_top=[(0, 0.9)],
                      zipf_categories=["similar"], ce_categories=["unrelated"])]
     fig = zp.examples_figure(ex, classes)
