@@ -6,7 +6,8 @@ throw-away model module. What each test checks follows timm's model test suite (
 explicit out_indices, the getter and FX feature wrappers, TorchScript, FX, FX then TorchScript, torch.export,
 forward_intermediates against forward_features, the default config); the reference maps are read by forward
 hooks on the modules that `feature_info` names, during the eager `model(x)`, so they do not come from the code
-paths under test. Inputs are one small image on CPU (the model's `min_input_size`, 8x8).
+paths under test. Inputs are one or two images of the model's `min_input_size` (8x8), on CPU; the default-config
+test uses the default `input_size`, where timm's `pool_size` applies.
 """
 import os
 import subprocess
