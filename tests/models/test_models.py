@@ -327,3 +327,23 @@ def test_wrappers_and_autocast():
         assert torch.equal(a, b)
     assert final16.dtype == torch.bfloat16
     assert torch.allclose(logits16.float(), want[0], atol=0.1, rtol=0.05)
+
+
+def test_prune_intermediate_layers():
+    torch.manual_seed(0)
+    model = create_model("tiny_resnet", num_classes=10, in_chans=1).eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        stage0 = model.stages[0](model.stem(x))  # tap 1: the first stage's output, 16 channels at 8x8
+        kept = model.prune_intermediate_layers([0, 1])
+        assert kept == [0, 1] and len(model.stages) == 1 and isinstance(model.final_norm, nn.Identity)
+        assert model.num_features == 16 and model.num_classes == 0
+        assert torch.equal(model(x), stage0)  # no pooling, no classifier left: the map itself
+        assert torch.equal(model.forward_intermediates(x, indices=[1], intermediates_only=True)[0], stage0)
+        with pytest.raises(ValueError, match="pruned"):
+            model.forward_intermediates(x, indices=[-1])  # negative indices count from the full set, as timm's
+    # DenseNet: the final BN + ReLU is itself the last tap, so keeping that tap keeps it (and every stage)
+    dense = create_model("cifar_densenet121", num_classes=10)
+    assert dense.prune_intermediate_layers(1) == [4]
+    assert len(dense.stages) == 4 and not isinstance(dense.final_norm, nn.Identity)
+    assert dense.num_features == 1024 and isinstance(dense.fc, nn.Identity)
