@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("harness.cli.run", "run a sweep file on Ray Tune"),
     "table": ("harness.cli.table", "print / write the mean +- std tables of a results folder"),
     "plot": ("harness.cli.plot", "write ablation, learning-curve and cost plots of a results folder"),
-    "seeds": ("harness.cli.seeds", "how many seeds each comparison with CE needs for 80% power"),
+    "seeds": ("harness.cli.seeds", "how many seeds each comparison with CE needs (power analysis)"),
     "landscape": ("harness.cli.landscape", "loss landscapes and sharpness of trained trials"),
     "zipf": ("harness.cli.zipf", "the supplement's analyses: toy, fit, snr, examples"),
     "bench": ("harness.cli.bench", "benchmarks that print measured tables"),

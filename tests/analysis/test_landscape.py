@@ -348,7 +348,7 @@ def test_command_writes_grids_figures_and_sharpness_table(tmp_path, monkeypatch,
     ce = np.array([float(r["sharpness"]) for r in rows if r["method"] == "ce"])
     md = (out / "sharpness.md").read_text()
     # the summary's sharpness table: CE's cell is numpy's mean +- sample std, to the decimals it prints
-    cell = re.search(r"\| CE +\| \**(-?\d+\.(\d+)) \+- (\d+\.\d+)", md)
+    cell = re.search(r"\| CE +\| +\**(-?\d+\.(\d+)) \+- (\d+\.\d+)", md)
     assert cell, md
     tol = 0.5 * 10 ** -len(cell.group(2)) + 1e-12
     assert abs(float(cell.group(1)) - ce.mean()) <= tol and abs(float(cell.group(3)) - ce.std(ddof=1)) <= tol
