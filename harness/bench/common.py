@@ -17,7 +17,7 @@ import torch
 
 def bench_device(name: str, *, target: str) -> torch.device:
     """auto -> cuda when visible, else cpu; the harness's one resolver, with the option named in errors."""
-    from harness.train.loop import resolve_device
+    from harness.train.device import resolve_device
 
     return resolve_device(name, what=f"bench {target}: --device")
 

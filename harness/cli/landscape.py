@@ -178,7 +178,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _device(name: str) -> str:
-    from harness.train.loop import resolve_device
+    from harness.train.device import resolve_device
 
     return str(resolve_device(name, "--device"))
 
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.analysis import landscape as L
     from harness.analysis import landscape_plots as LP
     from harness.results.plots import method_colors, save_figure
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     out = results / "landscape"
     xs = L.axis(args.span, args.grid)

@@ -130,7 +130,7 @@ def _check_toy(args: argparse.Namespace) -> None:
 
 
 def _device(name: str) -> str:
-    from harness.train.loop import resolve_device
+    from harness.train.device import resolve_device
 
     return str(resolve_device(name, "--device"))
 
@@ -153,7 +153,7 @@ def trial_moments(trial_dir: Path, *, device: str, batch_size: int, limit: int):
     import torch
 
     from harness.analysis.zipf import sorted_prob_moments
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     torch.manual_seed(0)
     trained = load_trained(trial_dir, device=device)
@@ -336,7 +336,7 @@ def run_examples(args: argparse.Namespace) -> int:
 
     from harness.analysis.zipf import build_examples, pick_indices
     from harness.analysis.zipf_plots import examples_figure, save_figure
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     _check_trial_dir(args.trial_dir)
     if args.n < 1:
