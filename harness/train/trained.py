@@ -27,6 +27,8 @@ def load_trained(trial_dir: str | Path, device: str = "cpu", weights: str = "las
     """The trial's model and method in eval mode. weights="last": the final checkpoint (model, method
     state, extra modules); "selected": the clean protocol's selected epoch (best.pt holds the model only,
     so the method's state and extra modules stay those of the last epoch)."""
+    if weights not in ("last", "selected"):
+        raise UserError(f"weights is {weights!r}; allowed: last, selected")
     trial_dir = Path(trial_dir)
     ckpt = trial_dir / CHECKPOINT
     if not ckpt.exists():

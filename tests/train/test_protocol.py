@@ -10,9 +10,11 @@ import torch
 import harness.data
 import harness.train.loop as loop
 from harness.config.resolve import resolve_trial
+from harness.errors import UserError
 from harness.models import create_model
 from harness.train.checkpoint import read_checkpoint, restore_best, save_best
 from harness.train.loop import train_trial
+from harness.train.trained import load_trained
 
 EPOCHS = 4
 
@@ -127,6 +129,8 @@ def test_paper_selects_and_reports_on_the_evaluation_split(tmp_path, monkeypatch
         [rows[-1][f"val_{k}"] for k in ("top1", "top5", "nll", "ece")]
     assert result["val_selected_top1"] == result["selected_top1"] == result["best_top1"]
     assert not (tmp_path / "best.pt").exists()
+    with pytest.raises(UserError, match="no best.pt"):
+        load_trained(tmp_path, weights="selected")
 
 
 class Interrupt(Exception):
@@ -148,6 +152,10 @@ def test_clean_resume_keeps_best_and_equals_uninterrupted(tmp_path):
     assert rows_of(tmp_path / "cut") == rows_of(tmp_path / "whole")
     keys = ("selected_epoch", "selected_top1", "selected_nll", "last_top1", "last_nll", "val_selected_top1")
     assert {k: cut[k] for k in keys} == {k: whole[k] for k in keys}
+    # analyses can load the selected epoch's weights
+    selected = load_trained(tmp_path / "cut", weights="selected").model.state_dict()
+    best = read_checkpoint(tmp_path / "cut" / "best.pt")["model"]
+    assert all(torch.equal(selected[k], best[k]) for k in best) and selected.keys() == best.keys()
 
 
 def test_best_rolls_back_to_the_epoch_the_checkpoint_selected(tmp_path):
