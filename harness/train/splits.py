@@ -33,13 +33,14 @@ def per_class_holdout(counts: Tensor, holdout: float) -> Tensor:
     """How many images of each class to hold out. counts (K,) -> (K,) int64.
 
     A fraction in (0, 1) takes round(holdout * n_c) of class c; a whole number H >= 1 takes
-    round(H * n_c / N) (stratified, so the total is H up to rounding). Every class keeps at least one
-    training image.
+    round(H * n_c / N) (stratified, so the total is H up to rounding). Every class of two or more images
+    gives at least one (why: on tiny sets a share that rounds to 0 everywhere would leave nothing to select
+    on) and keeps at least one training image.
     """
     n = counts.double()
     share = holdout * n if holdout < 1 else holdout * n / n.sum()
-    # round half to even, as Python's round: 12.5 -> 12
-    return torch.minimum(torch.round(share).long(), (counts - 1).clamp_min(0))
+    take = torch.round(share).long().clamp_min(1)  # round half to even, as Python's round: 12.5 -> 12
+    return torch.minimum(take, (counts - 1).clamp_min(0))
 
 
 def holdout_split(labels: Tensor, *, holdout: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ def labels_of(counts: list[int]) -> torch.Tensor:
     ([10, 20, 30], 12, [2, 4, 6]),        # 12 images, shared 10:20:30
     ([10, 20, 30], 5, [1, 2, 2]),         # 5 * (1/6, 2/6, 3/6) = 0.83, 1.67, 2.5 -> 1, 2, 2 (half to even)
     ([2, 8], 0.9, [1, 7]),                # 1.8 -> 2 would leave class 0 no training image: 1
+    ([4, 4, 1], 0.1, [1, 1, 0]),          # 0.4 -> 0 would hold out nothing: 1; a class of one image keeps it
     ([5000] * 10, 5000, [500] * 10),      # CIFAR-10's preset
     ([500] * 100, 5000, [50] * 100),      # CIFAR-100's preset
 ])
@@ -49,7 +50,7 @@ def test_paper_fits_on_everything_and_holds_nothing_out():
 
 def test_a_holdout_of_no_image_is_one_clear_error():
     with pytest.raises(UserError, match="train.holdout is 0.1: that holds out no image"):
-        make_splits(labels_of([2, 2]), protocol="clean", holdout=0.1, holdout_seed=0)
+        make_splits(labels_of([1, 1]), protocol="clean", holdout=0.1, holdout_seed=0)
 
 
 def test_config_fields_presets_and_checks():
