@@ -177,6 +177,8 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
         r.model.load_state_dict(read_checkpoint(out / BEST, map_location=r.device)["model"])
         selected = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
+        quiet(f"test top-1 {selected['top1']:.4f} with the weights of epoch {best['epoch']} (selected on the "
+              f"held-out split, top-1 {best['top1']:.4f}), {last['top1']:.4f} with the last weights")
     step_time = timing["seconds"] / max(timing["steps"], 1)
     result = {
         "status": "finished", "protocol": t.protocol,
