@@ -120,6 +120,19 @@ class Method:
     def on_step_end(self) -> None:
         """Called after the optimiser step (PS-KD writes its table here)."""
 
+    def pending_update(self) -> tuple[Tensor, Tensor] | None:
+        """Data-parallel training: this worker's per-sample update of the last step, handed over and
+        forgotten, as (indices (B,), values (B, ...)); None if the method keeps no per-sample state.
+
+        After every optimiser step of a data-parallel trial the harness takes this on every worker, gathers
+        all workers' pairs and calls `apply_update` with them, then calls `on_step_end` (which should then
+        find nothing pending). Single-process trials only call `on_step_end`. Must return None on every
+        worker or on none (the gather is collective)."""
+        return None
+
+    def apply_update(self, indices: Tensor, values: Tensor) -> None:
+        """Apply per-sample updates gathered from all workers (see `pending_update`)."""
+
     def on_epoch_end(self, epoch: int) -> None:
         pass
 

@@ -4,9 +4,10 @@ The last prediction for every training sample lives in a table P (N_train, C), k
 puts it (float32, or float16 to halve it: ImageNet's 1.28 M x 1,000 is 5.1 GB in float32). The table
 is allocated on first use and is part of `state_dict`, so a resumed run continues with it.
 
-Data-parallel training: after the optimiser step the harness takes `pending_update()` on every
-worker, gathers the indices and predictions from all of them, and calls `apply_update` with the
-gathered tensors; `on_step_end()` applies whatever is still pending (the single-process case).
+Data-parallel training uses the hooks `Method` declares for it: after the optimiser step the harness
+takes `pending_update()` on every worker, gathers the indices and predictions from all of them, and calls
+`apply_update` with the gathered tensors; `on_step_end()` applies whatever is still pending (the
+single-process case).
 """
 from __future__ import annotations
 

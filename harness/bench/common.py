@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import torch
 
+from harness.train.device import sync  # noqa: F401  (the benchmarks' one sync: the training loop's)
+
 
 def bench_device(name: str, *, target: str) -> torch.device:
     """auto -> cuda when visible, else cpu; the harness's one resolver, with the option named in errors."""
-    from harness.train.loop import resolve_device
+    from harness.train.device import resolve_device
 
     return resolve_device(name, what=f"bench {target}: --device")
 
@@ -52,11 +54,6 @@ def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("median of no values")
     return float(statistics.median(values))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def fmt_mib(n: int | float | None) -> str:

@@ -59,7 +59,7 @@ def bare_run(spec: Any, bundle: Any, device: torch.device) -> dict[str, float]:
     """The same work as `train_trial(spec)` in a plain loop: no method, no context, no metrics, no files."""
     from harness.data.fast import augment_batch, normalise
     from harness.models import create_model
-    from harness.train.loop import seed_everything
+    from harness.train.device import seed_everything
 
     t, mem = spec.train, bundle.memory
     seed_everything(spec.seed)

@@ -52,9 +52,9 @@ from harness.config.presets import method_preset
 from harness.config.spec import RECIPES
 from harness.models import classifier, create_model, feature_channels
 from harness.results.tables import human_bytes
-from harness.train.loop import lr_at
 from harness.train.loop import train_step as trial_step
 from harness.train.memory import peak_rss, reset_peak_rss, rss_now
+from harness.train.metrics import lr_at
 from methods import METHODS, Method, StepContext, build_method
 
 MODEL = "cifar_preact_resnet18"
@@ -128,7 +128,7 @@ def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLAS
     xp = images() if method.needs.pairs else None
     y = torch.randint(0, num_classes, (batch,), device=device)
     idx = torch.randperm(num_train, device=device)[:batch]
-    if hasattr(method, "apply_update"):  # PS-KD: a table written in epoch 0, as a real second epoch reads it
+    if type(method).apply_update is not Method.apply_update:  # PS-KD: a table written in epoch 0, as epoch 2 reads it
         with torch.no_grad():  # in chunks, so that no table-sized temporary inflates the peak memory
             for start in range(0, num_train, 1024):
                 rows = torch.arange(start, min(start + 1024, num_train), device=device)

@@ -15,7 +15,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def resolved_device(name: str, what: str = "--device") -> str:
     """auto -> cuda when visible, else cpu; anything else checked by the harness's one resolver."""
-    from harness.train.loop import resolve_device
+    from harness.train.device import resolve_device
 
     return str(resolve_device(name, what))
 

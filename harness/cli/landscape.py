@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.analysis import landscape as L
     from harness.analysis import landscape_plots as LP
     from harness.results.plots import method_colors, save_figure
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     out = results / "landscape"
     xs = L.axis(args.span, args.grid)

@@ -149,7 +149,7 @@ def trial_moments(trial_dir: Path, *, device: str, batch_size: int, limit: int):
     import torch
 
     from harness.analysis.zipf_models import sorted_prob_moments
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     torch.manual_seed(0)
     trained = load_trained(trial_dir, device=device)
@@ -328,7 +328,7 @@ def run_examples(args: argparse.Namespace) -> int:
     from harness.analysis.zipf_models import build_examples, pick_indices
     from harness.analysis.zipf_plots import examples_figure
     from harness.results.plots import save_figure
-    from harness.train.loop import load_trained
+    from harness.train.trained import load_trained
 
     _check_trial_dir(args.trial_dir)
     if args.n < 1:

@@ -57,6 +57,15 @@ def default_recipe(dataset: str) -> str:
     return "imagenet" if dataset in IMAGENET_RECIPE_DATASETS else "zipf"
 
 
+# The clean protocol's held-out validation split: 5,000 images on CIFAR (the split of the papers that hold
+# one out), 10% of each class elsewhere.
+HOLDOUT_BY_DATASET: dict[str, float] = {"cifar10": 5000, "cifar100": 5000}
+
+
+def default_holdout(dataset: str) -> float:
+    return HOLDOUT_BY_DATASET.get(dataset, 0.1)
+
+
 def default_model(dataset: str) -> str:
     return {"digits": "tiny_cnn", "synthetic": "tiny_cnn", "fashion_mnist": "tiny_cnn",
             "imagenet": "resnet50", "inat21": "resnet50"}.get(dataset, "cifar_preact_resnet18")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from harness.config.presets import default_model, default_recipe, method_preset
+from harness.config.presets import default_holdout, default_model, default_recipe, method_preset
 from harness.config.spec import RECIPES, TrainConfig, TrialSpec, resolve_train
 from harness.errors import UserError
 from methods import METHODS, make_params
@@ -78,6 +78,7 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_INT:
         raise UserError(f"train.epochs is {_short(epochs)}; allowed: a whole number in [1, {MAX_INT}]")
     _check_milestones(train.get("milestones"))
+    train.setdefault("holdout", default_holdout(dataset))
     try:
         config = resolve_train(epochs, recipe, **train)
     except TypeError as e:
@@ -110,6 +111,11 @@ def _check_train_types(config: TrainConfig) -> None:
         raise UserError(f"train.batch_size is {config.batch_size}; allowed: >= 1")
     if not DEVICE.fullmatch(config.device):
         raise UserError(f"train.device is {config.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    if config.protocol not in ("clean", "paper"):
+        raise UserError(f"train.protocol is {_short(config.protocol)}; allowed: clean, paper")
+    if not (0 < config.holdout < 1 or (config.holdout >= 1 and float(config.holdout).is_integer())):
+        raise UserError(f"train.holdout is {config.holdout!r}; allowed: a fraction in (0, 1) or a whole number "
+                        f"of images >= 1")
 
 
 def _check_milestones(ms: Any) -> None:

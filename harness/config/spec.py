@@ -49,6 +49,9 @@ class TrainConfig:
     max_steps_per_epoch: int = 0    # 0 = the whole epoch; >0 caps it (smoke tests, benchmarks)
     workers: int = 1                # data-parallel workers (Ray Train); 1 = plain single process
     sync_debug: bool = False        # CUDA: raise on any host synchronisation inside a training step
+    protocol: str = "clean"         # clean: select the epoch on a held-out split | paper: on the test split
+    holdout: float = 0.1            # clean: held-out share of the training split (fraction, or a number of images)
+    holdout_seed: int = 0           # clean: the split's seed, independent of the trial seed
 
 
 @dataclass(frozen=True)

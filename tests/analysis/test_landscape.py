@@ -302,7 +302,7 @@ def test_curves_and_surface_figures_have_one_series_per_method():
 
 def _fake_results(tmp_path, monkeypatch):
     """A results folder whose trials load as tiny nets (the training loop is tested elsewhere)."""
-    import harness.train.loop
+    import harness.train.trained
     from harness.cli import landscape as cmd_landscape
 
     res = tmp_path / "results" / "toy"
@@ -324,7 +324,7 @@ def _fake_results(tmp_path, monkeypatch):
                                      spec=types.SimpleNamespace(dataset="toy", dataset_params={}),
                                      bundle=types.SimpleNamespace(train_eval=data))
 
-    monkeypatch.setattr(harness.train.loop, "load_trained", fake_load)
+    monkeypatch.setattr(harness.train.trained, "load_trained", fake_load)
     monkeypatch.setattr(cmd_landscape, "environment", lambda device=None: {"device": device})  # skips ray import
     parser = argparse.ArgumentParser()
     cmd_landscape.add_arguments(parser)

@@ -30,7 +30,8 @@ from harness.config.sweep_file import load_sweep
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
 from harness.sweep.runner import ResultsLock, trial_status, write_trials_csv
-from harness.train.loop import load_trained, train_trial
+from harness.train.loop import train_trial
+from harness.train.trained import load_trained
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING = {"epoch_time_s", "step_time_s"}

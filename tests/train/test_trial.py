@@ -10,7 +10,9 @@ import torch
 
 from harness.cli import main
 from harness.config.resolve import resolve_trial
-from harness.train.loop import TrialDiverged, ece_counts, ece_from_counts, load_trained, lr_at, train_trial
+from harness.train.loop import TrialDiverged, train_trial
+from harness.train.metrics import ece_counts, ece_from_counts, lr_at
+from harness.train.trained import load_trained
 from methods import METHODS
 
 TIMING = {"epoch_time_s", "step_time_s"}
@@ -35,8 +37,11 @@ def test_every_method_trains_on_synthetic(method, tmp_path):
     for r in rows:
         assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and math.isfinite(r["train_loss"]) and r["val_nll"] > 0
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved["best_top1"] == max(r["val_top1"] for r in rows)
-    assert saved["last_top1"] == rows[-1]["val_top1"]
+    # clean protocol (the default): val_* is the held-out split, selected_*/last_* the test split
+    assert saved["protocol"] == "clean"
+    assert saved["best_top1"] == saved["val_selected_top1"] == max(r["val_top1"] for r in rows)
+    assert rows[saved["selected_epoch"] - 1]["val_top1"] == saved["best_top1"]
+    assert 0 <= saved["selected_top1"] <= saved["selected_top5"] <= 1 and 0 <= saved["last_top1"] <= 1
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["spec"]["method"] == method and config["env"]["torch"] == torch.__version__
     assert "git" in config["env"] and config["seed"] == 0

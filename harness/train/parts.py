@@ -1,0 +1,124 @@
+"""From a TrialSpec to what the loop runs: dataset, model and method (`build_parts`, shared with
+`load_trained`), the epoch's index batches (`BatchPlan`) and the loaders of the protocol's three splits."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from harness.config.spec import TrialSpec
+from harness.errors import UserError
+from harness.train.splits import Splits
+from methods import Method, build_method, load_user_module
+
+
+def build_parts(spec: TrialSpec, device: torch.device):
+    """Dataset, model and method of a spec. Seeded by the caller; the model is built before the method, so
+    a method that draws random numbers when built (Zipf's extra layer) leaves the model's initial weights
+    equal to every other method's under the same seed."""
+    from harness.data import build_dataset
+    from harness.models import create_model, feature_channels
+
+    for ref in spec.imports:
+        load_user_module(ref)
+    bundle = build_dataset(spec.dataset, dict(spec.dataset_params))
+    model = create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                         input_size=bundle.input_size, **spec.model_params)
+    try:  # a method's needs may depend on its parameters, so every method is told the channel counts
+        channels = feature_channels(model)
+    except (UserError, AttributeError, KeyError, IndexError, TypeError):
+        channels = None  # a model without stage information: methods that need maps will say so
+    # num_train is the whole training split: indices stay the dataset's own under both protocols
+    method = build_method(spec.method, dict(spec.method_params), num_classes=bundle.num_classes,
+                          num_train=len(bundle.train_labels), feature_channels=channels)
+    return bundle, model.to(device), method.to(device)
+
+
+class BatchPlan(torch.utils.data.Sampler):
+    """The index batches of one epoch: a seeded permutation of the fitted samples cut into global batches of
+    `batch_size`, each worker keeping its slice `[rank::world]`. For a paired method (CS-KD) the method's
+    sampler picks (anchor, partner) batches and a batch is `cat(anchors, partners)`, 2B indices.
+
+    `fit` (clean protocol) maps positions among the fitted samples back to the training split's indices,
+    so methods keyed on the sample index (PS-KD) see the dataset's own indices under both protocols."""
+
+    def __init__(self, labels: Tensor, batch_size: int, generator: torch.Generator, method: Method,
+                 rank: int = 0, world: int = 1, max_steps: int = 0, fit: Tensor | None = None):
+        self.generator, self.method = generator, method
+        self.fit = None if fit is None else fit.to(generator.device)
+        self.labels = labels if fit is None else labels[fit.to(labels.device)]
+        self.batch_size, self.rank, self.world, self.max_steps = batch_size, rank, world, max_steps
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.labels) / self.batch_size)
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def __iter__(self) -> Iterator[Tensor]:
+        device = self.generator.device
+        if self.method.needs.pairs:
+            batches = ((a, p) for a, p in self.method.pair_batches(self.labels.to(device), self.batch_size,
+                                                                   self.generator))
+        else:
+            perm = torch.randperm(len(self.labels), generator=self.generator, device=device)
+            batches = ((perm[s:s + self.batch_size], None) for s in range(0, len(perm), self.batch_size))
+        for step, (anchors, partners) in enumerate(batches):
+            if step >= len(self):
+                return
+            local = anchors[self.rank::self.world]
+            if partners is not None:
+                local = torch.cat([local, partners[self.rank::self.world]])
+            yield local if self.fit is None else self.fit[local]
+
+
+@dataclass
+class Loaders:
+    """`batches()` iterates one training epoch of (x, y, idx); `select` is the split the epoch is selected
+    on (clean: held-out validation; paper: the evaluation split); `test` is the evaluation split."""
+
+    batches: Callable[[], Iterator[tuple]]
+    select: Any
+    test: Any
+
+
+def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, device: torch.device,
+                 generator: torch.Generator) -> Loaders:
+    """In-memory sets take the fast path: each split is one tensor on the device and augmentation runs
+    there, batched; others use a DataLoader (the held-out split is a Subset of the unaugmented train_eval)."""
+    from harness.data.fast import TensorLoader
+
+    t, mem = spec.train, bundle.memory
+    eval_batch = max(t.batch_size, 256)
+    if t.fast_path and mem is not None:
+        common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=device.type == "cuda")
+        train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=False,
+                             generator=generator, crop_padding=mem.crop_padding, flip=mem.flip, **common)
+        test = TensorLoader(mem.val_x, mem.val_y, batch_size=eval_batch, shuffle=False,
+                            drop_last=False, generator=generator, **common)
+        select = test
+        if splits.select is not None:  # train.x is already on the device: no second copy
+            select = TensorLoader(train.x, train.y, batch_size=eval_batch, shuffle=False, drop_last=False,
+                                  generator=None, indices=splits.select, **common)
+        return Loaders(batches=lambda: (train.batch(idx) for idx in plan), select=select, test=test)
+    loader = torch.utils.data.DataLoader(bundle.train, batch_sampler=_ListPlan(plan), num_workers=t.num_workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
+    test = torch.utils.data.DataLoader(bundle.val, batch_size=eval_batch, shuffle=False, num_workers=t.num_workers)
+    select = test
+    if splits.select is not None:
+        held = torch.utils.data.Subset(bundle.train_eval, splits.select.tolist())
+        select = torch.utils.data.DataLoader(held, batch_size=eval_batch, shuffle=False, num_workers=t.num_workers)
+    return Loaders(batches=lambda: iter(loader), select=select, test=test)
+
+
+class _ListPlan(torch.utils.data.Sampler):
+    def __init__(self, plan: BatchPlan):
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (idx.tolist() for idx in self.plan)
