@@ -90,8 +90,7 @@ class Method:
         if dataclasses.is_dataclass(self.params) and not isinstance(self.params, type):
             _, problems = check_params(type(self.params), dataclasses.asdict(self.params))
             if problems:
-                loc, what = problems[0]
-                self.fail(str(loc[0]) if loc else "?", what)
+                raise MethodParamError(" | ".join(param_problem(self.name, loc, what) for loc, what in problems))
 
     # --- the step ---------------------------------------------------------------------------
     def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
@@ -152,11 +151,11 @@ def make_params(cls: type[Method], values: dict[str, Any] | None) -> Any:
 
 def param_problem(method: str, loc: tuple, what: str) -> str:
     """'method 'zipf': unknown parameter 'alpah' (did you mean 'alpha'?); allowed: ...' or
-    'method 'zipf': parameter 'lam' found 'x'; allowed: a number'."""
+    'method 'zipf': parameter 'lam' is 'x'; allowed: a number'."""
     key = loc[0] if loc else "?"
     if what.startswith("unknown key"):
         return f"method {method!r}: unknown parameter {key!r}{what[len('unknown key'):]}"
-    return f"method {method!r}: parameter {key!r} {what}"
+    return f"method {method!r}: parameter {key!r} {'is ' + what[6:] if what.startswith('found ') else what}"
 
 
 def build_method(name: str, params: dict[str, Any] | None = None, **context: Any) -> Method:
