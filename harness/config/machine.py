@@ -30,7 +30,7 @@ def check_local_resources(sweep: Any, cpu_count: int | None = None, gpu_count: i
             gpu_count = torch.cuda.device_count()
         if need_gpus > gpu_count:
             P.add(("resources", "gpus_per_trial"),
-                  f"one trial needs {need_gpus:g} GPUs but this machine has {gpu_count}"
-                  f"{' visible' if gpu_count == 0 else ''}; allowed: at most {gpu_count} here (0 for CPU), or "
+                  f"one trial needs {need_gpus:g} GPUs but this machine has "
+                  f"{'no visible GPU' if gpu_count == 0 else gpu_count}; allowed: at most {gpu_count} here (0 for CPU), or "
                   f"attach to a cluster with GPUs (--address)")
     P.raise_if_any()

@@ -15,6 +15,7 @@ from harness.errors import UserError
 from methods.params import explain
 
 MAX_BYTES = 1024 * 1024     # a sweep file is a few hundred lines; more is not a sweep file
+MAX_DEPTH = 100            # nesting levels: a sweep file needs about six
 MAX_NODES = 100_000         # YAML nodes after expanding aliases: an alias/merge bomb is refused, not expanded
 
 Path_ = tuple[Any, ...]
@@ -96,6 +97,8 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         text = path.read_bytes().decode("utf-8")
         if "\0" in text:
             raise ValueError
+        if _flow_depth(text) > MAX_DEPTH:  # PyYAML takes seconds to fail on thousands of open brackets
+            raise RecursionError
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         count = _expanded_size(root)
         if count > MAX_NODES:
@@ -116,6 +119,18 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     return data, _lines(root)
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest bracket nesting, counted on the raw text (quotes ignored: an overestimate is harmless)."""
+    depth = deepest = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _expanded_size(root: yaml.Node | None) -> int:
     """Node count with every alias expanded, computed on the shared graph (memoised by node identity)."""
     memo: dict[int, int] = {}
@@ -123,7 +138,7 @@ def _expanded_size(root: yaml.Node | None) -> int:
     def size(node: yaml.Node, depth: int) -> int:
         if id(node) in memo:
             return memo[id(node)]
-        if depth > 200:
+        if depth > MAX_DEPTH:
             raise RecursionError
         memo[id(node)] = MAX_NODES + 1  # a node reached again while being counted refers to itself
         if isinstance(node, yaml.MappingNode):

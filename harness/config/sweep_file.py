@@ -239,9 +239,16 @@ def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) 
             elif len(set(map(repr, value))) != len(value):
                 P.add(where + (key,), f"found duplicated values {value!r:.80}; allowed: distinct values")
         for i, v in enumerate(values):
-            _, problems = check_params(cls.Params, {key: v})
+            at = where + ((key, i) if isinstance(value, list) else (key,))
+            typed, problems = check_params(cls.Params, {key: v})
             for _loc, what in problems:
-                P.add(where + ((key, i) if isinstance(value, list) else (key,)), f"{key!r} of {method!r}: {what}")
+                P.add(at, f"{key!r} of {method!r}: {what}")
+            if typed is not None:  # the method's own range checks, on this value with the other defaults
+                try:
+                    cls(cls.Params(**typed), num_classes=2, num_train=1, feature_channels=(1, 1))
+                except MethodParamError as e:
+                    if f"{key!r}" in str(e):  # a problem of another default in combination waits for expansion
+                        P.add(at, str(e))
 
 
 def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[str, Any], from_set: set[str]) -> None:
