@@ -19,8 +19,9 @@ from pydantic import ConfigDict, ValidationError, create_model
 
 from .registry import did_you_mean
 
-# strict: 1 is a float, but "1", true and 1.5 are not ints; nan/inf are never a hyper-parameter
-STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+# strict: 1 is a float, but "1", true and 1.5 are not ints; nan/inf are never a hyper-parameter; a field of
+# a type pydantic does not know (a user's own class) is checked with isinstance
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True)
 
 
 @functools.cache

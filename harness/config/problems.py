@@ -39,7 +39,7 @@ class Problems:
     found: list[str] = field(default_factory=list)
 
     def add(self, path: Path_, what: str) -> None:
-        line = self.line_of(path)
+        line = self.line_of(path) if path else None  # a file-wide problem (or a --set one) has no line
         where = f"{self.source}:{line}" if line else self.source
         text = f"{where}: {render(path)}: {what}" if path else f"{where}: {what}"
         text = " ".join(text.split())
@@ -54,7 +54,7 @@ class Problems:
             self.add(base + loc, explain(err, names.get(_generic(parent), [])))
 
     def line_of(self, path: Path_) -> int | None:
-        for n in range(len(path), -1, -1):
+        for n in range(len(path), 0, -1):
             line = self.lines.get(tuple(str(p) for p in path[:n]))
             if line:
                 return line

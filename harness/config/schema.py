@@ -128,7 +128,7 @@ class SweepFile(Strict):
     name: str = Field(description=f"names results/<name>/: letters, digits, '.', '_', '-', not starting with "
                                   f"'.' or '-', at most {MAX_NAME} characters")
     description: str | None = Field(None, description="free text")
-    imports: list[str] = Field(default_factory=list, description="user method files (.py, relative to the sweep "
+    imports: list[str] | None = Field(None, description="user method files (.py, relative to the sweep "
                                                                  "file) or module names")
     methods: Annotated[list[Any], Field(min_length=1)] = Field(description="names or {name, params} entries")
     datasets: Annotated[list[Any], Field(min_length=1)] = Field(description="names or {name, params} entries")

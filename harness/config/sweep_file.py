@@ -243,11 +243,18 @@ def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) 
             typed, problems = check_params(cls.Params, {key: v})
             for _loc, what in problems:
                 P.add(at, f"{key!r} of {method!r}: {what}")
-            if typed is not None:  # the method's own range checks, on this value with the other defaults
+            if typed is not None and not problems:
+                # the method's own range checks, on this value among the entry's other (first) values; what
+                # depends on a preset or another grid point is found when the trials are expanded
+                context = {k: (w[0] if isinstance(w, list) and w else w) for k, w in params.items()
+                           if k != key and k in names}
+                built, bad = check_params(cls.Params, {**context, key: v})
+                if bad:
+                    continue
                 try:
-                    cls(cls.Params(**typed), num_classes=2, num_train=1, feature_channels=(1, 1))
+                    cls(cls.Params(**built), num_classes=2, num_train=1, feature_channels=(1, 1))
                 except MethodParamError as e:
-                    if f"{key!r}" in str(e):  # a problem of another default in combination waits for expansion
+                    if f"{key!r}" in str(e):  # a message about another parameter is reported at that one
                         P.add(at, str(e))
 
 
