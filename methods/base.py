@@ -6,8 +6,6 @@ A method sees tensors and a small step context, never the harness. It declares w
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .params import check_params, type_name
 from .registry import Registry
 
 METHODS = Registry("method")
@@ -87,18 +86,11 @@ class Method:
         raise MethodParamError(f"method {self.name!r}: parameter {param!r} {message}")
 
     def _check_choices(self) -> None:
-        # `make_params` checks choices for dicts; this also covers `Params(...)` built by hand.
-        hints = typing.get_type_hints(type(self.params))
-        for f in dataclasses.fields(self.params):
-            hint = hints.get(f.name)
-            value = getattr(self.params, f.name)
-            base = next((a for a in typing.get_args(hint) if a is not type(None)), None)
-            if typing.get_origin(hint) is typing.Literal:
-                base = hint
-            if typing.get_origin(base) is typing.Literal:
-                choices = typing.get_args(base)
-                if value not in choices and not (value is None and type(None) in typing.get_args(hint)):
-                    self.fail(f.name, f"is {value!r}; allowed: {', '.join(map(str, choices))}")
+        # `make_params` validates dicts; this also covers `Params(...)` built by hand (a bad Literal, a str)
+        if dataclasses.is_dataclass(self.params) and not isinstance(self.params, type):
+            _, problems = check_params(type(self.params), dataclasses.asdict(self.params))
+            if problems:
+                raise MethodParamError(" | ".join(param_problem(self.name, loc, what) for loc, what in problems))
 
     # --- the step ---------------------------------------------------------------------------
     def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
@@ -162,53 +154,21 @@ def param_fields(cls: type[Method]) -> list[dataclasses.Field]:
 
 
 def make_params(cls: type[Method], values: dict[str, Any] | None) -> Any:
-    """Build `cls.Params` from a plain dict: unknown keys and wrong types are one clear error."""
-    values = dict(values or {})
-    fields = {f.name: f for f in param_fields(cls)}
-    for key in values:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            allowed = ", ".join(fields) or "none"
-            raise MethodParamError(f"method {cls.name!r}: unknown parameter {key!r}{hint}; allowed: {allowed}")
-    hints = typing.get_type_hints(cls.Params)
-    out = {}
-    for key, value in values.items():
-        out[key] = _coerce(cls.name, key, value, hints.get(key))
-    return cls.Params(**out)
+    """Build `cls.Params` from a plain dict through the strict pydantic model of the dataclass
+    (`methods.params`): unknown keys and wrong types are one error naming every problem."""
+    resolved, problems = check_params(cls.Params, dict(values or {}))
+    if problems:
+        raise MethodParamError(" | ".join(param_problem(cls.name, loc, what) for loc, what in problems))
+    return cls.Params(**resolved)
 
 
-def _coerce(method: str, key: str, value: Any, hint: Any) -> Any:
-    """Accept YAML's natural spellings (1 for 1.0); refuse what cannot be meant (a string for a float)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X] / X | None
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        base = next(a for a in args if a is not type(None))
-    else:
-        base = hint
-    if typing.get_origin(base) is typing.Literal:
-        choices = typing.get_args(base)
-        if value not in choices:
-            raise MethodParamError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: {', '.join(map(str, choices))}")
-        return value
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-    elif base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif base is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise MethodParamError(
-        f"method {method!r}: parameter {key!r} is {value!r} ({type(value).__name__}); expected {base.__name__}"
-    )
+def param_problem(method: str, loc: tuple, what: str) -> str:
+    """'method 'zipf': unknown parameter 'alpah' (did you mean 'alpha'?); allowed: ...' or
+    'method 'zipf': parameter 'lam' is 'x'; allowed: a number'."""
+    key = loc[0] if loc else "?"
+    if what.startswith("unknown key"):
+        return f"method {method!r}: unknown parameter {key!r}{what[len('unknown key'):]}"
+    return f"method {method!r}: parameter {key!r} {'is ' + what[6:] if what.startswith('found ') else what}"
 
 
 def build_method(name: str, params: dict[str, Any] | None = None, **context: Any) -> Method:
@@ -232,13 +192,7 @@ def describe_methods() -> list[tuple[str, list[tuple[str, str, Any]]]]:
     return rows
 
 
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "{" + ",".join(map(str, typing.get_args(hint))) + "}"
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if args:
-        return _type_name(args[0]) + "?"
-    return getattr(hint, "__name__", str(hint))
+_type_name = type_name
 
 
 __all__ = [

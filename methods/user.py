@@ -47,3 +47,21 @@ def load_user_module(ref: str, base_dir: str | Path | None = None) -> ModuleType
         raise UserImportError(f"imports: {ref!r}: no such module ({e})") from e
     except Exception as e:
         raise UserImportError(f"imports: {ref!r} raised {type(e).__name__}: {e}") from e
+
+
+def source_hash(cls: type) -> str:
+    """'' for a built-in method; for a user's method, sha256 of its source file's bytes (first 16 hex).
+
+    Why the content, not the path: a trial key must hold what changes numbers. The same file copied to
+    another folder or machine gives the same key; an edited file gives a new one.
+    """
+    module = sys.modules.get(getattr(cls, "__module__", ""))
+    if module is None or module.__name__ == "methods" or module.__name__.startswith("methods."):
+        return ""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return ""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=REPO_ROOT / "results",
                    help="results root (default: results/ of this checkout); the sweep writes <root>/<name>/")
     p.add_argument("--no-progress", action="store_true", help="no live status line")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="retrain trials whose finished results were computed under settings the sweep no longer "
+                        "means (their old folders move to <results>/<name>/stale/)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.sweep.runner import run_sweep
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, rerun_stale=args.rerun_stale)
 
 
 def print_trials(sweep) -> None:

@@ -5,22 +5,30 @@ This is the one edge where configuration becomes typed arguments: after it, noth
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import hashlib
+import json
 import math
-import re
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from harness.config.presets import default_holdout, default_model, default_recipe, method_preset
-from harness.config.spec import RECIPES, TrainConfig, TrialSpec, resolve_train
+from harness.config.problems import render
+from harness.config.schema import MAX_SEED, TrainSettings
+from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrialSpec, resolve_train
 from harness.errors import UserError
 from methods import METHODS, make_params
+from methods.params import check_params, explain
+from methods.registry import did_you_mean
+from methods.user import source_hash
 
-TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+TRAIN_FIELDS = list(TrainSettings.model_fields)
+TRAIN_CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 SET_SECTIONS = ("method", "dataset", "model", "train")
-MAX_INT = 2**31 - 1
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+HARNESS_MODEL_KEYS = {"num_classes": "from the data set", "in_chans": "from the data set",
+                      "input_size": "from the data set", "pretrained": "every trial trains from scratch",
+                      "checkpoint_path": "every trial trains from scratch"}
 
 
 def parse_value(text: str) -> Any:
@@ -45,20 +53,67 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def check_train_keys(values: dict[str, Any], where: str) -> None:
-    for key in values:
-        if key not in TRAIN_FIELDS:
-            close = difflib.get_close_matches(key, TRAIN_FIELDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{where}.{key}: unknown training setting{hint}; allowed: {', '.join(TRAIN_FIELDS)}")
+def check_train(values: dict[str, Any], where: str = "train") -> dict[str, Any]:
+    """Validate training settings (TrainSettings: strict, unknown keys refused); the given ones, typed.
+    Raises UserError naming every problem, one per line."""
+    try:
+        return TrainSettings.model_validate(dict(values)).model_dump(exclude_none=True)
+    except ValidationError as e:
+        raise UserError("\n".join(f"{where}.{render(tuple(err['loc']))}: {explain(err, TRAIN_FIELDS)}"
+                                   for err in e.errors())) from None
+
+
+def check_model(model: str, model_params: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """[(path, problem)] for a model name timm does not know, and for keyword arguments the harness sets
+    itself (the class count, input channels) or refuses (pretrained weights)."""
+    import timm
+
+    import harness.models  # noqa: F401  (registers our models into timm)
+
+    problems: list[tuple[tuple, str]] = []
+    if not timm.is_model(model):
+        ours = list(harness.models.OUR_MODELS)
+        problems.append(((), f"unknown model {model!r}{did_you_mean(model, ours + timm.list_models())}; allowed: "
+                             f"{', '.join(ours)} or any timm model name (timm.list_models())"))
+    for key in model_params:
+        if key in HARNESS_MODEL_KEYS:
+            problems.append(((key,), f"set by the harness ({HARNESS_MODEL_KEYS[key]}); allowed: other keyword "
+                                     f"arguments of the model, e.g. drop_rate"))
+    return problems
+
+
+def resolve_dataset_params(dataset: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's Params dataclass defaults merged with the given ones (validated), as a plain dict."""
+    from harness.data import DATASETS
+
+    cls = DATASETS.get(dataset)
+    resolved, problems = check_params(cls.Params, given)
+    if problems:
+        raise UserError(" | ".join(f"dataset {dataset!r}: parameter {render(loc)}: {what}" for loc, what in problems))
+    return resolved
+
+
+def request_hash(**given: Any) -> str:
+    """What was asked for, before any default is filled (the seed apart): a finished trial with the same
+    request and seed as a current one but another key is stale. Roots and downloads are left out like in the key."""
+    given = dict(given)
+    given["dataset_params"] = {k: v for k, v in (given.get("dataset_params") or {}).items()
+                               if k not in NOT_IN_KEY_DATASET}
+    blob = json.dumps(given, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = None,
                   method_params: dict[str, Any] | None = None, dataset_params: dict[str, Any] | None = None,
                   model_params: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
                   imports: tuple[str, ...] = ()) -> TrialSpec:
+    """Every default filled: the trial's key hashes the result (see TrialSpec)."""
     cls = METHODS.get(method)
+    given_model = model
     model = model or default_model(dataset)
+    model_problems = check_model(model, model_params or {})
+    if model_problems:
+        raise UserError(" | ".join(f"model {model}{'.' + render(p) if p else ''}: {w}" for p, w in model_problems))
     preset = {k: v for k, v in method_preset(method, dataset, model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
     typed = make_params(cls, {**preset, **(method_params or {})})
@@ -69,67 +124,18 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     for key, value in params.items():  # range checks written as `x >= 0` let nan (and often inf) through
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: a finite number")
-    train = dict(train or {})
-    check_train_keys(train, "train")
-    epochs = train.pop("epochs", TrainConfig.epochs)
-    recipe = train.pop("recipe", default_recipe(dataset))
-    if recipe not in RECIPES:
-        raise UserError(f"train.recipe is {recipe!r}; allowed: {', '.join(RECIPES)}")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= MAX_INT:
-        raise UserError(f"train.epochs is {_short(epochs)}; allowed: a whole number in [1, {MAX_INT}]")
-    _check_milestones(train.get("milestones"))
-    train.setdefault("holdout", default_holdout(dataset))
-    try:
-        config = resolve_train(epochs, recipe, **train)
-    except TypeError as e:
-        raise UserError(f"train: {e}") from e
-    _check_train_types(config)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed is {seed!r}; allowed: a whole number >= 0")
+    given_train = check_train(train or {})
+    values = dict(given_train)
+    epochs = values.pop("epochs", TrainConfig.epochs)
+    recipe = values.pop("recipe", default_recipe(dataset))
+    values.setdefault("holdout", default_holdout(dataset))
+    config = resolve_train(epochs, recipe, **values)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed: found {seed!r}; allowed: a whole number in [0, {MAX_SEED}]")
+    resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
+    request = request_hash(method=method, dataset=dataset, model=given_model,
+                           method_params=dict(method_params or {}), dataset_params=dict(dataset_params or {}),
+                           model_params=dict(model_params or {}), train=given_train)
     return TrialSpec(method=method, dataset=dataset, model=model, seed=seed, method_params=params,
-                     dataset_params=dict(dataset_params or {}), model_params=dict(model_params or {}),
-                     train=config, imports=tuple(imports))
-
-
-def _check_train_types(config: TrainConfig) -> None:
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        value, default = getattr(config, f.name), getattr(defaults, f.name)
-        expected = type(default)
-        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise UserError(f"train.{f.name} is {_short(value)} ({type(value).__name__}); expected {expected.__name__}")
-        if expected is float and not math.isfinite(value):
-            raise UserError(f"train.{f.name} is {value!r}; allowed: a finite number >= 0")
-        if expected in (int, float) and value < 0:
-            raise UserError(f"train.{f.name} is {value!r}; allowed: >= 0")
-        if expected is int and value > MAX_INT:  # ints reach C code (32-bit) through torch
-            raise UserError(f"train.{f.name} is {_short(value)}; allowed: a whole number in [0, {MAX_INT}]")
-    if config.batch_size < 1:
-        raise UserError(f"train.batch_size is {config.batch_size}; allowed: >= 1")
-    if not DEVICE.fullmatch(config.device):
-        raise UserError(f"train.device is {config.device!r}; allowed: auto, cpu, cuda, cuda:N")
-    if config.protocol not in ("clean", "paper"):
-        raise UserError(f"train.protocol is {_short(config.protocol)}; allowed: clean, paper")
-    if not (0 < config.holdout < 1 or (config.holdout >= 1 and float(config.holdout).is_integer())):
-        raise UserError(f"train.holdout is {config.holdout!r}; allowed: a fraction in (0, 1) or a whole number "
-                        f"of images >= 1")
-
-
-def _check_milestones(ms: Any) -> None:
-    """Fractions of the run (0.5) or epochs (100): anything else would crash when the schedule is built."""
-    if ms is None:
-        return
-    ok = isinstance(ms, (list, tuple)) and all(
-        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= MAX_INT  # False for nan
-        for m in ms)
-    if not ok:
-        raise UserError(f"train.milestones is {_short(ms)}; allowed: a list of fractions of the run in (0, 1) "
-                        f"or of epochs >= 1")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+                     dataset_params=resolved_data, model_params=dict(model_params or {}),
+                     train=config, imports=tuple(imports), method_source=source_hash(cls), request=request)

@@ -54,8 +54,22 @@ class TrainConfig:
     holdout_seed: int = 0           # clean: the split's seed, independent of the trial seed
 
 
+SPEC_VERSION = 2  # bump when the meaning of a stored spec changes: every key changes with it
+# Excluded from the key: where the data lives and which device runs it change no number; checkpoint and
+# sync_debug change only what is written or checked. threads and num_workers change numbers (reduction
+# order, which worker augments which sample), so they are in the key.
+NOT_IN_KEY_TRAIN = ("device", "checkpoint", "sync_debug")
+NOT_IN_KEY_DATASET = ("root", "download")
+
+
 @dataclass(frozen=True)
 class TrialSpec:
+    """A fully resolved trial: method params, dataset params (the dataset's Params defaults merged with
+    the given ones), model params and train settings all filled. `method_source` is the content hash of
+    a user method's file ('' for built-ins); `request` hashes what the sweep asked for (before defaults),
+    so a finished trial whose request is still asked for but resolves differently is known to be stale.
+    `imports` says how to load a user method; it is not part of the key (a path changes no number)."""
+
     method: str
     dataset: str
     model: str
@@ -65,29 +79,41 @@ class TrialSpec:
     model_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     imports: tuple[str, ...] = ()
+    method_source: str = ""
+    request: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["imports"] = list(self.imports)
         d["train"]["milestones"] = list(self.train.milestones)
+        d["spec_version"] = SPEC_VERSION
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
         d = dict(d)
+        d.pop("spec_version", None)
         train = dict(d.pop("train", {}))
         train["milestones"] = tuple(train.get("milestones", ()))
+        # a spec stored by another version may name settings this one lacks (or the reverse): loading it
+        # for analysis keeps what exists; whether it is still current is decided by its key, not here
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         train = {k: v for k, v in train.items() if k in known}
         return cls(train=TrainConfig(**train), imports=tuple(d.pop("imports", ())), **d)
 
-    def key(self) -> str:
-        """Stable across runs and machines: sha256 of canonical JSON, minus fields that change no number."""
+    def key_dict(self) -> dict[str, Any]:
+        """What the key hashes: everything that changes a number, nothing that does not."""
         d = self.to_dict()
-        for k in ("device", "threads", "num_workers", "checkpoint", "sync_debug"):
+        for k in ("imports", "request"):
+            d.pop(k)
+        for k in NOT_IN_KEY_TRAIN:
             d["train"].pop(k, None)
-        d["dataset_params"] = {k: v for k, v in d["dataset_params"].items() if k != "root"}
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        d["dataset_params"] = {k: v for k, v in d["dataset_params"].items() if k not in NOT_IN_KEY_DATASET}
+        return d
+
+    def key(self) -> str:
+        """Stable across runs, folders and machines: sha256 of the canonical JSON of `key_dict()`."""
+        blob = json.dumps(self.key_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return f"{self.method}-{self.dataset}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -19,49 +19,58 @@ A sweep file (schema_version 1):
     retries: 1                          # extra attempts for a trial that raises
 
 Precedence for a method parameter: the method entry's params > dataset_defaults > the paper's per-dataset
-presets (harness/presets.py) > the method's defaults. `--set` overrides are applied on top of the file.
+presets (harness/config/presets.py) > the method's defaults. `--set` overrides are applied on top of the file.
+
+Validation: the structure is one strict pydantic model (`schema.SweepFile`); names, method and dataset
+parameters (each against its class's Params), models, seeds and the grid size are checked next, every
+problem collected in one pass and formatted once (`problems.Problems`). Only a sound file is expanded.
+The full schema is docs/sweep-files.md (generated from the models).
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import TypeAdapter, ValidationError
 
-from harness.config.resolve import TRAIN_FIELDS, parse_sets, resolve_trial
+from harness.config.problems import Problems, SweepError, read_yaml
+from harness.config.resolve import (
+    HARNESS_MODEL_KEYS,
+    TRAIN_FIELDS,
+    check_model,
+    check_train,
+    parse_sets,
+    resolve_trial,
+)
+from harness.config.schema import (
+    MAX_SEED,
+    MAX_TRIALS,
+    DatasetDefaults,
+    Entry,
+    Resources,
+    SeedList,
+    SeedRange,
+    SweepFile,
+)
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from methods import METHODS, MethodParamError, UserImportError, load_user_module
-from methods.registry import RegistryError
+from methods.params import check_params
+from methods.registry import RegistryError, did_you_mean
 
-SCHEMA_VERSION = 1
-TOP_KEYS = ["schema_version", "name", "description", "imports", "methods", "datasets", "models", "seeds", "train",
-            "dataset_defaults", "resources", "retries"]
-RESOURCE_KEYS = ["cpus_per_trial", "gpus_per_trial", "workers_per_trial", "max_concurrent"]
-MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
-MAX_SEED_COUNT = 10_000  # more is a typo, and expanding it would only exhaust memory
+__all__ = ["MAX_TRIALS", "Resources", "SweepError", "SweepSpec", "load_sweep"]
 
-
-class SweepError(UserError):
-    """Every problem found in a sweep file, one per line."""
-
-    def __init__(self, source: str, problems: list[str]):
-        # one line per problem, whatever the text quoted (a user module's multi-line exception, YAML's excerpt)
-        self.problems = [" ".join(str(p).split()) for p in problems]
-        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 1
-    max_concurrent: int = 0  # 0 = as many as the resources allow
+TOP_KEYS = list(SweepFile.model_fields)
+RESOURCE_KEYS = list(Resources.model_fields)
+KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("seeds",): ["count", "start"],
+             ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
+             ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),
+             ("dataset_defaults", "*", "train"): TRAIN_FIELDS}
+_SEED_LIST = TypeAdapter(SeedList)
 
 
 @dataclass
@@ -72,280 +81,243 @@ class SweepSpec:
     trials: list[TrialSpec]
     resources: Resources = field(default_factory=Resources)
     retries: int = 1
-
-
-def _did_you_mean(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _named_entries(value: Any, path: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """`[a, {name: b, params: {...}}]` -> [(a, {}), (b, {...})]; problems are collected, not raised."""
-    if not isinstance(value, list) or not value:
-        problems.append(f"{path}: found {value!r}; allowed: a non-empty list of names or {{name, params}} entries")
-        return []
-    out = []
-    for i, item in enumerate(value):
-        where = f"{path}[{i}]"
-        if isinstance(item, str) and item:
-            out.append((item, {}))
-        elif isinstance(item, dict):
-            extra = set(item) - {"name", "params"}
-            for k in sorted(extra, key=str):
-                problems.append(f"{where}.{k}: unknown key{_did_you_mean(k, ['name', 'params'])}; allowed: name, params")
-            name, params = item.get("name"), item.get("params", {})
-            if not isinstance(name, str) or not name:
-                problems.append(f"{where}.name: found {name!r}; allowed: a non-empty string")
-                continue
-            if not isinstance(params, dict):
-                problems.append(f"{where}.params: found {params!r}; allowed: a mapping of parameter: value or [values]")
-                continue
-            out.append((name, params))
-        else:
-            problems.append(f"{where}: found {item!r}; allowed: a name or {{name, params}}")
-    return out
-
-
-def _grid(params: dict[str, Any], path: str, problems: list[str]) -> list[dict[str, Any]]:
-    """Expand list values into the cartesian product; an empty list is a problem, not zero trials."""
-    keys, axes = [], []
-    for k, v in params.items():
-        if isinstance(v, list):
-            if not v:
-                problems.append(f"{path}.{k}: found an empty list; allowed: a value or a non-empty list of values")
-                return []
-            if len(set(map(repr, v))) != len(v):
-                problems.append(f"{path}.{k}: found duplicated values {v!r}; allowed: distinct values")
-            keys.append(k)
-            axes.append(v)
-        else:
-            keys.append(k)
-            axes.append([v])
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
-
-
-def _check_number(value: Any, path: str, problems: list[str], *, integer: bool = False, minimum: float = 0,
-                  maximum: int | None = None) -> bool:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int))
-    if not bad and (math.isnan(value) or math.isinf(value) or value < minimum
-                    or (maximum is not None and value > maximum)):
-        bad = True
-    if bad:
-        kind = "a whole number" if integer else "a number"
-        limit = f"in [{minimum:g}, {maximum}]" if maximum is not None else f">= {minimum:g}"
-        problems.append(f"{path}: found {_short(value)}; allowed: {kind} {limit}")
-    return not bad
-
-
-def _or_empty(value: Any, empty: Any) -> Any:
-    """An absent or null entry means "none"; a wrongly typed one (even an empty {} for a list) is kept to be reported."""
-    return empty if value is None else value
-
-
-def _short(value: Any) -> str:
-    """repr, cut: a 400-digit number or a long list must not flood the one-line message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _duplicate_keys(text: str) -> list[str]:
-    """Keys given twice in one mapping: YAML keeps the last one silently, which would drop half an axis.
-    Composing builds nodes only (no Python objects), so this is as safe as safe_load."""
-    problems = []
-    stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        problems.append(f"line {key.start_mark.line + 1}: key {key.value!r} appears twice in one "
-                                        f"mapping (first on line {seen[key.value]}); give each key once")
-                    seen.setdefault(key.value, key.start_mark.line + 1)
-                stack.append(value)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-    return problems
+    lines: dict[tuple, int] = field(default_factory=dict)  # YAML path -> line, for later problems (resources)
 
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
-    """Read, validate and expand a sweep file. Raises SweepError listing every problem found."""
+    """Read, validate and expand a sweep file. Raises SweepError listing every problem found, each once."""
     path = Path(path)
     src = str(path)
-    if not path.is_file():
-        raise SweepError(src, ["no such file; give the path of a sweep .yaml file (see sweeps/)"])
-    try:
-        text = path.read_text()
-        raw = yaml.safe_load(text)  # plain data only: a !!python/... tag is an error, never code
-        duplicated = _duplicate_keys(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SweepError(src, [f"{where}not valid YAML ({getattr(e, 'problem', None) or e})"]) from None
-    except (UnicodeDecodeError, ValueError):  # ValueError: NUL bytes and the like
-        raise SweepError(src, ["not a text file"]) from None
-    except RecursionError:  # deeply nested flow collections
-        raise SweepError(src, ["nested too deeply to be a sweep file"]) from None
-    if duplicated:
-        raise SweepError(src, duplicated)
+    raw, lines = read_yaml(path)
     if not isinstance(raw, dict):
         raise SweepError(src, [f"top level: found {type(raw).__name__}; allowed: a mapping with keys "
                                f"{', '.join(TOP_KEYS)}"])
-    problems: list[str] = []
     try:
         overrides = parse_sets(sets or [])
     except UserError as e:
         raise SweepError(src, [str(e)]) from None
+    P = Problems(src, lines)
+    try:
+        SweepFile.model_validate(raw)
+        bad: set[Any] = set()
+    except ValidationError as e:
+        P.add_pydantic((), e.errors(), KEY_NAMES)
+        bad = {err["loc"][0] for err in e.errors() if err["loc"]}
 
-    for k in raw:
-        if k not in TOP_KEYS:
-            problems.append(f"{k}: unknown key{_did_you_mean(k, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
-    version = raw.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):  # true == 1 in Python, not in a file
-        problems.append(f"schema_version: found {_short(version)}; allowed: {SCHEMA_VERSION}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name) or name[0] == ".":
-        problems.append(f"name: found {name!r}; allowed: letters, digits, '-', '_', '.' (it names results/<name>/)")
+    def ok(key: str) -> bool:
+        return key not in bad
 
     # imports first: they may register methods that the rest of the file names
-    imports = _or_empty(raw.get("imports"), [])
+    imports = raw.get("imports") or [] if ok("imports") else []
     resolved_imports: list[str] = []
-    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
-        problems.append(f"imports: found {imports!r}; allowed: a list of .py paths or module names")
-    else:
-        for i, ref in enumerate(imports):
-            try:
-                load_user_module(ref, base_dir=path.parent)
-                resolved_imports.append(str((path.parent / ref).resolve()) if ref.endswith(".py") else ref)
-            except UserImportError as e:
-                problems.append(f"imports[{i}]: {e}".replace("imports: ", "", 1))
-            except SystemExit as e:  # exit() in a method file must not end tfbench without a word
-                problems.append(f"imports[{i}]: {ref!r} called exit({_short(e.code)}) while being imported")
+    for i, ref in enumerate(imports):
+        try:
+            load_user_module(ref, base_dir=path.parent)
+            resolved_imports.append(str((path.parent / ref).resolve()) if ref.endswith(".py") else ref)
+        except UserImportError as e:
+            P.add(("imports", i), str(e).replace("imports: ", "", 1))
+        except SystemExit as e:  # exit() in a method file must not end tfbench without a word
+            P.add(("imports", i), f"{ref!r} called exit({e.code!r:.80}) while being imported")
 
-    methods = _named_entries(raw.get("methods"), "methods", problems)
-    datasets = _named_entries(raw.get("datasets"), "datasets", problems)
-    from harness.data import DATASETS, make_dataset_params
+    from harness.data import DATASETS
 
-    for i, (m, _) in enumerate(methods):
-        if m not in METHODS:
-            problems.append(f"methods[{i}].name: unknown method {m!r}{_did_you_mean(m, METHODS.names())}; "
-                            f"registered: {', '.join(METHODS.names())}")
-    for i, (d, d_params) in enumerate(datasets):
-        if d not in DATASETS:
-            problems.append(f"datasets[{i}].name: unknown dataset {d!r}{_did_you_mean(d, DATASETS.names())}; "
-                            f"registered: {', '.join(DATASETS.names())}")
-            continue
-        try:  # types and names only: no data is read here
-            make_dataset_params(DATASETS.get(d), {**d_params, **overrides["dataset"]})
-        except UserError as e:
-            problems.append(f"datasets[{i}].params: {e}")
-    for what, entries in (("methods", methods), ("datasets", datasets)):
-        names = [n for n, p in entries]
-        dups = sorted({n for n in names if names.count(n) > 1 and not any(p for m, p in entries if m == n)})
-        for d in dups:
-            problems.append(f"{what}: {d!r} is listed more than once; list each once (use params lists for grids)")
+    methods = _entries(P, "methods", raw.get("methods") if ok("methods") else [], METHODS, "method")
+    datasets = _entries(P, "datasets", raw.get("datasets") if ok("datasets") else [], DATASETS, "dataset")
+    for mi, (m, params) in methods:
+        _check_grid(P, ("methods", mi, "params"), m, params)
+    for di, (d, params) in datasets:
+        _check_dataset_params(P, ("datasets", di, "params"), d, {**params, **overrides["dataset"]},
+                              set(overrides["dataset"]))
 
-    models = raw.get("models")
-    if models is not None and (not isinstance(models, list) or not models
-                               or not all(isinstance(m, str) and m for m in models)):
-        problems.append(f"models: found {models!r}; allowed: a non-empty list of model names")
-        models = None
-    elif models is not None and len(set(models)) != len(models):
-        problems.append(f"models: found duplicated names {models!r}; list each once")
+    models = raw.get("models") if ok("models") else None
+    if models:
+        if len(set(models)) != len(models):
+            P.add(("models",), f"found duplicated names {models!r:.80}; allowed: each name once")
+        for model in dict.fromkeys(models):
+            for _sub, what in check_model(model, {}):
+                P.add(("models", models.index(model)), what)
+    for key in overrides["model"]:
+        if key in HARNESS_MODEL_KEYS:
+            P.add((), f"--set model.{key}: set by the harness ({HARNESS_MODEL_KEYS[key]}); allowed: other keyword "
+                      f"arguments of the model, e.g. drop_rate")
 
-    seeds = raw.get("seeds", [0])
-    if isinstance(seeds, dict):
-        extra = set(seeds) - {"count", "start"}
-        if extra:
-            problems.append(f"seeds: unknown keys {sorted(map(str, extra))}; allowed: count, start")
-        count, start = seeds.get("count"), seeds.get("start", 0)
-        if _check_number(count, "seeds.count", problems, integer=True, minimum=1, maximum=MAX_SEED_COUNT) and \
-                _check_number(start, "seeds.start", problems, integer=True, maximum=MAX_SEED - count):
-            seeds = list(range(start, start + count))
-        else:
-            seeds = []
-    elif isinstance(seeds, list) and seeds:
-        ok = all(_check_number(s, f"seeds[{i}]", problems, integer=True, maximum=MAX_SEED) for i, s in enumerate(seeds))
-        if ok and len(set(seeds)) != len(seeds):
-            problems.append(f"seeds: found duplicated seeds {_short(seeds)}; allowed: distinct whole numbers >= 0")
-        seeds = seeds if ok else []
-    else:
-        problems.append(f"seeds: found {_short(seeds)}; allowed: a non-empty list of whole numbers >= 0, or {{count: N}}")
-        seeds = []
-
-    train = _or_empty(raw.get("train"), {})
-    if not isinstance(train, dict):
-        problems.append(f"train: found {train!r}; allowed: a mapping of training settings ({', '.join(TRAIN_FIELDS)})")
-        train = {}
-    for k in train:
-        if k not in TRAIN_FIELDS:
-            problems.append(f"train.{k}: unknown setting{_did_you_mean(k, TRAIN_FIELDS)}; allowed: {', '.join(TRAIN_FIELDS)}")
-    train = {k: v for k, v in train.items() if k in TRAIN_FIELDS}
-
-    per_dataset = _or_empty(raw.get("dataset_defaults"), {})
-    if not isinstance(per_dataset, dict):
-        problems.append(f"dataset_defaults: found {per_dataset!r}; allowed: a mapping dataset -> {{train, methods}}")
-        per_dataset = {}
+    seeds = _seeds(P, raw.get("seeds", [0]))
+    train = (raw.get("train") or {}) if ok("train") else {}
+    per_dataset = (raw.get("dataset_defaults") or {}) if ok("dataset_defaults") else {}
     for d, block in per_dataset.items():
-        if not isinstance(block, dict) or set(block) - {"train", "methods", "model"}:
-            problems.append(f"dataset_defaults.{d}: found {block!r}; allowed: a mapping with keys train, methods")
-            per_dataset[d] = {}
+        block = block or {}
+        if d not in DATASETS:
+            P.add(("dataset_defaults", d), f"unknown dataset {d!r}{did_you_mean(d, DATASETS.names())}; "
+                                           f"allowed: {', '.join(DATASETS.names())}")
+        for m, params in (block.get("methods") or {}).items():
+            if m not in METHODS:
+                P.add(("dataset_defaults", d, "methods", m),
+                      f"unknown method {m!r}{did_you_mean(m, METHODS.names())}; allowed: {', '.join(METHODS.names())}")
+            else:
+                _check_grid(P, ("dataset_defaults", d, "methods", m), m, params)
+        if block.get("model"):
+            for _sub, what in check_model(block["model"], {}):
+                P.add(("dataset_defaults", d, "model"), what)
 
-    res_raw = _or_empty(raw.get("resources"), {})
-    resources = Resources()
-    if not isinstance(res_raw, dict):
-        problems.append(f"resources: found {res_raw!r}; allowed: a mapping with {', '.join(RESOURCE_KEYS)}")
-    else:
-        for k in res_raw:
-            if k not in RESOURCE_KEYS:
-                problems.append(f"resources.{k}: unknown key{_did_you_mean(k, RESOURCE_KEYS)}; allowed: {', '.join(RESOURCE_KEYS)}")
-        vals = {}
-        for k, integer, minimum in (("cpus_per_trial", False, 0), ("gpus_per_trial", False, 0),
-                                    ("workers_per_trial", True, 1), ("max_concurrent", True, 0)):
-            if k in res_raw and _check_number(res_raw[k], f"resources.{k}", problems, integer=integer, minimum=minimum):
-                vals[k] = res_raw[k]
-        gpus = vals.get("gpus_per_trial", 0)
-        if gpus > 1 and gpus != int(gpus):
-            problems.append(f"resources.gpus_per_trial: found {gpus!r}; allowed: a fraction below 1 or a whole number")
-        if "cpus_per_trial" in vals and vals["cpus_per_trial"] == 0 and vals.get("workers_per_trial", 1) == 1:
-            problems.append("resources.cpus_per_trial: found 0; allowed: > 0")
-        resources = Resources(**vals)
-    retries = raw.get("retries", 1)
-    if not _check_number(retries, "retries", problems, integer=True):
-        retries = 1
+    resources = _resources(P, raw.get("resources") or {} if ok("resources") else {})
+    for key, value in overrides["train"].items():
+        try:
+            check_train({key: value}, "--set train")
+        except UserError as e:
+            P.add((), str(e))
+    method_fields = {m: {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for _, (m, _) in methods}
+    for key, value in overrides["method"].items():
+        owners = [m for m, names in method_fields.items() if key in names]
+        if not owners:
+            P.add((), f"--set method.{key}: no method of this sweep has a parameter {key!r}")
+        for m in owners:
+            _, problems = check_params(METHODS.get(m).Params, {key: value})
+            for _loc, what in problems:
+                P.add((), f"--set method.{key}: {what} (method {m!r})")
 
-    # expand: only once the axes themselves are sound, so that one mistake is not reported many times
-    trials: list[TrialSpec] = []
-    if not problems:
-        for (mi, (m, m_params)), (d, d_params) in itertools.product(enumerate(methods), datasets):
-            block = per_dataset.get(d, {})
-            d_train = {**train, **(block.get("train") or {}), **overrides["train"]}
-            d_methods = (block.get("methods") or {}).get(m, {})
-            grid = _grid({**d_methods, **m_params}, f"methods[{mi}].params", problems)
-            for params, model, seed in itertools.product(grid, models or [block.get("model")], seeds):
-                fields = {f.name for f in dataclasses.fields(METHODS.get(m).Params)}
-                try:
-                    trials.append(resolve_trial(
-                        method=m, dataset=d, model=model, seed=seed,
-                        method_params={**params, **{k: v for k, v in overrides["method"].items() if k in fields}},
-                        dataset_params={**d_params, **overrides["dataset"]}, model_params=dict(overrides["model"]),
-                        train=d_train, imports=tuple(resolved_imports)))
-                except (UserError, MethodParamError, RegistryError) as e:
-                    msg = f"methods[{mi}] ({m}) on {d}: {e}"
-                    if msg not in problems:
-                        problems.append(msg)
-        for k in overrides["method"]:  # --set method.X applies to the methods that have X; one must
-            if not any(k in {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for m, _ in methods):
-                problems.append(f"--set method.{k}: no method of this sweep has a parameter {k!r}")
-        keys = [t.key() for t in trials]
-        if len(set(keys)) != len(keys):
-            problems.append("the axes produce the same trial more than once; remove the duplicated entries")
-    if problems:
-        raise SweepError(src, problems)
+    # how many trials before expanding: a 100 x 100 x 100 grid with 1,000 seeds is refused in microseconds
+    if not P.found:
+        total, parts = 0, []
+        for mi, (m, m_params) in methods:
+            for _, (d, _) in datasets:
+                grid = {**((per_dataset.get(d) or {}).get("methods") or {}).get(m, {}), **m_params}
+                axes = [len(v) for v in grid.values() if isinstance(v, list)]
+                n = math.prod(axes) * len(models or [None]) * len(seeds)
+                total += n
+                parts.append(f"methods[{mi}] ({m}) on {d}: {' x '.join(map(str, axes + [len(models or [None])]))}"
+                             f" x {len(seeds)} seeds = {n:,}")
+        if total > MAX_TRIALS:
+            P.add((), f"the sweep expands to {total:,} trials ({'; '.join(parts[:4])}{'; ...' if len(parts) > 4 else ''}); "
+                      f"allowed: at most {MAX_TRIALS:,} trials per sweep file (split it, or shrink the grid)")
+    P.raise_if_any()
+
+    trials = _expand(P, methods, datasets, models, seeds, train, per_dataset, overrides, method_fields,
+                     tuple(resolved_imports))
+    keys = [t.key() for t in trials]
+    if len(set(keys)) != len(keys):
+        P.add((), "the axes produce the same trial more than once; remove the duplicated entries")
+    P.raise_if_any()
     if resources.workers_per_trial > 1:
         trials = [_with_workers(t, resources.workers_per_trial) for t in trials]
-    return SweepSpec(name=name, source=path, raw=raw, trials=trials, resources=resources, retries=retries)
+    return SweepSpec(name=raw["name"], source=path, raw=raw, trials=trials, resources=resources,
+                     retries=raw.get("retries", 1), lines=lines)
+
+
+def _entries(P: Problems, what: str, value: list[Any], registry: Any, kind: str) -> list[tuple[int, tuple[str, dict]]]:
+    """`[a, {name: b, params: {...}}]` -> [(0, (a, {})), (1, (b, {...}))] for the entries that are sound."""
+    out = []
+    for i, item in enumerate(value):
+        try:
+            entry = Entry.model_validate(Entry.coerce(item))
+        except ValidationError as e:
+            P.add_pydantic((what, i), e.errors(), KEY_NAMES)
+            continue
+        if entry.name not in registry:
+            P.add((what, i, "name"), f"unknown {kind} {entry.name!r}{did_you_mean(entry.name, registry.names())}; "
+                                     f"allowed: {', '.join(registry.names())}")
+            continue
+        out.append((i, (entry.name, dict(entry.params))))
+    names = [n for _, (n, p) in out]
+    for n in sorted({n for n in names if names.count(n) > 1 and not any(p for _, (m, p) in out if m == n)}):
+        P.add((what,), f"{n!r} is listed more than once; allowed: each once (use params lists for grids)")
+    return out
+
+
+def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) -> None:
+    """Each value of each axis against the method's Params (a list value is an axis of a grid)."""
+    cls = METHODS.get(method)
+    names = [f.name for f in dataclasses.fields(cls.Params)]
+    for key, value in params.items():
+        if key not in names:
+            P.add(where + (key,), f"unknown parameter {key!r}{did_you_mean(key, names)} of method {method!r}; "
+                                  f"allowed: {', '.join(names) or 'none'}")
+            continue
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list):
+            if not value:
+                P.add(where + (key,), "found an empty list; allowed: a value or a non-empty list of values")
+            elif len(set(map(repr, value))) != len(value):
+                P.add(where + (key,), f"found duplicated values {value!r:.80}; allowed: distinct values")
+        for i, v in enumerate(values):
+            at = where + ((key, i) if isinstance(value, list) else (key,))
+            typed, problems = check_params(cls.Params, {key: v})
+            for _loc, what in problems:
+                P.add(at, f"{key!r} of {method!r}: {what}")
+            if typed is not None and not problems:
+                # the method's own range checks, on this value among the entry's other (first) values; what
+                # depends on a preset or another grid point is found when the trials are expanded
+                context = {k: (w[0] if isinstance(w, list) and w else w) for k, w in params.items()
+                           if k != key and k in names}
+                built, bad = check_params(cls.Params, {**context, key: v})
+                if bad:
+                    continue
+                try:
+                    cls(cls.Params(**built), num_classes=2, num_train=1, feature_channels=(1, 1))
+                except MethodParamError as e:
+                    if f"{key!r}" in str(e):  # a message about another parameter is reported at that one
+                        P.add(at, str(e))
+
+
+def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[str, Any], from_set: set[str]) -> None:
+    from harness.data import DATASETS
+
+    _, problems = check_params(DATASETS.get(dataset).Params, params)
+    for loc, what in problems:
+        key = loc[0] if loc else "?"
+        P.add((f"--set dataset.{key}",) if key in from_set else where + loc, f"dataset {dataset!r}: {what}")
+
+
+def _seeds(P: Problems, value: Any) -> list[int]:
+    try:
+        if isinstance(value, dict):
+            r = SeedRange.model_validate(value)
+            if r.start + r.count - 1 > MAX_SEED:
+                P.add(("seeds", "start"), f"found {r.start}; allowed: start + count - 1 <= {MAX_SEED}")
+                return []
+            return list(range(r.start, r.start + r.count))
+        seeds = _SEED_LIST.validate_python(value, strict=True)
+    except ValidationError as e:
+        P.add_pydantic(("seeds",), e.errors(), KEY_NAMES)
+        return []
+    if len(set(seeds)) != len(seeds):
+        P.add(("seeds",), f"found duplicated seeds {seeds!r:.80}; allowed: distinct whole numbers >= 0")
+        return []
+    return seeds
+
+
+def _resources(P: Problems, value: dict[str, Any]) -> Resources:
+    r = Resources.model_validate(value)
+    if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
+        P.add(("resources", "gpus_per_trial"), f"found {r.gpus_per_trial!r}; allowed: a fraction below 1 or a "
+                                               f"whole number")
+    if r.cpus_per_trial == 0 and r.workers_per_trial == 1:
+        P.add(("resources", "cpus_per_trial"), "found 0; allowed: > 0")
+    return r
+
+
+def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, overrides, method_fields,
+            imports) -> list[TrialSpec]:
+    """One resolve per (method entry, dataset, grid point, model); seeds are copies that differ in the seed."""
+    trials: list[TrialSpec] = []
+    for (mi, (m, m_params)), (_, (d, d_params)) in itertools.product(methods, datasets):
+        block = per_dataset.get(d) or {}
+        d_train = {**train, **(block.get("train") or {}), **overrides["train"]}
+        grid = {**(block.get("methods") or {}).get(m, {}), **m_params}
+        keys = list(grid)
+        axes = [v if isinstance(v, list) else [v] for v in grid.values()]
+        set_params = {k: v for k, v in overrides["method"].items() if k in method_fields[m]}
+        for combo in itertools.product(*axes):
+            for model in models or [block.get("model")]:
+                try:
+                    spec = resolve_trial(method=m, dataset=d, model=model, seed=seeds[0],
+                                         method_params={**dict(zip(keys, combo, strict=True)), **set_params},
+                                         dataset_params={**d_params, **overrides["dataset"]},
+                                         model_params=dict(overrides["model"]), train=d_train, imports=imports)
+                except (UserError, MethodParamError, RegistryError) as e:
+                    P.add(("methods", mi, "params"), str(e))
+                    continue
+                trials.extend(dataclasses.replace(spec, seed=s) for s in seeds)
+    return trials
 
 
 def _with_workers(spec: TrialSpec, workers: int) -> TrialSpec:

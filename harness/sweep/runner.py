@@ -212,16 +212,30 @@ def init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
 
 
 def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
-              progress: bool = True) -> int:
+              progress: bool = True, rerun_stale: bool = False) -> int:
     """Run what is missing of `sweep`, then write trials.csv, the summary tables and the plots.
 
-    Returns 0 when every trial finished, 1 when some failed.
+    Returns 0 when every trial finished, 1 when some failed. Before anything is written or Ray starts:
+    resources against this machine (without a cluster), data roots, and stale trials (finished under
+    settings the sweep no longer means: refused unless `rerun_stale`, which moves them to stale/).
     """
+    from harness.config.machine import check_local_resources
+    from harness.config.stale import describe_stale, find_stale, move_aside
+
     folder = (results_root / sweep.name).resolve()
     if not (address or os.environ.get("RAY_ADDRESS")):  # on a cluster the data lives on the workers
+        check_local_resources(sweep)
         check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
+    stale = find_stale(folder, {t.key(): t.to_dict() for t in sweep.trials})
+    if stale and not rerun_stale:
+        raise UserError("\n".join([f"{folder}: " + line for line in describe_stale(stale)] + [
+            f"{folder}: {len(stale)} stale trial(s) in all; rerun with --rerun-stale to train the current settings "
+            f"(the old folders move to {folder / 'stale'}/, nothing is deleted)"]))
     write_probe(folder)
     with ResultsLock(folder):
+        if stale:
+            moved = move_aside(folder, set(stale))
+            print(f"sweep {sweep.name}: moved {len(moved)} stale trial folder(s) to {folder / 'stale'}/", flush=True)
         _remove_stale_temporaries(folder)
         write_sweep_record(folder, sweep, list(sets))
         pending = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]

@@ -1,0 +1,181 @@
+"""Trial keys hash the fully resolved trial and travel: no path in them, every default filled, what changes a
+number in them (issue 12), plus the stale-trial finder on hand-built results folders."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config.resolve import TRAIN_FIELDS
+from harness.config.spec import TrainConfig
+from harness.config.stale import describe_stale, find_stale, move_aside, stale_keys
+from harness.config.sweep_file import load_sweep
+
+PLUGIN = '''
+from dataclasses import dataclass
+import torch.nn.functional as F
+from methods import Method, register
+
+
+@register("keys_plugin_test")
+class ScaledCE(Method):
+    @dataclass(frozen=True)
+    class Params:
+        scale: float = 1.0
+
+    def loss(self, logits, targets, ctx):
+        ce = F.cross_entropy(logits, targets)
+        return {"loss": self.params.scale * ce, "ce": ce}
+'''
+
+SWEEP = """\
+schema_version: 1
+name: keys
+{imports}methods: [{methods}]
+datasets: [digits]
+models: [tiny_cnn]
+seeds: [0, 1]
+train: {{epochs: 1}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def forget_plugin():
+    from methods import METHODS
+
+    METHODS.unregister("keys_plugin_test")
+    yield
+    METHODS.unregister("keys_plugin_test")
+
+
+def write_sweep(folder: Path, methods: str, imports: bool, plugin: str = PLUGIN) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plugin.py").write_text(plugin)
+    path = folder / "s.yaml"
+    path.write_text(SWEEP.format(methods=methods, imports="imports: [plugin.py]\n" if imports else ""))
+    return path
+
+
+def keys(path: Path) -> dict[tuple, str]:
+    return {(t.method, t.seed): t.key() for t in load_sweep(path).trials}
+
+
+def test_copying_a_sweep_and_its_plugin_elsewhere_keeps_every_key(tmp_path):
+    a = keys(write_sweep(tmp_path / "a", "ce, keys_plugin_test", imports=True))
+    from methods import METHODS
+
+    METHODS.unregister("keys_plugin_test")  # the copy registers its own module, as a fresh process would
+    b = keys(write_sweep(tmp_path / "elsewhere" / "b", "ce, keys_plugin_test", imports=True))
+    assert a == b and len(a) == 4
+
+
+def test_adding_an_import_leaves_the_builtins_keys_unchanged(tmp_path):
+    without = keys(write_sweep(tmp_path / "a", "ce, zipf", imports=False))
+    with_import = keys(write_sweep(tmp_path / "b", "ce, zipf", imports=True))
+    assert without == with_import
+
+
+def test_a_user_method_key_holds_the_content_hash_of_its_file(tmp_path):
+    path = write_sweep(tmp_path / "a", "keys_plugin_test", imports=True)
+    spec = load_sweep(path).trials[0]
+    expected = hashlib.sha256((tmp_path / "a" / "plugin.py").read_bytes()).hexdigest()[:16]
+    assert spec.method_source == expected
+    assert str(tmp_path) not in json.dumps(spec.key_dict())  # no path in what the key hashes
+    from methods import METHODS
+
+    METHODS.unregister("keys_plugin_test")
+    edited = write_sweep(tmp_path / "b", "keys_plugin_test", imports=True, plugin=PLUGIN + "\n# edited\n")
+    assert load_sweep(edited).trials[0].key() != spec.key()
+
+
+def test_the_key_holds_resolved_dataset_params_and_leaves_the_root_out(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, "ce", imports=False)).trials[0]
+    # Digits.Params' defaults (harness/data), written out here by hand
+    assert spec.dataset_params == {"val_fraction": 0.2, "split_seed": 0, "crop_padding": 0, "flip": False}
+    kd = spec.key_dict()
+    assert kd["spec_version"] == 2 and kd["method_params"] == {} and kd["model"] == "tiny_cnn"
+    assert set(kd["train"]) == {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "checkpoint",
+                                                                                    "sync_debug"}
+    blob = json.dumps(kd, sort_keys=True, separators=(",", ":"))
+    assert spec.key() == "ce-digits-s0-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+    a = load_sweep(write_sweep(tmp_path / "c", "ce", imports=False)).trials
+    path = tmp_path / "d" / "s.yaml"
+    path.parent.mkdir()
+    path.write_text(SWEEP.format(methods="ce", imports="").replace("datasets: [digits]", "datasets: [cifar10]"))
+    b = load_sweep(path).trials
+    path.write_text(path.read_text().replace("datasets: [cifar10]", "datasets: [{name: cifar10, params: {root: /x}}]"))
+    assert [t.key() for t in load_sweep(path).trials] == [t.key() for t in b]
+    assert {t.key() for t in a}.isdisjoint(t.key() for t in b)
+
+
+def test_a_changed_dataset_default_changes_the_key(tmp_path, monkeypatch):
+    from harness.data import DATASETS
+
+    path = write_sweep(tmp_path, "ce", imports=False)
+    before = load_sweep(path).trials[0]
+    digits = DATASETS.get("digits")
+    monkeypatch.setattr(digits, "Params", dataclasses.make_dataclass(
+        "Params", [(f.name, f.type, dataclasses.field(default=0.25 if f.name == "val_fraction" else f.default))
+                   for f in dataclasses.fields(digits.Params)], frozen=True))
+    after = load_sweep(path).trials[0]
+    assert after.dataset_params["val_fraction"] == 0.25 and after.key() != before.key()
+    assert after.request == before.request  # the file asks for the same thing
+
+
+@pytest.mark.parametrize("setting, a, b, same", [("threads", 1, 2, False), ("num_workers", 0, 2, False),
+                                                  ("device", "cpu", "auto", True), ("checkpoint", True, False, True)])
+def test_what_changes_numbers_is_in_the_key_and_nothing_else(setting, a, b, same, tmp_path):
+    path = write_sweep(tmp_path, "ce", imports=False)
+    ka = load_sweep(path, [f"train.{setting}={a}"]).trials[0].key()
+    kb = load_sweep(path, [f"train.{setting}={b}"]).trials[0].key()
+    assert (ka == kb) is same
+
+
+def test_every_trainconfig_field_is_a_validated_setting():
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(TRAIN_FIELDS)
+    assert {"protocol", "holdout", "holdout_seed"} <= set(TRAIN_FIELDS)
+
+
+# --- stale trials on hand-built folders (no training) ---------------------------------------------
+
+def fake_trial(folder: Path, key: str, spec: dict, finished: bool = True) -> None:
+    tdir = folder / "trials" / key
+    tdir.mkdir(parents=True)
+    (tdir / "config.json").write_text(json.dumps({"key": key, "spec": spec}))
+    (tdir / "result.json").write_text(json.dumps({"status": "finished" if finished else "running"}))
+
+
+def test_stale_keys_finds_old_resolutions_of_a_current_request(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path / "sweep", "ce", imports=False)).trials[0]
+    current = spec.to_dict()
+    folder = tmp_path / "results"
+    (folder / "trials").mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"trials": [{"key": spec.key(), "spec": current}]}))
+    old = json.loads(json.dumps(current))
+    old["dataset_params"]["val_fraction"] = 0.3
+    fake_trial(folder, "ce-digits-s0-old", old)                          # same request, other resolution
+    other = dict(old, request="something-else")
+    fake_trial(folder, "ce-digits-s0-other", other)                      # another request: an orphan, not stale
+    fake_trial(folder, "ce-digits-s0-unfinished", old, finished=False)   # not finished: nothing to protect
+    legacy = {k: v for k, v in old.items() if k not in ("request", "spec_version", "method_source")}
+    fake_trial(folder, "ce-digits-s0-legacy", legacy)                    # written before keys were resolved
+    fake_trial(folder, spec.key(), current)                              # the current trial itself
+    assert stale_keys(folder) == {"ce-digits-s0-old", "ce-digits-s0-legacy"}
+    lines = describe_stale(find_stale(folder, {spec.key(): current}))
+    assert len(lines) == 2
+    assert any("dataset_params.val_fraction 0.3 -> 0.2" in line for line in lines)
+    assert any("stored by an older tfbench" in line for line in lines)
+    moved = move_aside(folder, {"ce-digits-s0-old"})
+    assert moved == [folder / "stale" / "ce-digits-s0-old"] and (moved[0] / "config.json").exists()
+    assert not (folder / "trials" / "ce-digits-s0-old").exists()
+
+
+def test_stale_keys_of_a_folder_without_a_sweep_record_is_empty(tmp_path):
+    assert stale_keys(tmp_path) == set()
+    shutil.rmtree(tmp_path)
+    assert stale_keys(tmp_path) == set()
