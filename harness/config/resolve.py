@@ -24,7 +24,6 @@ from methods.registry import did_you_mean
 from methods.user import source_hash
 
 TRAIN_FIELDS = list(TrainSettings.model_fields)
-TRAIN_CONFIG_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 SET_SECTIONS = ("method", "dataset", "model", "train")
 HARNESS_MODEL_KEYS = {"num_classes": "from the data set", "in_chans": "from the data set",
                       "input_size": "from the data set", "pretrained": "every trial trains from scratch",

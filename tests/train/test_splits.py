@@ -60,8 +60,8 @@ def test_config_fields_presets_and_checks():
     assert resolve_trial(method="ce", dataset="cifar10", seed=0, train={"holdout": 0.2}).train.holdout == 0.2
     paper = resolve_trial(method="ce", dataset="digits", seed=0, train={"protocol": "paper"})
     assert paper.key() != spec.key()  # part of the trial key
-    for train, message in [({"protocol": "test"}, "train.protocol is 'test'; allowed: clean, paper"),
-                           ({"holdout": 1.5}, "train.holdout is 1.5; allowed: a fraction in (0, 1)"),
-                           ({"holdout": 0}, "train.holdout is 0; allowed")]:
+    for train, message in [({"protocol": "test"}, "train.protocol: found 'test'; allowed: clean, paper"),
+                           ({"holdout": 1.5}, "train.holdout: found 1.5; allowed: a fraction in (0, 1)"),
+                           ({"holdout": 0}, "train.holdout: found 0; allowed")]:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             resolve_trial(method="ce", dataset="digits", seed=0, train=train)
