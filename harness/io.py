@@ -12,10 +12,7 @@ from typing import Any
 
 # The folder above harness/: a git checkout when run from source, site-packages when installed. Nothing
 # may default a results or data folder to it (an installed copy would write into site-packages).
-# REPO_ROOT stays only until harness/data and harness/cli/run.py stop importing it (their owners move the
-# data home to $TFBENCH_DATA / a user cache and the results default to ./results); then delete it.
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
-REPO_ROOT = _PACKAGE_PARENT
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

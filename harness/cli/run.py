@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.io import REPO_ROOT
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", type=Path, help="a sweep definition file (see sweeps/ and the README)")
@@ -14,8 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved trial list and exit; writes nothing")
     p.add_argument("--address", default=None,
                    help="attach to an existing Ray cluster (default: $RAY_ADDRESS, else start a local one)")
-    p.add_argument("--results", type=Path, default=REPO_ROOT / "results",
-                   help="results root (default: results/ of this checkout); the sweep writes <root>/<name>/")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="results root (default: ./results under the current folder); the sweep writes <root>/<name>/")
     p.add_argument("--no-progress", action="store_true", help="no live status line")
     p.add_argument("--rerun-stale", action="store_true",
                    help="retrain trials whose finished results were computed under settings the sweep no longer "

@@ -13,10 +13,16 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.config.presets import default_holdout, default_model, default_recipe, method_preset
+from harness.config.presets import (
+    default_epochs,
+    default_holdout,
+    default_model,
+    default_recipe,
+    method_preset,
+)
 from harness.config.problems import render
 from harness.config.schema import MAX_SEED, TrainSettings
-from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrialSpec, resolve_train
+from harness.config.spec import NOT_IN_KEY_DATASET, TrialSpec, resolve_train
 from harness.errors import UserError
 from methods import METHODS, make_params
 from methods.params import check_params, explain
@@ -125,7 +131,7 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
             raise UserError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: a finite number")
     given_train = check_train(train or {})
     values = dict(given_train)
-    epochs = values.pop("epochs", TrainConfig.epochs)
+    epochs = values.pop("epochs", default_epochs(dataset))
     recipe = values.pop("recipe", default_recipe(dataset))
     values.setdefault("holdout", default_holdout(dataset))
     config = resolve_train(epochs, recipe, **values)

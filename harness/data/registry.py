@@ -19,13 +19,11 @@ the layout expected there.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,6 +31,7 @@ from torch.utils.data import Dataset
 
 from harness.data.common import ImageFileDataset, TensorImageDataset, tensor_transform
 from harness.errors import UserError
+from methods.params import check_params
 from methods.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -167,43 +166,13 @@ class DatasetDef:
 
 
 def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:
-    """Build `cls.Params` from a plain dict; unknown keys and wrong types are one clear `UserError`."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-    hints = typing.get_type_hints(cls.Params)
-    out = {}
-    for key, value in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"dataset {cls.name!r}: unknown parameter {key!r}{hint}; "
-                            f"allowed: {', '.join(fields) or 'none'}")
-        out[key] = _coerce(cls.name, key, value, hints[key])
-    return cls.Params(**out)
-
-
-def _coerce(dataset: str, key: str, value: Any, hint: Any) -> Any:
-    base = hint
-    if typing.get_origin(hint) is not Literal:  # Optional[X] / X | None: unwrap to X
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if typing.get_origin(base) is Literal:
-        if value in typing.get_args(base):
-            return value
-        raise UserError(f"dataset {dataset!r}: parameter {key!r} is {value!r}; "
-                        f"allowed: {', '.join(map(str, typing.get_args(base)))}")
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(base, True)
-    if not ok:
-        raise UserError(f"dataset {dataset!r}: parameter {key!r} is {value!r} ({type(value).__name__}); "
-                        f"expected {getattr(base, '__name__', base)}")
-    return float(value) if base is float else value
+    """Build `cls.Params` from a plain dict through the one parameter validator (methods.params, as for
+    methods' parameters): every unknown key and wrong type in one `UserError`."""
+    resolved, problems = check_params(cls.Params, dict(values or {}))
+    if problems:
+        raise UserError(" | ".join(f"dataset {cls.name!r}: parameter {'.'.join(map(str, loc))}: {what}"
+                                   for loc, what in problems))
+    return cls.Params(**resolved)
 
 
 # --- where each dataset looks -----------------------------------------------------------------

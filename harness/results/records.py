@@ -199,6 +199,15 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr) -> pd.Data
         trials = pd.read_csv(io.StringIO(text))
     else:
         trials = pd.read_csv(path)
+    # against the sweep as last run: a folder whose spec another key now answers is stale even if the csv
+    # (written before, or rebuilt from every record) does not say so
+    from harness.config.stale import stale_keys
+
+    stale = stale_keys(folder)
+    if stale and "key" in trials.columns:
+        marked = trials["stale"].astype(str).str.strip().str.lower().isin(("true", "1", "yes")) \
+            if "stale" in trials.columns else False
+        trials["stale"] = marked | trials["key"].isin(stale)
     return without_stale(trials, warn=warn)
 
 
