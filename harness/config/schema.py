@@ -35,7 +35,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 class TrainSettings(Strict):
     """Training settings for every trial. A value left out (or null) is the recipe's or TrainConfig's default."""
 
-    epochs: Positive | None = Field(None, description="training epochs (default 200)")
+    epochs: Positive | None = Field(None, description="training epochs (default: the data set's preset)")
     recipe: Literal[tuple(RECIPES)] | None = Field(  # type: ignore[valid-type]
         None, description="the official recipe whose optimiser/schedule defaults apply "
                           "(default: imagenet for imagenet/inat21, else zipf)")
@@ -140,6 +140,8 @@ class SweepFile(Strict):
     dataset_defaults: dict[str, DatasetDefaults] | None = Field(None, description="dataset -> overrides")
     resources: Resources | None = Field(None, description="per-trial resources")
     retries: Annotated[int, Field(ge=0, le=100)] = Field(1, description="extra attempts for a trial that raises")
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="significance level of the tables' paired tests (Holm-adjusted); bold needs p below it")
 
     @field_validator("schema_version")
     @classmethod
