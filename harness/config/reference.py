@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def _type(annotation: Any) -> str:
         return f"mapping of {_type(args[0])} -> {_type(args[1])}"
     if typing.get_origin(annotation) is list:
         return f"list of {_type(args[0])}" if args else "list"
-    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         kinds = [_type(a) for a in args if a is not type(None)]
         return " or ".join(kinds) + (" or null" if type(None) in args else "")
     return type_name(annotation)
