@@ -5,6 +5,9 @@ Every function stays on its inputs' device and never synchronises with the host 
 C classes, V votes per sample, D channels. "Full layout" means a (B, C) tensor whose target column is 0,
 used for non-target distributions so that no (B, C-1) copy of the logits is ever gathered.
 See docs/METHODS.md for the definitions these functions pin.
+
+Over 400 lines on purpose: it is the one importable catalogue of every method's math (the names a
+user imports), and the Zipf part, half of it, shares its helpers with the others.
 """
 from __future__ import annotations
 
