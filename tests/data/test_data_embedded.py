@@ -95,7 +95,7 @@ def test_synthetic_bad_params():
     one_line_error(e, "num_clases", "did you mean 'num_classes'")
     with pytest.raises(UserError) as e:
         build_dataset("synthetic", {"noise": "high"})
-    one_line_error(e, "noise", "float")
+    one_line_error(e, "noise", "allowed: a number")
 
 
 
