@@ -207,6 +207,9 @@ def test_stale_rows_are_left_out_with_one_line(tmp_path, capsys):
     for t in specs:
         src = folder / "trials" / f"{t.method}-digits-s{t.seed}-0123456789"
         os.rename(src, folder / "trials" / t.key())
+    # and the sweep record at them too, as `tfbench run` writes it (the readers judge staleness against it)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"source": "x.yaml", "file": {"name": "sweep"},
+                                                       "trials": [{"key": t.key(), "spec": t.to_dict()} for t in specs]}))
     ls0 = next(t.key() for t in specs if (t.method, t.seed) == ("ls", 0))
     write_trials_csv(folder, specs, stale={ls0})
     trials = pd.read_csv(folder / "trials.csv")
