@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -96,6 +96,12 @@ class Method:
     def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         """Return {"loss": total, <part>: value, ...} for one batch. logits (B, C), targets (B,)."""
         raise NotImplementedError
+
+    def compiled_loss(self, mode: str | None = None) -> Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]]:
+        """`loss` for a compiled run (`train.compile`): `torch.compile(self.loss)` unless the method overrides
+        it (Zipf's LS swaps its few-FLOPs eager form for a static-shape one that compiles into a few kernels).
+        `mode` is torch.compile's (`"reduce-overhead"` adds CUDA-graph capture)."""
+        return torch.compile(self.loss, mode=mode)
 
     def extra_modules(self) -> nn.Module | None:
         """Trainable modules the method adds (optimised with the model, saved in checkpoints)."""

@@ -152,6 +152,36 @@ class Zipf(Method):
             parts["aux_ce"] = aux.detach()
         return {"loss": total, **parts}
 
+    def compiled_loss(self, mode: str | None = None):
+        """The dense-vote loss through `methods.compiled` (one static-shape region: votes, ranks, weights, CE
+        and KL, equal to `loss` to 1e-6); the rank-free and non-dense variants compile their eager form."""
+        p = self.params
+        if not (self.uses_votes and p.lam > 0):
+            return super().compiled_loss(mode)
+        from .compiled import compiled_zipf_loss
+
+        region = compiled_zipf_loss(mode)
+
+        def loss(logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+            if ctx.final_map is None or ctx.classifier is None:
+                raise ValueError("method 'zipf' (dense: true) needs ctx.final_map and ctx.classifier")
+            extra = self.extra
+            ce, zipf = region(logits=logits.float(), targets=targets, final_map=ctx.final_map,
+                              weight=ctx.classifier.weight, bias=ctx.classifier.bias,
+                              extra_votes_map=self._prev_map(ctx) if extra is not None else None,
+                              extra_weight=None if extra is None else extra.weight,
+                              extra_bias=None if extra is None else extra.bias, upsample=p.upsample,
+                              distribution=p.distribution, alpha=p.alpha, smallest_prob=p.smallest_prob,
+                              exp_lambda=p.exp_lambda, mask=p.mask)
+            total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
+            if extra is not None:
+                aux = F.cross_entropy(extra(self._prev_map(ctx).float().mean(dim=(2, 3))).float(), targets)
+                total = total + p.beta * aux
+                parts["aux_ce"] = aux.detach()
+            return {"loss": total, **parts}
+
+        return loss
+
     def _prev_map(self, ctx: StepContext) -> Tensor:
         if ctx.prev_map is None:
             raise ValueError("method 'zipf' (extra_dense_layer: true) needs ctx.prev_map")

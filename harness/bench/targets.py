@@ -144,23 +144,36 @@ def _methods_run(args: argparse.Namespace) -> int:
 
 
 def _gpu_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=150, help="training steps per epoch measured (default 150)")
+    p.add_argument("--steps", type=int, default=100, help="training steps per epoch measured (default 100)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default 2)")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers on the DataLoader path (default 8)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or a,b; default all; CE is always run as the reference)")
+    p.add_argument("--mode", dest="modes", action="append", choices=["eager", "compiled"],
+                   help="eager and/or compiled (train.compile) rows (repeatable; default both)")
+    p.add_argument("--path", dest="paths", action="append", choices=["fast", "loader"],
+                   help="the in-memory fast path and/or the DataLoader path (repeatable; default both)")
     p.add_argument("--out", type=Path, default=None, help="also write bench_gpu.md and bench_gpu.json here")
 
 
 def _gpu_run(args: argparse.Namespace) -> int:
     import torch
 
+    from harness.bench.gpu import ALL_METHODS
     from harness.bench.gpu import run as bench_gpu
 
     if not torch.cuda.is_available():
         raise UserError("bench gpu: no CUDA device is visible; this benchmark needs one")
     if min(args.steps, args.epochs) < 1 or args.workers < 0:
         raise UserError("bench gpu: --steps and --epochs must be >= 1 and --workers >= 0")
-    bench_gpu(args.steps, args.epochs, args.workers, args.compile, args.out)
+    methods = split_list(args.methods) or list(ALL_METHODS)
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise UserError(f"bench gpu: unknown method {unknown[0]!r}; allowed: {', '.join(ALL_METHODS)}")
+    methods = ["ce"] + [m for m in methods if m != "ce"]
+    bench_gpu(args.steps, args.epochs, args.workers, args.out, tuple(methods),
+              modes=tuple(dict.fromkeys(args.modes or ["eager", "compiled"])),
+              paths=tuple(dict.fromkeys(args.paths or ["fast", "loader"])))
     return 0
 
 

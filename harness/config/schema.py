@@ -53,7 +53,7 @@ class TrainSettings(Strict):
     device: Annotated[str, Field(pattern=DEVICE_RULE)] | None = Field(None, description="auto, cpu, cuda or cuda:N")
     threads: Whole | None = Field(None, description="torch.set_num_threads; 0 = torch's default (in the key)")
     num_workers: Whole | None = Field(None, description="DataLoader workers (file-based sets; in the key)")
-    compile: bool | None = Field(None, description="torch.compile the model (CUDA)")
+    compile: bool | None = Field(None, description="torch.compile the step: the forward with the maps a method declared, and its loss")
     amp: bool | None = Field(None, description="bf16 autocast on CUDA (never on CPU)")
     checkpoint: bool | None = Field(None, description="write checkpoint.pt every epoch")
     max_steps_per_epoch: Whole | None = Field(None, description="0 = whole epochs; > 0 caps each epoch")

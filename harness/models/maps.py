@@ -133,12 +133,17 @@ def forward_with_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tens
     Maps are NCHW (NHWC models are permuted). Models whose final features are not a map (ViTs), or whose head
     is not average pooling plus one Linear (up to the LayerNorm case), raise UserError.
     """
+    if isinstance(_unwrap(model), MapsForward):  # its compiled wrapper (train.compile): one graph, maps included
+        return model(x)
     model = _unwrap(model)
     if not hasattr(model, "forward_intermediates"):
         raise UserError(f"model {type(model).__name__} has no forward_intermediates; methods that need feature "
                         f"maps work with our models and timm's CNNs (resnet, densenet, convnext, efficientnet...)")
     native, taps = model.forward_intermediates(x, indices=2)
-    kind = _head_kind(model, native)
+    return _assemble(model, _head_kind(model, native), native, taps)
+
+
+def _assemble(model: nn.Module, kind: str, native: Tensor, taps: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     logits = model.forward_head(native)  # (B, C)
     final = _dense_map(model, kind, native)  # (B, D, H, W)
     prev = taps[_prev_tap(model)]  # timm returns intermediates in NCHW (output_fmt's default)
@@ -154,12 +159,35 @@ def forward_plain(model: nn.Module, x: Tensor) -> Tensor:
 
 
 class MapsForward(nn.Module):
-    """`forward(x)` = `forward_with_maps(model, x)`: wrap the model in this before DistributedDataParallel, so
-    the maps forward goes through DDP's own forward (its gradient synchronisation)."""
+    """`forward(x)` = `forward_with_maps(model, x)` as a module: what torch.compile compiles for methods that
+    need maps (`train.compile`), and what to wrap before DistributedDataParallel so the maps forward goes
+    through DDP's own forward. The head kind is probed once, outside any graph, then is a constant: the
+    compiled forward is one graph (after one recompilation for the constant)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.head_kind: str | None = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return forward_with_maps(self.model, x)
+        if not hasattr(self.model, "forward_intermediates"):
+            return forward_with_maps(self.model, x)  # the one-line refusal
+        if self.head_kind is None:
+            self.head_kind = _probe_head_kind(self.model, x)
+        native, taps = self.model.forward_intermediates(x, indices=2)
+        return _assemble(self.model, self.head_kind, native, taps)
+
+
+@torch.compiler.disable
+def _probe_head_kind(model: nn.Module, x: Tensor) -> str:
+    """`_head_kind` on this batch's map, computed in eval mode without gradients: no batch-norm statistic moves,
+    so a compiled run trains on exactly the numbers an eager one does."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            native, _ = model.forward_intermediates(x, indices=2)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return _head_kind(model, native)

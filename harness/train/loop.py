@@ -65,12 +65,15 @@ class TrialDiverged(RuntimeError):
 def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                xp: Tensor | None, ctx: StepContext, lr: float, classifier: torch.nn.Module | None, amp: bool,
                sums: dict[str, Tensor], counts: Tensor, params: list[Tensor], world: int = 1,
-               after_loss: Callable[[], None] | None = None) -> None:
+               after_loss: Callable[[], None] | None = None,
+               loss_fn: Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]] | None = None) -> None:
     """One optimisation step: the code path of every trial, and of `tfbench bench step`.
 
     x (B, C, H, W), y (B,), xp: CS-KD's partner images (B, C, H, W) or None. Adds each loss part times B
     into `sums` and (correct, seen) into `counts`, on the device: nothing here reads a value on the host.
-    `after_loss()` is called once the loss exists (the benchmark's forward timer).
+    `after_loss()` is called once the loss exists (the benchmark's forward timer). `model` may be a compiled
+    module (for methods that need maps, a compiled `MapsForward`) and `loss_fn` the method's compiled loss
+    (`train.compile`); by default `method.loss`.
     """
     from harness.models import forward_with_maps
 
@@ -85,7 +88,7 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
         if xp is not None:
             with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
                 ctx.partner_logits = model(xp).float()
-    parts = method.loss(logits.float(), y, ctx)
+    parts = (loss_fn or method.loss)(logits.float(), y, ctx)
     if after_loss is not None:
         after_loss()
     opt.zero_grad(set_to_none=True)
@@ -107,8 +110,9 @@ class Rig:
     """Everything one trial trains with, built once from the spec (`build_rig`)."""
 
     model: torch.nn.Module
-    step_model: torch.nn.Module    # the model, or its torch.compile'd wrapper
+    step_model: torch.nn.Module    # the model, or (train.compile) its compiled forward, maps included
     method: Method
+    loss_fn: Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]]  # method.loss, or its compiled form
     extra: torch.nn.Module | None  # the method's trainable modules
     params: list[Tensor]
     opt: torch.optim.Optimizer
@@ -239,9 +243,16 @@ def build_rig(spec: TrialSpec) -> Rig:
     splits = make_splits(bundle.train_labels, protocol=t.protocol, holdout=t.holdout, holdout_seed=t.holdout_seed)
     fit = splits.fit if splits.select is not None else None
     plan = BatchPlan(bundle.train_labels, t.batch_size, generator, method, rank, world, t.max_steps_per_epoch, fit)
+    from harness.models import MapsForward
     from harness.models import classifier as get_classifier
 
-    return Rig(model=model, step_model=torch.compile(model) if t.compile else model, method=method, extra=extra,
+    # train.compile compiles the whole step for every method: the forward (with the maps a method declared,
+    # as one module) and the loss (a method may give a compile-friendly form: Method.compiled_loss)
+    step_model, loss_fn = model, method.loss
+    if t.compile:
+        step_model = torch.compile(MapsForward(model) if method.needs.features else model)
+        loss_fn = method.compiled_loss()
+    return Rig(model=model, step_model=step_model, loss_fn=loss_fn, method=method, extra=extra,
                params=params, opt=opt, generator=generator, method_gen=method_gen, plan=plan,
                loaders=make_loaders(bundle, spec, plan, splits, device, generator),
                classifier=get_classifier(model) if method.needs.features else None, bundle=bundle,
@@ -313,7 +324,8 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
         ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=r.method_gen)
         with no_host_sync(t.sync_debug and r.device.type == "cuda"):
             train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
-                       classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, params=r.params, world=r.world)
+                       classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, params=r.params, world=r.world,
+                       loss_fn=r.loss_fn)
         counted += 1
     sync(r.device)
     seconds = time.perf_counter() - tick

@@ -186,9 +186,15 @@ def test_gpu_check_script_runs_in_smoke_form_on_cpu(tmp_path, capsys):
 
     small = dict(num_classes=4, num_superclasses=2, image_size=16, train_per_class=8, val_per_class=2,
                  crop_padding=4, flip=True)
-    rows = run(steps=2, epochs=1, workers=0, out=tmp_path, device="cpu", dataset_params=small, model="tiny_cnn")
+    report = run(steps=2, epochs=1, workers=0, out=tmp_path, device="cpu", dataset_params=small, model="tiny_cnn",
+                 methods=("ce", "zipf"), modes=("eager",), loss_repeats=2)
+    rows = report["steps"]
     assert [(r["method"], r["path"].split()[0]) for r in rows] == [("ce", "fast"), ("zipf", "fast"),
                                                                      ("ce", "DataLoader"), ("zipf", "DataLoader")]
     assert all(r["images_per_s"] > 0 for r in rows)
     assert [r["vs_ce"] for r in rows if r["method"] == "ce"] == [1.0, 1.0]
-    assert "not checked (no CUDA device)" in (tmp_path / "bench_gpu.md").read_text()
+    assert [(r["loss"], r["mode"]) for r in report["losses"]] == [("ce", "eager"), ("zipf", "eager")]
+    assert all(r["ms"] > 0 for r in report["losses"]) and report["losses"][0]["vs_ce"] == 1.0
+    md = (tmp_path / "bench_gpu.md").read_text()
+    assert "not checked (no CUDA device)" in md and "The losses alone" in md
+    assert json.loads((tmp_path / "bench_gpu.json").read_text())["steps"][0]["method"] == "ce"

@@ -111,3 +111,25 @@ def test_inductor_compiled_equals_eager():
                                    distribution=dist, mask=mask, **params), z)
     for a, r in zip(got, ref, strict=True):
         assert_rel(a, r)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_on_cuda_equals_eager_and_never_syncs_with_the_host():
+    b, c, d, h, up, dist, params, mask = CASES[1]
+    fm, w, bias, z, y = (t.cuda() for t in inputs(b, c, d, h, seed=11))
+    z = z.detach().requires_grad_()
+    ref = loss_and_grad(lambda: eager(fm, w, bias, z, y, up, dist, params, mask), z)
+    fn = compiled_zipf_loss()
+
+    def call():
+        return fn(logits=z, targets=y, final_map=fm, weight=w, bias=bias, upsample=up, distribution=dist, mask=mask,
+                  **params)
+
+    loss_and_grad(call, z)  # compile outside the check
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = loss_and_grad(call, z)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for a, r in zip(got, ref, strict=True):
+        assert_rel(a, r)

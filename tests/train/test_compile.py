@@ -1,0 +1,64 @@
+"""`train.compile` compiles the whole step for every method: the forward (with the maps a method declared, as
+one `MapsForward` module) and the loss (`Method.compiled_loss`), and trains to the eager numbers.
+
+torch.compile runs with backend="eager" here: Dynamo captures the graphs (what compiling applies to) without
+generating C++, which would take minutes per method on a 2-core CPU. Inductor itself is checked on the Zipf
+loss in tests/methods/test_zipf_compiled.py."""
+import json
+
+import pytest
+import torch
+
+from harness.config.resolve import resolve_trial
+from harness.models import MapsForward
+from harness.train.loop import train_trial
+from methods.compiled import compiled_zipf_loss
+
+pytestmark = pytest.mark.slow
+
+METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"]
+
+
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """torch.compile, recorded and forced to Dynamo's eager backend."""
+    real, calls = torch.compile, []
+
+    def recording(fn=None, **kwargs):
+        calls.append(fn)
+        kwargs["backend"] = "eager"
+        kwargs.pop("mode", None)
+        return real(fn, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    compiled_zipf_loss.cache_clear()
+    yield calls
+    compiled_zipf_loss.cache_clear()
+    torch._dynamo.reset()
+
+
+def run(tmp_path, method, compile_):
+    spec = resolve_trial(method=method, dataset="digits", seed=0,
+                         train=dict(epochs=2, batch_size=32, max_steps_per_epoch=3, checkpoint=False, compile=compile_))
+    out = tmp_path / f"{method}-{compile_}"
+    train_trial(spec, out, log=lambda s: None)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compile_applies_to_every_method_and_trains_to_the_eager_numbers(tmp_path, compile_calls, method):
+    eager = run(tmp_path, method, False)
+    assert compile_calls == []
+    compiled = run(tmp_path, method, True)
+    forwards = [f for f in compile_calls if isinstance(f, torch.nn.Module)]
+    losses = [f for f in compile_calls if not isinstance(f, torch.nn.Module)]
+    assert len(forwards) == 1 and len(losses) == 1, compile_calls
+    needs_maps = method == "zipf"  # the digits preset: dense votes and the extra dense layer
+    assert isinstance(forwards[0], MapsForward) == needs_maps
+    if method == "zipf":  # the static-shape region of methods.compiled, not the eager loss
+        assert losses[0].__name__ == "zipf_loss_dense"
+    else:
+        assert getattr(losses[0], "__name__", "") == "loss"
+    for a, b in zip(eager, compiled, strict=True):
+        for key in ("train_loss", "train_top1", "val_top1", "val_nll"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (key, a[key], b[key])
