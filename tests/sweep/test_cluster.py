@@ -69,6 +69,40 @@ def test_unschedulable_means_never_fits_or_pending_on_an_idle_cluster():
     assert cluster.unschedulable([{"CPU": 1}] * 2, nodes, total, total)
 
 
+def test_the_watchdog_fails_a_placement_pending_a_minute_on_an_idle_cluster_only(monkeypatch):
+    import ray
+    import ray.util
+
+    table = {"pg1": {"state": "PENDING", "bundles": {0: {"CPU": 1.0}, 1: {"CPU": 1.0}}},
+             "pg0": {"state": "CREATED", "bundles": {0: {"memory": 1.0}}}}
+    available = {"CPU": 1.0, "GPU": 0.0}  # another job holds one CPU
+    monkeypatch.setattr(ray.util, "placement_group_table", lambda: table)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    monkeypatch.setattr(ray, "available_resources", lambda: dict(available))
+    monkeypatch.setattr(cluster, "ray_nodes", lambda: [{"CPU": 2.0, "GPU": 0.0}])
+    dog = cluster.PendingWatchdog(cluster.trial_placement(cpus=1, gpus=0, workers=2), limit_s=60, every_s=0)
+    dog.poll(now=1000.0)
+    dog.poll(now=1061.0)  # a minute pending, but the cluster is busy: waiting is right
+    available["CPU"] = 2.0  # the other job is gone, and pg1 is still pending: it never will be placed
+    table["pg2"] = {"state": "PENDING", "bundles": {0: {"CPU": 1.0}}}
+    with pytest.raises(UserError, match="could not be placed for 62 s while the Ray cluster had no other work"):
+        dog.poll(now=1062.0)
+    del table["pg1"]
+    dog.poll(now=1063.0)  # pg2 is pending for 1 s only: not yet
+
+
+def test_fit_gives_back_the_watchdogs_line_from_inside_tunes_errors():
+    class Tuner:
+        def fit(self):
+            try:
+                raise UserError("resources: the line")
+            except UserError as e:
+                raise RuntimeError("Tune run failed") from e
+
+    with pytest.raises(UserError, match="^resources: the line$"):
+        cluster.fit(Tuner())
+
+
 def test_auth_environment_respects_the_user_and_sends_a_token_when_there_is_one(monkeypatch, tmp_path):
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
