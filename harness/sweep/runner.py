@@ -204,8 +204,10 @@ def _dp_worker(config: dict[str, Any]) -> None:
     entered = time.time()
     import ray.train
 
+    import harness.train.loop  # noqa: F401  (here only to time the worker's imports)
+
     # every worker reports (Ray Train's report is collective); train_trial writes files on rank 0 only
-    with cluster.StartupClock(config["trial_dir"], config["started"], entered):
+    with cluster.StartupClock(config["trial_dir"], config["started"], entered, time.time()):
         _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
 
 

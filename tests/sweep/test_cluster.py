@@ -241,7 +241,7 @@ def test_a_2_worker_x_1_cpu_data_parallel_trial_finishes_on_a_2_cpu_cluster(tmp_
     result = json.loads((tdir / "result.json").read_text())
     assert result["status"] == "finished" and result["world_size"] == 2
     startup = json.loads((tdir / "startup.json").read_text())
-    parts = startup["workers_s"] + startup["imports_s"] + startup["dataset_s"]
+    parts = startup["workers_s"] + startup["imports_s"] + startup["setup_s"] + startup["dataset_s"]
     assert startup["startup_s"] > 0 and abs(parts - startup["startup_s"]) < 0.01
     # the cluster keeps running, without the detached actor Ray Train created for the sweep
     assert ray.cluster_resources().get("CPU") == 2
