@@ -302,9 +302,10 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
     Returns 0 when every trial finished, 1 when some failed.
     """
     folder = (results_root / sweep.name).resolve()
-    if not (address or os.environ.get("RAY_ADDRESS")):  # on a cluster the data lives on the workers
-        check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
+    on_cluster = address or os.environ.get("RAY_ADDRESS")
     address = cluster.preflight(sweep.resources, address)  # reachable, and a trial fits: before any write
+    if not on_cluster:  # on a cluster the data lives on the workers
+        check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
     write_probe(folder)
     with ResultsLock(folder):
         _remove_stale_temporaries(folder)
