@@ -174,14 +174,15 @@ def resolve_address(address: str | None) -> str | None:
 def check_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> str:
     """host:port of a reachable Ray head, or one UserError line within `timeout` seconds (Ray itself
     retries a wrong address for minutes)."""
-    from ray._private.services import canonicalize_bootstrap_address
+    from ray._private.services import canonicalize_bootstrap_address, get_ray_address_from_environment
 
-    if is_loopback(address) and not _listens_beyond_loopback(address, timeout):
-        # a head on loopback only (docs/cluster.md): this driver must stay on loopback too, or Ray rewrites
-        # 127.0.0.1 to the machine's network address, where nothing listens
-        loopback_environment()
-    try:  # "auto" reads the address of the last `ray start` on this machine
-        resolved = canonicalize_bootstrap_address(address)
+    try:  # "auto": the address of the last `ray start` on this machine, as it recorded it
+        given = get_ray_address_from_environment(address, None) if address == "auto" else address
+        if given is not None and is_loopback(given) and not _listens_beyond_loopback(given, timeout):
+            # a head on loopback only (docs/cluster.md): this driver must stay on loopback too, or Ray
+            # rewrites 127.0.0.1 to the machine's network address, where nothing listens
+            loopback_environment()
+        resolved = canonicalize_bootstrap_address(given) if given is not None else None
     except Exception as e:  # Ray raises ConnectionError or ValueError, with advice meant for its own CLI
         raise UserError(f"--address {address}: {str(e).splitlines()[0]}") from None
     if resolved is None:
