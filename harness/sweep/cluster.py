@@ -2,7 +2,9 @@
 
 Why a module of its own: every surprise a sweep can meet on Ray (a trial that never gets placed, a wrong
 address that retries for minutes, a head that wants a token, ports open to the network, actors left on
-someone else's cluster) is decided here, before the runner writes anything or while it waits.
+someone else's cluster) is decided here, before the runner writes anything or while it waits. Its ~450
+lines stay one module because the runner edits are kept to single calls into it (other engineers rewrite
+runner.py at the same time), and every part reads the same Placement.
 
 A trial's placement, as Ray sees it:
 - one worker: one bundle {CPU: cpus_per_trial, GPU: gpus_per_trial}, the Tune trial itself;
@@ -224,7 +226,7 @@ def auth_environment(attach: bool) -> None:
     """Token authentication, as Ray documents it (RAY_AUTH_MODE, RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH /
     ~/.ray/auth_token). A user's RAY_AUTH_MODE always wins. A local cluster gets a token (Ray makes one if
     none exists). Attaching, a token that is present is sent: a head started by Ray >= 2.5x wants one, and
-    without it the connection fails only after ~35 s."""
+    without it the connection fails only after 20-35 s."""
     if "RAY_AUTH_MODE" not in os.environ and (not attach or token_available()):
         os.environ["RAY_AUTH_MODE"] = "token"
     if os.environ.get("RAY_AUTH_MODE") == "token":
@@ -275,8 +277,9 @@ def start_local(gpus_needed: bool) -> None:
     loopback_environment()
     auth_environment(attach=False)
     node = local_nodes(gpus_needed)[0]
-    # a capped object store: trials exchange only small metric dicts
-    ray.init(num_cpus=int(node["CPU"]), num_gpus=int(node["GPU"]), include_dashboard=False,
+    # a capped object store: trials exchange only small metric dicts; GPUs as Ray finds them unless the
+    # sweep wants some (then the count the placement check used)
+    ray.init(num_cpus=int(node["CPU"]), num_gpus=int(node["GPU"]) if gpus_needed else None, include_dashboard=False,
              log_to_driver=False, ignore_reinit_error=True, object_store_memory=200 * 1024**2,
              configure_logging=True, logging_level="ERROR")
 
