@@ -29,6 +29,7 @@ from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
 from harness.progress import Progress, file_logger
 from harness.results import records
+from harness.sweep import cluster
 
 # The trials.csv columns and the reading of trial records live with the readers (harness/results/records.py),
 # so that the readers never import the runner; these names stay importable from here.
@@ -141,6 +142,7 @@ def _tune_trainable(config: dict[str, Any], specs: dict[str, dict], folder: str,
 def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int, workers: int,
                cpus: float, gpus: float) -> None:
     """Data-parallel trial: a Ray Train TorchTrainer inside the Tune trial (gloo on CPU, NCCL on GPUs)."""
+    started = time.time()
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -148,7 +150,8 @@ def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, thre
     key = config["key"]
     trainer = TorchTrainer(
         _dp_worker,
-        train_loop_config={"spec": specs[key], "trial_dir": os.path.join(folder, "trials", key), "threads": threads},
+        train_loop_config={"spec": specs[key], "trial_dir": os.path.join(folder, "trials", key), "threads": threads,
+                           "started": started},
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
@@ -160,10 +163,14 @@ def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, thre
 
 
 def _dp_worker(config: dict[str, Any]) -> None:
+    entered = time.time()
     import ray.train
 
+    import harness.train.loop  # noqa: F401  (here only to time the worker's imports)
+
     # every worker reports (Ray Train's report is collective); train_trial writes files on rank 0 only
-    _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
+    with cluster.StartupClock(config["trial_dir"], config["started"], entered, time.time()):
+        _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
 
 
 def _make_callback(progress: Progress):
@@ -186,29 +193,16 @@ def _make_callback(progress: Progress):
 
 
 def init_ray(address: str | None, cpus: float, gpus_needed: float) -> None:
-    """Attach to `address` (or $RAY_ADDRESS), else start a local Ray; check the cluster has the resources a
-    trial asks for (one line naming the setting otherwise)."""
+    """Attach (run_sweep's preflight already did, after its checks) or start a loopback-only local Ray.
+    Whether a trial fits was checked before anything was written (cluster.preflight)."""
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster.resolve_address(address)
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        if not ray.is_initialized():
+            cluster.connect(address)
     else:
-        if gpus_needed > 0:
-            import torch
-
-            if torch.cuda.device_count() == 0:
-                raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but this machine has no visible GPU; "
-                                f"set it to 0, or attach to a cluster with GPUs (--address)")
-        # a capped object store: trials exchange only small metric dicts
-        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 object_store_memory=200 * 1024**2, configure_logging=True, logging_level="ERROR")
-    if gpus_needed > 0 and ray.cluster_resources().get("GPU", 0) < min(gpus_needed, 1):
-        raise UserError(f"resources.gpus_per_trial is {gpus_needed:g} but the Ray cluster has "
-                        f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
-    cluster_cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus > cluster_cpus:
-        raise UserError(f"resources.cpus_per_trial is {cpus:g} but the Ray cluster has only {cluster_cpus:g} CPUs")
+        cluster.start_local(gpus_needed > 0)
 
 
 def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
@@ -219,12 +213,12 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
     resources against this machine (without a cluster), data roots, and stale trials (finished under
     settings the sweep no longer means: refused unless `rerun_stale`, which moves them to stale/).
     """
-    from harness.config.machine import check_local_resources
     from harness.config.stale import describe_stale, find_stale, move_aside
 
     folder = (results_root / sweep.name).resolve()
-    if not (address or os.environ.get("RAY_ADDRESS")):  # on a cluster the data lives on the workers
-        check_local_resources(sweep)
+    on_cluster = address or os.environ.get("RAY_ADDRESS")
+    address = cluster.preflight(sweep.resources, address, sweep)  # reachable, and a trial fits: before any write
+    if not on_cluster:  # on a cluster the data lives on the workers
         check_data_roots([t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"])
     stale = find_stale(folder, {t.key(): t.to_dict() for t in sweep.trials})
     if stale and not rerun_stale:
@@ -311,23 +305,25 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
 
     r = sweep.resources
     workers = r.workers_per_trial
+    placement = cluster.placement_of(r)
     init_ray(address, r.cpus_per_trial * (workers if workers > 1 else 1), r.gpus_per_trial)
+    actors_before = cluster.leftover_candidates()
     specs = {t.key(): t.to_dict() for t in pending}
     threads = max(1, int(r.cpus_per_trial))
     if workers > 1:
         trainable = tune.with_parameters(_dp_driver, specs=specs, folder=str(folder), threads=threads,
                                          workers=workers, cpus=r.cpus_per_trial, gpus=r.gpus_per_trial)
-        # the driver itself only waits for the Train workers, which hold the trial's real resources
-        trainable = tune.with_resources(trainable, {"CPU": 0.01})
     else:
         trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
-        trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
+    trainable = tune.with_resources(trainable, cluster.tune_resources(placement))
     progress = Progress(sweep.name, len(sweep.trials), done_before=done_before)
     callbacks = [_make_callback(progress)] if show else []
+    callbacks.append(cluster.tune_watchdog_callback(cluster.PendingWatchdog(placement)))
     tuner = tune.Tuner(
         trainable,
         param_space={"key": tune.grid_search(list(specs))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=cluster.max_concurrent(placement, r.max_concurrent),
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(folder / ".ray"), verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.retries),
@@ -340,11 +336,13 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
         if show:
             progress.show(force=True)
         with _CtrlC() as ctrl_c:
-            tuner.fit()
+            cluster.fit(tuner)
     finally:
         progress.close()
         if not address and not os.environ.get("RAY_ADDRESS"):
             ray.shutdown()
+        else:  # someone else's cluster: keep it running, take back what this sweep left on it
+            cluster.remove_leftover_actors(actors_before)
     return ctrl_c.pressed
 
 

@@ -82,9 +82,10 @@ CASES: list[tuple[str, str | bytes, list[str], list[str]]] = [
       "unknown method 'lss' (did you mean 'ls'?)", "resources.cpus_per_trail: unknown key (did you mean "
       "'cpus_per_trial'?)"], []),
     ("cpus beyond this machine", GOOD + "resources: {cpus_per_trial: 4096}\n",
-     ["resources.cpus_per_trial: one trial needs 4096 CPUs but this machine has"], []),
+     ["resources: a trial asks for 4096 CPU, 0 GPU, but this machine has"], []),
     ("workers x cpus beyond this machine", GOOD + "resources: {cpus_per_trial: 2048, workers_per_trial: 2}\n",
-     ["2048 x 2 workers + 0.01 for the driver"], []),
+     ["resources: a trial asks for 2 workers x 2048 CPU, 0 GPU = 4096 CPU, 0 GPU (the trial's own driver "
+      "reserves no CPU or GPU), but this machine has"], []),
     ("schema_version 1.0", replace("schema_version: 1", "schema_version: 1.0"),
      [":1: schema_version: found 1.0; allowed: a whole number"], []),
     ("schema_version true", replace("schema_version: 1", "schema_version: true"), ["schema_version: found True"], []),
@@ -180,7 +181,7 @@ def test_gpus_on_a_machine_without_one_are_refused_before_anything(tmp_path, cap
     code = main(["run", str(path), "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert f"{path}:8: resources.gpus_per_trial: one trial needs 1 GPUs but this machine has no visible GPU" in err
+    assert f"{path}:8: resources.gpus_per_trial: found 1, but this machine has no visible GPU" in err
     assert not (tmp_path / "results").exists() and not ray.is_initialized()
 
 
