@@ -106,7 +106,8 @@ def _trial_logger(path: Path) -> Callable[[str], None]:
     return file_logger(path)  # every train.log line timestamped, written through at once
 
 
-def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None]) -> None:
+def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None],
+             startup: dict[str, float] | None = None, bundle: Any = None) -> None:
     """Train one trial inside a Ray worker; on failure, record the error next to the checkpoint and re-raise."""
     import torch
 
@@ -119,7 +120,7 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
     try:
-        train_trial(spec, tdir, report=report, log=log)
+        train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
     except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
         if not lead:
             raise
@@ -135,8 +136,10 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
 def _tune_trainable(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int) -> None:
     from ray import tune
 
+    started = time.time()
     key = config["key"]
-    _run_one(specs[key], os.path.join(folder, "trials", key), threads, report=lambda m: tune.report(m))
+    _run_one(specs[key], os.path.join(folder, "trials", key), threads, report=lambda m: tune.report(m),
+             startup={"launched_at": started})
 
 
 def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, threads: int, workers: int,
@@ -148,10 +151,13 @@ def _dp_driver(config: dict[str, Any], specs: dict[str, dict], folder: str, thre
     from ray.tune.integration.ray_train import TuneReportCallback
 
     key = config["key"]
+    # the data set is built once, by a task that runs while Ray Train starts its workers (the larger part
+    # of a data-parallel start-up), instead of once per worker after they have started
+    data = ray.remote(num_cpus=0)(_build_data).remote(specs[key])
     trainer = TorchTrainer(
         _dp_worker,
         train_loop_config={"spec": specs[key], "trial_dir": os.path.join(folder, "trials", key), "threads": threads,
-                           "started": started},
+                           "started": started, "data": [data]},  # in a list: Ray passes the ref, not its value
         torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
@@ -168,9 +174,28 @@ def _dp_worker(config: dict[str, Any]) -> None:
 
     import harness.train.loop  # noqa: F401  (here only to time the worker's imports)
 
+    imported = time.time()
+    try:
+        bundle = ray.get(config["data"][0])
+    except Exception:  # noqa: BLE001  the worker builds it again and records the error as its own (error.json)
+        bundle = None
+    # where a data-parallel start-up goes (result.json): Ray Train's workers, their imports, the wait for
+    # the data set the driver's task builds meanwhile
+    startup = {"launched_at": config["started"], "workers_s": entered - config["started"],
+               "imports_s": imported - entered, "data_wait_s": time.time() - imported}
     # every worker reports (Ray Train's report is collective); train_trial writes files on rank 0 only
-    with cluster.StartupClock(config["trial_dir"], config["started"], entered, time.time()):
-        _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m))
+    _run_one(config["spec"], config["trial_dir"], config["threads"], report=lambda m: ray.train.report(m),
+             startup=startup, bundle=bundle)
+
+
+def _build_data(spec_dict: dict[str, Any]) -> Any:
+    from harness.data import build_dataset
+    from methods import load_user_module
+
+    spec = TrialSpec.from_dict(spec_dict)
+    for ref in spec.imports:  # a user's data set registers on import, like a user's method
+        load_user_module(ref)
+    return build_dataset(spec.dataset, dict(spec.dataset_params))
 
 
 def _make_callback(progress: Progress):

@@ -129,16 +129,21 @@ class Rig:
 
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                log: Callable[[str], None] = print, startup: dict[str, float] | None = None,
+                bundle: Any = None) -> dict[str, Any]:
     """Train `spec`, writing config.json, metrics.jsonl, checkpoint.pt, best.pt (clean) and result.json.
 
     `report(metrics)` is called after every epoch, once the epoch's checkpoint is on disk (Ray Tune
     reports through it). If `out_dir` holds a checkpoint, training resumes from it. Inside a torch.distributed
     job (Ray Train) every worker takes its slice of each global batch, gradients are averaged, and only
-    rank 0 writes files.
+    rank 0 writes files. `startup`: when the trial was launched (`launched_at`, time.time()) and the start-up
+    parts the caller measured (e.g. Ray Train's `workers_s`, `imports_s`); result.json records `startup_s`
+    (launch to the first training step) and `setup_s` (this function's own set-up: data, model, resume).
+    `bundle`: the data set already built (a data-parallel trial's driver builds it once for its workers).
     """
+    entered = time.time()
     out, t = Path(out_dir), spec.train
-    r = build_rig(spec)
+    r = build_rig(spec, bundle)
     lead, clean = r.rank == 0, t.protocol == "clean"
     quiet = log if lead else (lambda s: None)
     if lead:
@@ -151,6 +156,9 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     else:
         reset_peak_rss()
     wall0 = time.perf_counter()
+    launched = (startup or {}).get("launched_at", entered)
+    start_record = {"startup_s": time.time() - launched, "setup_s": time.time() - entered,
+                    **{k: v for k, v in (startup or {}).items() if k != "launched_at"}}
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, t.epochs):
         train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
@@ -195,7 +203,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         "peak_mem_bytes": peak_memory(r.device),
         "peak_mem_kind": "cuda_allocated" if r.device.type == "cuda" else "cpu_peak_rss",
         "state_bytes": r.method.state_nbytes(), "epochs": t.epochs, "world_size": r.world,
-        "wall_time_s": time.perf_counter() - wall0, "key": spec.key(),
+        "wall_time_s": time.perf_counter() - wall0, "key": spec.key(), **start_record,
         # on_bad_image=skip: the undecodable files this process met (0 for in-memory datasets)
         "skipped_images": r.bundle.skipped_images,
     }
@@ -211,7 +219,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     return result
 
 
-def build_rig(spec: TrialSpec) -> Rig:
+def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     """Seeded so that every method with the same seed starts from the same weights and sees the same data
     order and augmentation draws (except a method that draws its own batches, CS-KD: docs/training.md)."""
     t = spec.train
@@ -223,7 +231,7 @@ def build_rig(spec: TrialSpec) -> Rig:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     seed_everything(spec.seed)
-    bundle, model, method = build_parts(spec, device)
+    bundle, model, method = build_parts(spec, device, bundle)
     extra = method.extra_modules()
     if extra is not None:
         extra.to(device)

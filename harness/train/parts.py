@@ -16,7 +16,7 @@ from harness.train.splits import Splits
 from methods import Method, build_method, load_user_module
 
 
-def build_parts(spec: TrialSpec, device: torch.device):
+def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
     """Dataset, model and method of a spec. Seeded by the caller; the model is built before the method, so
     a method that draws random numbers when built (Zipf's extra layer) leaves the model's initial weights
     equal to every other method's under the same seed."""
@@ -25,7 +25,8 @@ def build_parts(spec: TrialSpec, device: torch.device):
 
     for ref in spec.imports:
         load_user_module(ref)
-    bundle = build_dataset(spec.dataset, dict(spec.dataset_params))
+    if bundle is None:  # else built once by a data-parallel trial's driver for all its workers
+        bundle = build_dataset(spec.dataset, dict(spec.dataset_params))
     model = create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                          input_size=bundle.input_size, **spec.model_params)
     try:  # a method's needs may depend on its parameters, so every method is told the channel counts

@@ -242,9 +242,9 @@ def test_a_2_worker_x_1_cpu_data_parallel_trial_finishes_on_a_2_cpu_cluster(tmp_
     tdir = results / "dp" / "trials" / sweep.trials[0].key()
     result = json.loads((tdir / "result.json").read_text())
     assert result["status"] == "finished" and result["world_size"] == 2
-    startup = json.loads((tdir / "startup.json").read_text())
-    parts = startup["workers_s"] + startup["imports_s"] + startup["setup_s"] + startup["dataset_s"]
-    assert startup["startup_s"] > 0 and abs(parts - startup["startup_s"]) < 0.01
+    # the start-up, in its parts: Ray Train's workers, their imports, the wait for the shared data, the set-up
+    parts = result["workers_s"] + result["imports_s"] + result["data_wait_s"] + result["setup_s"]
+    assert result["startup_s"] > 0 and abs(parts - result["startup_s"]) < 0.05
     # the cluster keeps running, without the detached actor Ray Train created for the sweep
     assert ray.cluster_resources().get("CPU") == 2
     with pytest.raises(ValueError):
