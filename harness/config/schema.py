@@ -140,6 +140,8 @@ class SweepFile(Strict):
     dataset_defaults: dict[str, DatasetDefaults] | None = Field(None, description="dataset -> overrides")
     resources: Resources | None = Field(None, description="per-trial resources")
     retries: Annotated[int, Field(ge=0, le=100)] = Field(1, description="extra attempts for a trial that raises")
+    search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
+                                                            "confirm the best with every seed (`search`, below)")
 
     @field_validator("schema_version")
     @classmethod
