@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness.io import REPO_ROOT
@@ -17,6 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=REPO_ROOT / "results",
                    help="results root (default: results/ of this checkout); the sweep writes <root>/<name>/")
     p.add_argument("--no-progress", action="store_true", help="no live status line")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="print the command that shows every trial's live curves (trials/<key>/tb/) in TensorBoard")
+    p.add_argument("--mlflow", type=Path, default=None, metavar="DIR",
+                   help="also log each trial's params and metrics to an MLflow file store in DIR "
+                        "(pip install 'tfbench[mlflow]')")
     p.add_argument("--rerun-stale", action="store_true",
                    help="retrain trials whose finished results were computed under settings the sweep no longer "
                         "means (their old folders move to <results>/<name>/stale/)")
@@ -29,7 +35,16 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_trials(sweep)
         return 0
+    from harness.sweep.live import MLFLOW_ENV, check_mlflow, tensorboard_command
     from harness.sweep.runner import run_sweep
+
+    if args.tensorboard:  # before the run, so the viewer can be started while it trains
+        print(f"live curves: {tensorboard_command(args.results.resolve() / sweep.name)}  "
+              f"(TensorBoard itself: pip install tensorboard)", flush=True)
+    if args.mlflow is not None:
+        check_mlflow()
+        # the trials run in Ray workers, which inherit the driver's environment
+        os.environ[MLFLOW_ENV] = args.mlflow.resolve().as_uri()
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
                      progress=not args.no_progress, rerun_stale=args.rerun_stale)
