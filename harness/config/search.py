@@ -105,14 +105,18 @@ SEARCH_KEYS = {("search",): list(SearchSettings.model_fields),
 
 
 def check_search(P: Problems, raw: dict[str, Any], methods: list[str], epochs: int | None,
-                 grid_methods: dict[str, list[str]]) -> SearchSpec | None:
+                 grid_methods: dict[str, list[str]], protocol: str | None = None) -> SearchSpec | None:
     """The search section against the sweep's methods; every problem into `P`. `epochs`: the trials' epochs
-    (ASHA's grace period must fit in them); `grid_methods`: method -> parameters given as a grid axis."""
+    (ASHA's grace period must fit in them); `grid_methods`: method -> parameters given as a grid axis;
+    `protocol`: train.protocol (the search selects on the held-out split, which `paper` does not have)."""
     try:
         s = SearchSettings.model_validate(raw)
     except ValidationError as e:
         P.add_pydantic(("search",), e.errors(), SEARCH_KEYS)
         return None
+    if protocol == "paper":
+        P.add(("train", "protocol"), "found 'paper' in a sweep with search:; allowed: clean (the search selects on "
+                                     "the held-out validation split; paper would select on the test split)")
     if s.algorithm == "tpe":
         try:
             import optuna  # noqa: F401

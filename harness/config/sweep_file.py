@@ -166,7 +166,8 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     if raw.get("search") is not None and ok("search"):
         grids = {m: [k for k, v in params.items() if isinstance(v, list)] for _, (m, params) in methods}
         search = check_search(P, raw["search"], [m for _, (m, _) in methods],
-                              overrides["train"].get("epochs", train.get("epochs")), grids)
+                              overrides["train"].get("epochs", train.get("epochs")), grids,
+                              overrides["train"].get("protocol", train.get("protocol")))
     for key, value in overrides["train"].items():
         try:
             check_train({key: value}, "--set train")

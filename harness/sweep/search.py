@@ -296,6 +296,10 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
     search = sweep.search
     assert search is not None
     groups = groups_of(sweep)
+    paper = sorted({f"{g.base.method} on {g.base.dataset}" for g in groups if g.base.train.protocol != "clean"})
+    if paper:  # dataset_defaults can set the protocol per data set: the file check sees only train:
+        raise UserError(f"{sweep.source}: train.protocol is paper for {', '.join(paper)}; allowed with search: "
+                        f"clean (the search selects on the held-out validation split)")
     todo = []
     for g in groups:
         known = group_trials(g, search, folder)

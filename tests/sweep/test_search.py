@@ -52,7 +52,7 @@ class ShiftedTest(Digits):
 
 
 def write_sweep(tmp_path: Path, *, budget: int = 4, search: str | None = None, methods: str = "[ls, scaled_ce_test]",
-                epochs: int = 3) -> Path:
+                epochs: int = 3, protocol: str = "clean") -> Path:
     (tmp_path / "user_parts.py").write_text(USER_FILE)
     search = search or f"""\
 search:
@@ -72,7 +72,7 @@ methods: {methods}
 datasets: [digits_shifted_test]
 models: [tiny_cnn]
 seeds: [0, 1]
-train: {{epochs: {epochs}, batch_size: 32, lr: 0.1, max_steps_per_epoch: 8, holdout: 0.2}}
+train: {{epochs: {epochs}, batch_size: 32, lr: 0.1, max_steps_per_epoch: 8, holdout: 0.2, protocol: {protocol}}}
 resources: {{cpus_per_trial: 1, max_concurrent: 1}}
 retries: 0
 {search}""")
@@ -137,7 +137,6 @@ def test_selection_reads_the_validation_number_only():
 ])
 def test_a_bad_search_section_is_one_line_naming_where_and_what_is_allowed(tmp_path, search, expected):
     if "tpe" in search:
-        pytest.importorskip("numpy")
         try:
             import optuna  # noqa: F401
             pytest.skip("optuna is installed: tpe is allowed")
@@ -148,6 +147,12 @@ def test_a_bad_search_section_is_one_line_naming_where_and_what_is_allowed(tmp_p
         load_sweep(path)
     assert expected in str(e.value)
     assert all(line.startswith(str(path)) for line in str(e.value).splitlines())
+
+
+def test_a_searched_sweep_under_the_paper_protocol_is_refused(tmp_path):
+    path = write_sweep(tmp_path, search="search: {budget: 2}", methods="[ce, ls]", protocol="paper")
+    with pytest.raises(SweepError, match="train.protocol: found 'paper' in a sweep with search:; allowed: clean"):
+        load_sweep(path)
 
 
 def test_a_grid_axis_is_refused_in_a_searched_sweep(tmp_path):
