@@ -32,15 +32,17 @@ def run(args: argparse.Namespace) -> int:
     from harness.config.sweep_file import load_sweep
 
     sweep = load_sweep(args.sweep, args.sets)
+    if args.tensorboard:  # before the run, so the viewer can be started while it trains
+        from harness.sweep.live import tensorboard_command
+
+        print(f"live curves: {tensorboard_command(args.results.resolve() / sweep.name)}  "
+              f"(TensorBoard itself: pip install tensorboard)", flush=True)
     if args.dry_run:
         print_trials(sweep)
         return 0
-    from harness.sweep.live import MLFLOW_ENV, check_mlflow, tensorboard_command
+    from harness.sweep.live import MLFLOW_ENV, check_mlflow
     from harness.sweep.runner import run_sweep
 
-    if args.tensorboard:  # before the run, so the viewer can be started while it trains
-        print(f"live curves: {tensorboard_command(args.results.resolve() / sweep.name)}  "
-              f"(TensorBoard itself: pip install tensorboard)", flush=True)
     if args.mlflow is not None:
         check_mlflow()
         # the trials run in Ray workers, which inherit the driver's environment

@@ -13,6 +13,9 @@ The flow, for each group (one method entry x dataset x model of the sweep):
 Why tfbench's own record, not Ray's restore: the trial folders already survive any kill; a finished or
 stopped search trial that is proposed again replays its recorded epochs to the scheduler instead of
 training, so ASHA sees the same history, and a rerun of a finished search+confirm starts no Ray at all.
+
+Why one module of about 440 lines: the space, the Ray trainable, the selection and the records share the
+one notion of a search trial (`search_trial`, its key and status), and read best side by side.
 """
 from __future__ import annotations
 
@@ -373,10 +376,19 @@ def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, addre
     try:
         with runner._CtrlC() as ctrl_c:
             for g, known, n_new in todo:
-                configs = [p for _, p in known] if (sweep.search.algorithm == "random" or not g.space) else None
-                _run_group(g, sweep.search, folder, sweep, configs, n_new, callbacks)
                 if ctrl_c.pressed:
                     break
+                if sweep.search.algorithm == "random" or not g.space:
+                    _run_group(g, sweep.search, folder, sweep, [p for _, p in known], 0, callbacks)
+                    continue
+                # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
+                # the rest of the budget knowing every result on record
+                started = [p for s, p in known if search_status(folder / "trials" / s.key()) not in
+                           ("finished", "stopped")]
+                if started:
+                    _run_group(g, sweep.search, folder, sweep, started, 0, callbacks)
+                if n_new and not ctrl_c.pressed:
+                    _run_group(g, sweep.search, folder, sweep, None, n_new, callbacks)
     finally:
         progress.close()
         if not address and not os.environ.get("RAY_ADDRESS"):

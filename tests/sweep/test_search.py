@@ -277,3 +277,13 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")}
     assert run_sweep(load_sweep(write_sweep(tmp_path, budget=4)), results, progress=False) == 0
     assert {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")} == mtimes
+
+
+def test_run_tensorboard_prints_the_command_that_shows_the_trials_curves(tmp_path, capsys):
+    from harness.cli import main
+
+    path = write_sweep(tmp_path, budget=2)
+    assert main(["run", str(path), "--dry-run", "--tensorboard", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"tensorboard --logdir {(tmp_path / 'r' / 'tune-test' / 'trials').resolve()}" in out
+    assert "each method tries up to 2 configurations" in out
