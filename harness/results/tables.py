@@ -355,6 +355,8 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
 
     tuned, search_md, search_tex = search_section(results_dir)
     head += f" {tuned}" if tuned else ""
+    if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
+        sections["Comparison"][0].note += f" {tuned}"
     proto = protocol_line(_protocols(groups)) if not groups.empty else "protocol: no trials"
     md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{proto[0].upper()}{proto[1:]}.\n"]
     tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}}.\n",

@@ -372,12 +372,12 @@ def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, addre
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     progress = Progress(f"{sweep.name} (search)", total, done_before=0)
-    callbacks = [runner._make_callback(progress)] if show else []
     try:
         with runner._CtrlC() as ctrl_c:
             for g, known, n_new in todo:
                 if ctrl_c.pressed:
                     break
+                callbacks = [_progress_callback(progress, g.base)] if show else []
                 if sweep.search.algorithm == "random" or not g.space:
                     _run_group(g, sweep.search, folder, sweep, [p for _, p in known], 0, callbacks)
                     continue
@@ -394,6 +394,29 @@ def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, addre
         if not address and not os.environ.get("RAY_ADDRESS"):
             ray.shutdown()
     return ctrl_c.pressed
+
+
+def _progress_callback(progress: Any, base: TrialSpec) -> Any:
+    """The runner's live status line, naming each search trial by its key (a stopped trial counts as done)."""
+    from ray import tune
+
+    def key(trial: Any) -> str:
+        return search_trial(base, dict(trial.config.get("params", trial.config))).key()
+
+    class _Cb(tune.Callback):
+        def on_step_end(self, iteration, trials, **info):
+            progress.tick()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.start(key(trial))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.finish(key(trial))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.fail(key(trial))
+
+    return _Cb()
 
 
 def write_search_record(folder: Path, sweep: SweepSpec, groups: list[Group]) -> dict[str, Any]:
