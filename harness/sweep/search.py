@@ -24,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,11 +317,14 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
           f"({search.algorithm}, {search.scheduler}); {len(todo)} with trials to run", flush=True)
     interrupted = False
     if todo:
-        interrupted = _search_groups(sweep, folder, todo, total, address, show, Progress)
+        try:
+            interrupted = _search_groups(sweep, folder, todo, total, address, show, Progress)
+        except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
+            interrupted = True
     record = write_search_record(folder, sweep, groups)
     if interrupted:
         print(f"tfbench: sweep {sweep.name} interrupted during the search; finished and stopped search trials "
-              f"are kept; rerun the same command to continue; {folder / SEARCH_CSV}", flush=True)
+              f"are kept; rerun the same command to continue; {folder / SEARCH_CSV}", file=sys.stderr, flush=True)
         return 130
     confirm = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
     confirm_sweep = dataclasses.replace(sweep, trials=confirm)
@@ -336,7 +340,7 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
     runner.write_trials_csv(folder, confirm)
     if interrupted:
         print(f"tfbench: sweep {sweep.name} interrupted during the confirm trials; rerun the same command to "
-              f"continue; {folder / 'trials.csv'}", flush=True)
+              f"continue; {folder / 'trials.csv'}", file=sys.stderr, flush=True)
         return 130
     runner._summarise(folder)
     failed_search = [r for g in record["groups"] for r in g["rows"] if r["status"] == "failed"]
