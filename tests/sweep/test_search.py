@@ -287,3 +287,21 @@ def test_run_tensorboard_prints_the_command_that_shows_the_trials_curves(tmp_pat
     out = capsys.readouterr().out
     assert f"tensorboard --logdir {(tmp_path / 'r' / 'tune-test' / 'trials').resolve()}" in out
     assert "each method tries up to 2 configurations" in out
+
+
+def test_tpe_finds_its_earlier_trials_by_their_specs(tmp_path):
+    """TPE's proposals are not known in advance: its trials on record are found by their stored specs."""
+    import dataclasses
+
+    from harness.config.resolve import resolve_trial
+    from harness.io import atomic_write_json
+    from harness.sweep.search import members, search_trial
+
+    base = resolve_trial(method="ls", dataset="digits", model="tiny_cnn", seed=0, train={"epochs": 2})
+    mine = search_trial(base, {"epsilon": 0.2})
+    other_seed = dataclasses.replace(mine, seed=1)                       # a confirm trial, not a search trial
+    other_method = resolve_trial(method="ce", dataset="digits", model="tiny_cnn", seed=0, train={"epochs": 2})
+    for spec in (mine, other_seed, other_method):
+        atomic_write_json(tmp_path / "trials" / spec.key() / "config.json", {"key": spec.key(), "spec": spec.to_dict()})
+    found = members(tmp_path, base)
+    assert [(s.key(), p) for s, p in found] == [(mine.key(), {"epsilon": 0.2})]
