@@ -384,6 +384,7 @@ def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, addre
                 callbacks = [_progress_callback(progress, g.base)] if show else []
                 if sweep.search.algorithm == "random" or not g.space:
                     _run_group(g, sweep.search, folder, sweep, [p for _, p in known], 0, callbacks)
+                    runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
                     continue
                 # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
                 # the rest of the budget knowing every result on record
@@ -393,6 +394,7 @@ def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, addre
                     _run_group(g, sweep.search, folder, sweep, started, 0, callbacks)
                 if n_new and not ctrl_c.pressed:
                     _run_group(g, sweep.search, folder, sweep, None, n_new, callbacks)
+                runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
     finally:
         progress.close()
         if not address and not os.environ.get("RAY_ADDRESS"):

@@ -203,6 +203,57 @@ def tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
     return out
 
 
+def killed_after_first_method(path: Path, results: Path, tmp_path: Path) -> None:
+    """Run `tfbench run` in its own session, wait at the test hook after the first method's search, kill
+    the whole process group with SIGKILL, and wait until every process it started (marked through the
+    environment, which Ray passes on) has gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    run_id = uuid.uuid4().hex
+    pause = tmp_path / "paused"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PYTHONUNBUFFERED="1", TFBENCH_TEST_RUN=run_id, TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP=str(pause))
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(results),
+                             "--no-progress"], cwd=Path(__file__).resolve().parents[2], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not pause.exists():
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.time() < deadline, "timed out waiting for the first method's search"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        log.close()
+    needle = f"TFBENCH_TEST_RUN={run_id}".encode()
+    deadline = time.time() + 60
+    while True:
+        left = []
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and needle in (d / "environ").read_bytes().split(b"\0") and \
+                        (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    left.append(int(d.name))
+            except (OSError, IndexError):
+                pass
+        if not left or time.time() > deadline:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert not left, f"processes of the killed run still alive: {left}"
+
+
 @pytest.mark.slow
 def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
     from harness.sweep.runner import run_sweep
@@ -210,17 +261,19 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
     results = tmp_path / "results"
     folder = results / "tune-test"
 
-    # 1. a search "killed" after two trials per method: the same file with budget 2 (the seeded searcher
-    #    proposes a prefix of the budget-4 configurations)
-    assert run_sweep(load_sweep(write_sweep(tmp_path, budget=2)), results, progress=False) == 0
-    first = {r["key"]: r for r in read_csv(folder / "search.csv")}
-    assert len(first) == 4
+    # 1. `tfbench run` killed (SIGKILL to its process group, Ray included) once the first method's search
+    #    is done, while the second method's has not started
+    path = write_sweep(tmp_path, budget=4)
+    killed_after_first_method(path, results, tmp_path)
+    first = sorted(p.name for p in (folder / "trials").iterdir() if (p / "metrics.jsonl").exists())
+    assert len(first) == 4 and all(k.startswith("ls-") for k in first)
+    assert not (folder / "search.json").exists()
     before = {k: (epoch_lines(folder / "trials" / k), (folder / "trials" / k / "metrics.jsonl").stat().st_mtime_ns)
               for k in first}
     assert all(lines > 0 for lines, _ in before.values())
 
-    # 2. the full search resumes: the earlier trials are not retrained
-    assert run_sweep(load_sweep(write_sweep(tmp_path, budget=4)), results, progress=False) == 0
+    # 2. the same command resumes: the first method's trials are not retrained
+    assert run_sweep(load_sweep(path), results, progress=False) == 0
     rows = read_csv(folder / "search.csv")
     assert len(rows) == 8 and set(first) < {r["key"] for r in rows}
     for k, (lines, mtime) in before.items():
@@ -275,7 +328,7 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
 
     # 3. a rerun of the finished search + confirm trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")}
-    assert run_sweep(load_sweep(write_sweep(tmp_path, budget=4)), results, progress=False) == 0
+    assert run_sweep(load_sweep(path), results, progress=False) == 0
     assert {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")} == mtimes
 
 
