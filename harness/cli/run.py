@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -15,6 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results root (default: ./results under the current folder); the sweep writes <root>/<name>/")
     p.add_argument("--no-progress", action="store_true", help="no live status line")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="print the command that shows every trial's live curves (trials/<key>/tb/) in TensorBoard")
+    p.add_argument("--mlflow", type=Path, default=None, metavar="DIR",
+                   help="also log each trial's params and metrics to an MLflow file store in DIR "
+                        "(pip install 'tfbench[mlflow]')")
     p.add_argument("--rerun-stale", action="store_true",
                    help="retrain trials whose finished results were computed under settings the sweep no longer "
                         "means (their old folders move to <results>/<name>/stale/)")
@@ -24,10 +30,21 @@ def run(args: argparse.Namespace) -> int:
     from harness.config.sweep_file import load_sweep
 
     sweep = load_sweep(args.sweep, args.sets)
+    if args.tensorboard:  # before the run, so the viewer can be started while it trains
+        from harness.sweep.live import tensorboard_command
+
+        print(f"live curves: {tensorboard_command(args.results.resolve() / sweep.name)}  "
+              f"(TensorBoard itself: pip install tensorboard)", flush=True)
     if args.dry_run:
         print_trials(sweep)
         return 0
+    from harness.sweep.live import MLFLOW_ENV, check_mlflow
     from harness.sweep.runner import run_sweep
+
+    if args.mlflow is not None:
+        check_mlflow()
+        # the trials run in Ray workers, which inherit the driver's environment
+        os.environ[MLFLOW_ENV] = args.mlflow.resolve().as_uri()
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
                      progress=not args.no_progress, rerun_stale=args.rerun_stale)
@@ -43,5 +60,11 @@ def print_trials(sweep) -> None:
     print(tabulate(rows, headers=["key", "method", "dataset", "model", "seed", "epochs", "method params"],
                    tablefmt="simple"))
     r = sweep.resources
+    if sweep.search is not None:
+        s = sweep.search
+        print(f"\nsearch: the rows above are the base configurations; each method tries up to {s.budget} "
+              f"configurations of search.space ({s.algorithm}, {s.scheduler}, seed {s.seed}) at seed "
+              f"{sweep.trials[0].seed}, selects on the validation split, then confirms the best with "
+              f"{len({t.seed for t in sweep.trials})} seed(s) (docs/tuning.md)")
     print(f"\n{len(sweep.trials)} trials; per trial {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU, "
           f"{r.workers_per_trial} worker(s); max concurrent {r.max_concurrent or 'unlimited'}; retries {sweep.retries}")

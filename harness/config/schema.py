@@ -142,6 +142,8 @@ class SweepFile(Strict):
     retries: Annotated[int, Field(ge=0, le=100)] = Field(1, description="extra attempts for a trial that raises")
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.05, description="significance level of the tables' paired tests (Holm-adjusted); bold needs p below it")
+    search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
+                                                            "confirm the best with every seed (`search`, below)")
 
     @field_validator("schema_version")
     @classmethod

@@ -56,6 +56,7 @@ from harness.config.schema import (
     SeedRange,
     SweepFile,
 )
+from harness.config.search import SearchSpec, check_search
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from methods import METHODS, MethodParamError, UserImportError, load_user_module
@@ -82,6 +83,7 @@ class SweepSpec:
     resources: Resources = field(default_factory=Resources)
     retries: int = 1
     lines: dict[tuple, int] = field(default_factory=dict)  # YAML path -> line, for later problems (resources)
+    search: SearchSpec | None = None  # `search:`: the trials are the base configurations (docs/tuning.md)
 
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
@@ -160,6 +162,12 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
                 P.add(("dataset_defaults", d, "model"), what)
 
     resources = _resources(P, raw.get("resources") or {} if ok("resources") else {})
+    search = None
+    if raw.get("search") is not None and ok("search"):
+        grids = {m: [k for k, v in params.items() if isinstance(v, list)] for _, (m, params) in methods}
+        search = check_search(P, raw["search"], [m for _, (m, _) in methods],
+                              overrides["train"].get("epochs", train.get("epochs")), grids,
+                              overrides["train"].get("protocol", train.get("protocol")))
     for key, value in overrides["train"].items():
         try:
             check_train({key: value}, "--set train")
@@ -200,7 +208,7 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     if resources.workers_per_trial > 1:
         trials = [_with_workers(t, resources.workers_per_trial) for t in trials]
     return SweepSpec(name=raw["name"], source=path, raw=raw, trials=trials, resources=resources,
-                     retries=raw.get("retries", 1), lines=lines)
+                     retries=raw.get("retries", 1), lines=lines, search=search)
 
 
 def _entries(P: Problems, what: str, value: list[Any], registry: Any, kind: str) -> list[tuple[int, tuple[str, dict]]]:

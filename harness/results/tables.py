@@ -351,6 +351,12 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
             + f") in {len(groups)} configurations. Ranked by {METRICS[metric].label}. Accuracies in percent."
             + (f" Left out: {stale} stale trial(s), finished under a spec the sweep no longer means." if stale
                else ""))
+    from harness.results.search_tables import search_section  # tuned sweeps only (docs/tuning.md)
+
+    tuned, search_md, search_tex = search_section(results_dir)
+    head += f" {tuned}" if tuned else ""
+    if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
+        sections["Comparison"][0].note += f" {tuned}"
     proto = protocol_line(_protocols(groups)) if not groups.empty else "protocol: no trials"
     md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{proto[0].upper()}{proto[1:]}.\n"]
     tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}}.\n",
@@ -360,6 +366,8 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
         tex.extend(to_latex(t) for t in tables)
     if not groups.empty:
         md.append(to_markdown(details_table(groups)))
+    md.extend(search_md)
+    tex.extend(search_tex)
     failed = _failed_lines(trials)
     if failed:
         md.append("## Failed and pending trials\n")

@@ -119,6 +119,10 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     tdir.mkdir(parents=True, exist_ok=True)
     lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
+    if lead:  # live curves: TensorBoard event files in the trial folder (and MLflow when asked for)
+        from harness.sweep.live import live_report, mlflow_uri_from_env
+
+        report = live_report(report, tdir, spec.key(), spec.method_params, mlflow_uri_from_env())
     try:
         train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
     except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
@@ -257,6 +261,10 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
             print(f"sweep {sweep.name}: moved {len(moved)} stale trial folder(s) to {folder / 'stale'}/", flush=True)
         _remove_stale_temporaries(folder)
         write_sweep_record(folder, sweep, list(sets))
+        if sweep.search is not None:  # tune, then confirm (harness/sweep/search.py)
+            from harness.sweep.search import run_search
+
+            return run_search(sweep, folder, sets=list(sets), address=address, show=progress)
         pending = [t for t in sweep.trials if trial_status(folder / "trials" / t.key()) != "finished"]
         done_before = len(sweep.trials) - len(pending)
         print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {done_before} already finished, "

@@ -1,0 +1,187 @@
+"""The `search:` section of a sweep file: per-method ranges, the budget, the scheduler and the searcher.
+
+    search:
+      budget: 8                       # trials per method (per method x dataset x model), the same for all
+      algorithm: random               # random (seeded) | tpe (Optuna's TPE: pip install 'tfbench[tune]')
+      seed: 0                         # the searcher's seed: a rerun proposes the same configurations
+      scheduler: {name: asha, grace_period: 1, reduction_factor: 3}   # or {name: fifo}: no early stopping
+      space:                          # method -> parameter -> one of
+        ls:   {smoothing: {uniform: [0.0, 0.3]}}         #   uniform: [low, high]
+        zipf: {alpha: {loguniform: [0.1, 2.0]},          #   loguniform: [low, high] (low > 0)
+               lam: {choice: [0.1, 1.0]}}                #   choice: [v1, v2, ...]
+
+Why the structure here and the meaning in `check_search`: which keys of `space` exist depends on the
+methods named in the file, like a method entry's params, so the names and values are checked against
+each method's `Params` in the same pass as the rest of the file (one formatter, `problems.Problems`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from harness.config.problems import Problems
+from harness.config.schema import MAX_SEED, Strict
+from methods import METHODS, MethodParamError
+from methods.params import check_params
+from methods.registry import did_you_mean
+
+MAX_BUDGET = 1000
+KINDS = ("uniform", "loguniform", "choice")
+
+
+class Scheduler(Strict):
+    """search.scheduler: how trials are stopped early. ASHA compares trials of one method at rungs of
+    grace_period x reduction_factor^k epochs on `val_top1` (the held-out split), keeping the top 1/rf."""
+
+    name: Literal["asha", "fifo"] = Field("asha", description="asha: early-stop the weak trials; fifo: train "
+                                                               "every trial to the end")
+    grace_period: Annotated[int, Field(ge=1)] = Field(1, description="epochs every trial trains before it "
+                                                                     "can be stopped (<= train.epochs)")
+    reduction_factor: Annotated[float, Field(gt=1)] = Field(3.0, description="a rung keeps the top "
+                                                                            "1/reduction_factor of trials")
+
+
+class Dimension(Strict):
+    """One parameter's range: exactly one of uniform, loguniform, choice."""
+
+    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    loguniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    choice: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Dimension:
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"found {', '.join(given) or 'no range'}; allowed: exactly one of "
+                             f"{', '.join(KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> list[Any]:
+        return list(getattr(self, self.kind))
+
+
+class SearchSettings(Strict):
+    """search: tune each method's parameters on the validation split, then confirm the best with every seed."""
+
+    budget: Annotated[int, Field(ge=1, le=MAX_BUDGET)] = Field(
+        description="search trials per method (per method x dataset x model); the same for every method")
+    algorithm: Literal["random", "tpe"] = Field("random", description="random: seeded random search; tpe: "
+                                                                       "Optuna's TPE (needs the `tune` extra)")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(0, description="the searcher's seed")
+    scheduler: Scheduler = Field(default_factory=Scheduler, description="early stopping (see below)")
+    space: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="method -> parameter -> {uniform|loguniform: [low, high]} or "
+                                          "{choice: [values]}; a method left out has nothing to tune (1 trial)")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The validated search section, as plain values the runner turns into Ray Tune objects."""
+
+    budget: int
+    algorithm: str
+    seed: int
+    scheduler: str
+    grace_period: int
+    reduction_factor: float
+    space: dict[str, dict[str, tuple[str, tuple[Any, ...]]]] = field(default_factory=dict)  # method -> p -> (kind, v)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["space"] = {m: {p: {k: list(v)} for p, (k, v) in ps.items()} for m, ps in self.space.items()}
+        return d
+
+
+SEARCH_KEYS = {("search",): list(SearchSettings.model_fields),
+               ("search", "scheduler"): list(Scheduler.model_fields)}
+
+
+def check_search(P: Problems, raw: dict[str, Any], methods: list[str], epochs: int | None,
+                 grid_methods: dict[str, list[str]], protocol: str | None = None) -> SearchSpec | None:
+    """The search section against the sweep's methods; every problem into `P`. `epochs`: the trials' epochs
+    (ASHA's grace period must fit in them); `grid_methods`: method -> parameters given as a grid axis;
+    `protocol`: train.protocol (the search selects on the held-out split, which `paper` does not have)."""
+    try:
+        s = SearchSettings.model_validate(raw)
+    except ValidationError as e:
+        P.add_pydantic(("search",), e.errors(), SEARCH_KEYS)
+        return None
+    if protocol == "paper":
+        P.add(("train", "protocol"), "found 'paper' in a sweep with search:; allowed: clean (the search selects on "
+                                     "the held-out validation split; paper would select on the test split)")
+    if s.algorithm == "tpe":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            P.add(("search", "algorithm"), "found 'tpe' but optuna is not installed; allowed: random, or tpe after "
+                                           "pip install 'tfbench[tune]'")
+    if s.scheduler.name == "asha" and epochs is not None and s.scheduler.grace_period > epochs:
+        P.add(("search", "scheduler", "grace_period"), f"found {s.scheduler.grace_period}; allowed: at most "
+                                                       f"train.epochs ({epochs})")
+    for m, axes in grid_methods.items():
+        for p in axes:
+            P.add((), f"methods: {m!r} gives {p!r} as a grid (a list); allowed with search: fixed values "
+                      f"(put ranges under search.space.{m})")
+    space: dict[str, dict[str, tuple[str, tuple[Any, ...]]]] = {}
+    for m, params in s.space.items():
+        where = ("search", "space", m)
+        if m not in methods:
+            P.add(where, f"method {m!r} is not in this sweep's methods{did_you_mean(m, methods)}; allowed: "
+                         f"{', '.join(methods)}")
+            continue
+        cls = METHODS.get(m)
+        names = [f.name for f in dataclasses.fields(cls.Params)]
+        space[m] = {}
+        for p, dim_raw in params.items():
+            if p not in names:
+                P.add(where + (p,), f"unknown parameter {p!r}{did_you_mean(p, names)} of method {m!r}; "
+                                    f"allowed: {', '.join(names) or 'none'}")
+                continue
+            try:
+                dim = Dimension.model_validate(dim_raw)
+            except ValidationError as e:
+                P.add_pydantic(where + (p,), e.errors(), {where + (p,): list(KINDS)})
+                continue
+            if _check_dimension(P, where + (p, dim.kind), cls, p, dim):
+                values = [float(v) for v in dim.values] if dim.kind != "choice" else dim.values
+                space[m][p] = (dim.kind, tuple(values))
+    return SearchSpec(budget=s.budget, algorithm=s.algorithm, seed=s.seed, scheduler=s.scheduler.name,
+                      grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
+                      space=space)
+
+
+def _check_dimension(P: Problems, where: tuple, cls: type, p: str, dim: Dimension) -> bool:
+    """Every end of a range (every choice) must be a value the method accepts on its own."""
+    ok = True
+    if dim.kind in ("uniform", "loguniform"):
+        low, high = dim.values
+        if not low < high:
+            P.add(where, f"found [{low!r}, {high!r}]; allowed: [low, high] with low < high")
+            ok = False
+        if dim.kind == "loguniform" and low <= 0:
+            P.add(where, f"found low {low!r}; allowed: low > 0 (a log scale)")
+            ok = False
+    elif len(set(map(repr, dim.values))) != len(dim.values):
+        P.add(where, f"found duplicated values {dim.values!r:.80}; allowed: distinct values")
+        ok = False
+    for i, v in enumerate(dim.values):
+        value = float(v) if dim.kind != "choice" and isinstance(v, int) else v
+        typed, problems = check_params(cls.Params, {p: value})
+        for _loc, what in problems:
+            P.add(where + (i,), f"{p!r} of {cls.__name__}: {what}")
+            ok = False
+        if typed is not None and not problems:
+            try:
+                cls(cls.Params(**typed), num_classes=2, num_train=1, feature_channels=(1, 1))
+            except MethodParamError as e:
+                P.add(where + (i,), str(e))
+                ok = False
+    return ok

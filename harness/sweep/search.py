@@ -1,0 +1,470 @@
+"""Tune, then confirm: a hyper-parameter search per method on the validation split, then the best
+configuration of each method rerun with the sweep's seeds as ordinary trials (docs/tuning.md).
+
+The flow, for each group (one method entry x dataset x model of the sweep):
+1. search: `budget` configurations of the method's `search.space`, each an ordinary trial folder keyed by
+   its resolved spec (seed: the sweep's first seed), run by Ray Tune with ASHA (`val_top1` each epoch,
+   the held-out split) or FIFO. Random search samples on the driver from a seeded generator, so a rerun
+   proposes the same configurations; TPE (Optuna) is given the finished ones back as evaluated points.
+2. select: the finished search trial with the best `val_selected_top1` (the validation split: the test
+   split is never read here). Early-stopped trials are recorded as `stopped`, never as failed.
+3. confirm: the selected configuration with every seed of the sweep, through the grid runner.
+
+Why tfbench's own record, not Ray's restore: the trial folders already survive any kill; a finished or
+stopped search trial that is proposed again replays its recorded epochs to the scheduler instead of
+training, so ASHA sees the same history, and a rerun of a finished search+confirm starts no Ray at all.
+
+Why one module of about 440 lines: the space, the Ray trainable, the selection and the records share the
+one notion of a search trial (`search_trial`, its key and status), and read best side by side.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.config.resolve import request_hash
+from harness.config.search import SearchSpec
+from harness.config.spec import TrialSpec
+from harness.config.sweep_file import SweepSpec
+from harness.errors import UserError
+from harness.io import atomic_write_json, atomic_write_text
+from harness.results import records
+
+METRIC, MODE, TIME_ATTR = "val_top1", "max", "epoch"
+STOPPED = "stopped.json"
+SEARCH_JSON, SEARCH_CSV = "search.json", "search.csv"
+SIGNIFICANT = 4  # sampled floats are rounded to 4 significant digits: readable keys and tables
+
+
+@dataclass
+class Group:
+    """One method entry x dataset x model of the sweep: what its search trials share."""
+
+    base: TrialSpec                               # the sweep's trial at its first seed (fixed params)
+    space: dict[str, tuple[str, tuple[Any, ...]]]  # parameter -> (kind, values)
+    seeds: list[int]                              # the sweep's seeds: the confirm trials
+
+    @property
+    def name(self) -> str:
+        return f"{self.base.method} on {self.base.dataset} / {self.base.model}"
+
+
+def groups_of(sweep: SweepSpec) -> list[Group]:
+    assert sweep.search is not None
+    seeds = list(dict.fromkeys(t.seed for t in sweep.trials))
+    return [Group(base=t, space=dict(sweep.search.space.get(t.method, {})), seeds=seeds)
+            for t in sweep.trials if t.seed == seeds[0]]
+
+
+# --- the search space (pure) ---------------------------------------------------------------------
+
+def ray_space(space: dict[str, tuple[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """{p: tune.uniform / tune.loguniform / tune.choice} for Ray Tune's searchers."""
+    from ray import tune
+
+    make = {"uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
+            "choice": lambda v: tune.choice(list(v))}
+    return {p: make[kind](values) for p, (kind, values) in sorted(space.items())}
+
+
+def rounded(value: Any) -> Any:
+    return float(f"{value:.{SIGNIFICANT}g}") if isinstance(value, float) else value
+
+
+def sample_configs(space: dict[str, tuple[str, tuple[Any, ...]]], budget: int, seed: int) -> list[dict[str, Any]]:
+    """`budget` distinct configurations drawn from `space` with a generator seeded by `seed`, in a fixed
+    order (the same on every rerun). Fewer when the space has fewer distinct points (choices only);
+    one (the defaults) when there is nothing to tune."""
+    if not space:
+        return [{}]
+    rng = np.random.default_rng(seed)
+    domains = ray_space(space)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(budget * 50):  # choices only: stop once the distinct points are exhausted
+        config = {p: rounded(_plain(domains[p].sample(random_state=rng))) for p in sorted(domains)}
+        ident = json.dumps(config, sort_keys=True, default=str)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(config)
+            if len(out) == budget:
+                break
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def search_trial(base: TrialSpec, params: dict[str, Any]) -> TrialSpec:
+    """The base trial with the sampled parameters. Its request names the search point, so no search trial
+    is ever taken for a stale copy of another."""
+    method_params = {**base.method_params, **params}
+    return dataclasses.replace(base, method_params=method_params,
+                               request=request_hash(search_of=base.request, params=params))
+
+
+def select_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished row with the highest validation top-1 (`val`); the first one on a tie. Rows carry
+    no test-split number: selection cannot see it."""
+    finished = [r for r in rows if r["status"] == "finished" and r.get("val") is not None]
+    return max(finished, key=lambda r: r["val"], default=None)  # max keeps the first of equal values
+
+
+# --- trial records -------------------------------------------------------------------------------
+
+def search_status(tdir: Path) -> str:
+    """finished | stopped | failed | pending: `stopped` is an early stop by the scheduler, never a failure."""
+    status = records.trial_status(tdir)
+    if status == "finished":
+        return status
+    return "stopped" if (tdir / STOPPED).exists() else status
+
+
+def history(tdir: Path) -> list[dict[str, Any]]:
+    return records.read_jsonl_records(tdir / "metrics.jsonl")
+
+
+def search_row(folder: Path, spec: TrialSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """One search trial: status, epochs trained, and its validation top-1 (the selected epoch's when
+    finished, the best so far when stopped). Nothing from the test split."""
+    tdir = folder / "trials" / spec.key()
+    status = search_status(tdir)
+    epochs = history(tdir)
+    if status == "finished":
+        val = (records.read_record(tdir / "result.json") or {}).get("val_selected_top1")
+    else:
+        val = max((e["val_top1"] for e in epochs if isinstance(e.get("val_top1"), (int, float))), default=None)
+    return {"key": spec.key(), "status": status, "method": spec.method, "dataset": spec.dataset,
+            "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs, "epochs_trained": len(epochs),
+            "val": val, "params": params}
+
+
+def members(folder: Path, base: TrialSpec) -> list[tuple[TrialSpec, dict[str, Any]]]:
+    """The search trials of `base` already in the folder (TPE: its proposals are not known in advance).
+    A member is the base spec with other method parameters and a search request."""
+    out = []
+    want = {k: v for k, v in base.key_dict().items() if k != "method_params"}
+    for cfg in sorted((folder / "trials").glob("*/config.json")):
+        record = records.read_record(cfg) or {}
+        try:
+            spec = TrialSpec.from_dict(record["spec"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        params = {k: v for k, v in spec.method_params.items() if v != base.method_params.get(k)}
+        if {k: v for k, v in spec.key_dict().items() if k != "method_params"} == want and \
+                search_trial(base, params).key() == spec.key():
+            out.append((spec, params))
+    return out
+
+
+# --- the Ray side --------------------------------------------------------------------------------
+
+def _search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str, threads: int) -> None:
+    """One search trial. A finished or stopped trial replays its epochs (ASHA sees the same history); a
+    started one replays the epochs before its checkpoint, then trains on; a lock keeps two proposals of
+    the same configuration (TPE may repeat one) from training the same folder at once."""
+    from ray import tune
+
+    from harness.sweep.runner import _run_one
+
+    params = dict(config.get("params", config))
+    spec = search_trial(TrialSpec.from_dict(base), params)
+    key = spec.key()
+    tdir = Path(folder) / "trials" / key
+    tdir.mkdir(parents=True, exist_ok=True)
+    with open(tdir / ".search-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if search_status(tdir) in ("finished", "stopped"):
+            for row in history(tdir):
+                tune.report({**row, "key": key, "replayed": True})
+            return
+        replayed = False
+
+        def report(metrics: dict[str, Any]) -> None:
+            nonlocal replayed
+            if not replayed:  # a resumed trial: the scheduler has not seen the epochs before its checkpoint
+                replayed = True
+                for row in history(tdir):
+                    if row.get("epoch", 0) < metrics["epoch"]:
+                        tune.report({**row, "key": key, "replayed": True})
+            tune.report({**metrics, "key": key})
+
+        (tdir / STOPPED).unlink(missing_ok=True)
+        _run_one(spec.to_dict(), str(tdir), threads, report=report)
+
+
+def make_scheduler(search: SearchSpec, folder: Path, epochs: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    if search.scheduler == "fifo":
+        return FIFOScheduler()
+
+    class RecordingASHA(ASHAScheduler):
+        """ASHA that writes `stopped.json` into the trial folder when it stops a trial early. The last
+        epoch is never stopped: the trial still has to evaluate the test split and write result.json."""
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision != TrialScheduler.STOP:
+                return decision
+            epoch = int(result.get(TIME_ATTR, 0))
+            if epoch >= epochs:
+                return TrialScheduler.CONTINUE
+            tdir = folder / "trials" / str(result.get("key", ""))
+            if result.get("key") and records.trial_status(tdir) != "finished":
+                atomic_write_json(tdir / STOPPED, {"status": "stopped", "by": "asha", "epoch": epoch,
+                                                   "val_top1": result.get(METRIC), "time": time.time()})
+            return decision
+
+    return RecordingASHA(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=epochs,
+                         grace_period=search.grace_period, reduction_factor=search.reduction_factor)
+
+
+def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]]) -> Any:
+    try:
+        import optuna  # noqa: F401
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise UserError("search.algorithm is tpe but optuna is not installed; pip install 'tfbench[tune]', or "
+                        "use algorithm: random") from None
+    evaluated = [r for r in done if r["val"] is not None]
+    return OptunaSearch(space=space, metric=METRIC, mode=MODE, seed=search.seed,
+                        points_to_evaluate=[r["params"] for r in evaluated] or None,
+                        evaluated_rewards=[r["val"] for r in evaluated] or None)
+
+
+def _run_group(group: Group, search: SearchSpec, folder: Path, sweep: SweepSpec, configs: list[dict] | None,
+               n_new: int, callbacks: list[Any]) -> Any:
+    """One Tune experiment over one group's search trials; returns the ResultGrid."""
+    from ray import tune
+
+    r = sweep.resources
+    threads = max(1, int(r.cpus_per_trial))
+    trainable = tune.with_parameters(_search_trainable, base=group.base.to_dict(), folder=str(folder),
+                                     threads=threads)
+    trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
+    if configs is not None:  # random: the configurations are fixed in advance
+        param_space, search_alg, samples = {"params": tune.grid_search(configs)}, None, 1
+    else:
+        done = [search_row(folder, s, p) for s, p in members(folder, group.base)]
+        done = [d for d in done if d["status"] in ("finished", "stopped")]
+        param_space, search_alg, samples = {}, _tpe(ray_space(group.space), search, done), n_new
+    tuner = tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(scheduler=make_scheduler(search, folder, group.base.train.epochs),
+                                    search_alg=search_alg, num_samples=samples,
+                                    max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(folder / ".ray"), verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=sweep.retries)),
+    )
+    return tuner.fit()
+
+
+# --- search, select, confirm ---------------------------------------------------------------------
+
+def group_trials(group: Group, search: SearchSpec, folder: Path) -> list[tuple[TrialSpec, dict[str, Any]]]:
+    """The group's search trials known now: all of them for random search, those on record for TPE."""
+    if search.algorithm == "random" or not group.space:
+        return [(search_trial(group.base, c), c) for c in sample_configs(group.space, search.budget, search.seed)]
+    return members(folder, group.base)
+
+
+def budget_of(group: Group, search: SearchSpec) -> int:
+    """Trials this group is given: the budget, or fewer where the space has fewer distinct points."""
+    if not group.space:
+        return 1
+    if all(kind == "choice" for kind, _ in group.space.values()):
+        return min(search.budget, int(np.prod([len(v) for _, v in group.space.values()])))
+    return search.budget
+
+
+def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str | None, show: bool) -> int:
+    """Search every group, select on validation, confirm with the sweep's seeds; write search.json,
+    search.csv, trials.csv (confirm trials) and the summary. Returns the exit code (stopped trials are
+    not failures; 130 when interrupted)."""
+    from harness.progress import Progress
+    from harness.sweep import runner
+
+    search = sweep.search
+    assert search is not None
+    groups = groups_of(sweep)
+    if sweep.resources.workers_per_trial > 1:  # the search trainable runs one process; Ray Train is not wired in
+        raise UserError(f"{sweep.source}: resources.workers_per_trial is {sweep.resources.workers_per_trial} in a "
+                        f"sweep with search:; allowed: 1 (data-parallel search trials are not supported)")
+    paper = sorted({f"{g.base.method} on {g.base.dataset}" for g in groups if g.base.train.protocol != "clean"})
+    if paper:  # dataset_defaults can set the protocol per data set: the file check sees only train:
+        raise UserError(f"{sweep.source}: train.protocol is paper for {', '.join(paper)}; allowed with search: "
+                        f"clean (the search selects on the held-out validation split)")
+    todo = []
+    for g in groups:
+        known = group_trials(g, search, folder)
+        statuses = [search_status(folder / "trials" / s.key()) for s, _ in known]
+        open_ = sum(st not in ("finished", "stopped") for st in statuses)
+        missing = budget_of(g, search) - len(known) if search.algorithm == "tpe" and g.space else 0
+        if open_ or missing > 0:
+            todo.append((g, known, max(missing, 0)))
+    total = sum(budget_of(g, search) for g in groups)
+    print(f"sweep {sweep.name}: search of {len(groups)} method(s), budget {search.budget} per method "
+          f"({search.algorithm}, {search.scheduler}); {len(todo)} with trials to run", flush=True)
+    interrupted = False
+    if todo:
+        try:
+            interrupted = _search_groups(sweep, folder, todo, total, address, show, Progress)
+        except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
+            interrupted = True
+    record = write_search_record(folder, sweep, groups)
+    if interrupted:
+        print(f"tfbench: sweep {sweep.name} interrupted during the search; finished and stopped search trials "
+              f"are kept; rerun the same command to continue; {folder / SEARCH_CSV}", file=sys.stderr, flush=True)
+        return 130
+    confirm = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
+    confirm_sweep = dataclasses.replace(sweep, trials=confirm)
+    runner.write_sweep_record(folder, confirm_sweep, sets)
+    pending = [t for t in confirm if records.trial_status(folder / "trials" / t.key()) != "finished"]
+    print(f"sweep {sweep.name}: confirm: {len(confirm)} trials (best of each method x {len(groups[0].seeds)} "
+          f"seeds), {len(confirm) - len(pending)} already finished, {len(pending)} to run", flush=True)
+    if pending:
+        try:
+            interrupted = runner._tune(confirm_sweep, folder, pending, len(confirm) - len(pending), address, show)
+        except KeyboardInterrupt:
+            interrupted = True
+    runner.write_trials_csv(folder, confirm)
+    if interrupted:
+        print(f"tfbench: sweep {sweep.name} interrupted during the confirm trials; rerun the same command to "
+              f"continue; {folder / 'trials.csv'}", file=sys.stderr, flush=True)
+        return 130
+    runner._summarise(folder)
+    failed_search = [r for g in record["groups"] for r in g["rows"] if r["status"] == "failed"]
+    failed = [t for t in confirm if records.trial_status(folder / "trials" / t.key()) != "finished"]
+    unselected = [g for g in record["groups"] if g["best"] is None]
+    stopped = sum(r["status"] == "stopped" for g in record["groups"] for r in g["rows"])
+    print(f"sweep {sweep.name}: search {sum(len(g['rows']) for g in record['groups'])} trials ({stopped} stopped "
+          f"early, {len(failed_search)} failed); confirm {len(confirm) - len(failed)} finished, {len(failed)} "
+          f"failed; {folder / 'summary.md'}", flush=True)
+    for g in unselected:
+        print(f"  no finished search trial for {g['method']} on {g['dataset']} / {g['model']}: nothing to "
+              f"confirm (see {folder / SEARCH_CSV})", flush=True)
+    for r in failed_search:
+        print(f"  failed search trial: {r['key']}: {records.error_of(folder / 'trials' / r['key'])}", flush=True)
+    for t in failed:
+        print(f"  failed: {t.key()}: {records.error_of(folder / 'trials' / t.key())}", flush=True)
+    return 1 if (failed or failed_search or unselected) else 0
+
+
+def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, address: str | None, show: bool,
+                   Progress: Any) -> bool:
+    """Run the groups that have search trials left, one Tune experiment each (ASHA compares the trials of
+    one method only). Returns True when Ctrl-C stopped it."""
+    from harness.sweep import runner
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    r = sweep.resources
+    runner.init_ray(address, r.cpus_per_trial, r.gpus_per_trial)
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    progress = Progress(f"{sweep.name} (search)", total, done_before=0)
+    try:
+        with runner._CtrlC() as ctrl_c:
+            for g, known, n_new in todo:
+                if ctrl_c.pressed:
+                    break
+                callbacks = [_progress_callback(progress, g.base)] if show else []
+                if sweep.search.algorithm == "random" or not g.space:
+                    _run_group(g, sweep.search, folder, sweep, [p for _, p in known], 0, callbacks)
+                    runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
+                    continue
+                # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
+                # the rest of the budget knowing every result on record
+                started = [p for s, p in known if search_status(folder / "trials" / s.key()) not in
+                           ("finished", "stopped")]
+                if started:
+                    _run_group(g, sweep.search, folder, sweep, started, 0, callbacks)
+                if n_new and not ctrl_c.pressed:
+                    _run_group(g, sweep.search, folder, sweep, None, n_new, callbacks)
+                runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
+    finally:
+        progress.close()
+        if not address and not os.environ.get("RAY_ADDRESS"):
+            ray.shutdown()
+    return ctrl_c.pressed
+
+
+def _progress_callback(progress: Any, base: TrialSpec) -> Any:
+    """The runner's live status line, naming each search trial by its key (a stopped trial counts as done)."""
+    from ray import tune
+
+    def key(trial: Any) -> str:
+        return search_trial(base, dict(trial.config.get("params", trial.config))).key()
+
+    class _Cb(tune.Callback):
+        def on_step_end(self, iteration, trials, **info):
+            progress.tick()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.start(key(trial))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.finish(key(trial))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.fail(key(trial))
+
+    return _Cb()
+
+
+def write_search_record(folder: Path, sweep: SweepSpec, groups: list[Group]) -> dict[str, Any]:
+    """search.json (per group: budget, trials, the selected one, its confirm trials) and search.csv (one
+    row per search trial). Selection reads validation numbers only."""
+    search = sweep.search
+    assert search is not None
+    out_groups, csv_rows = [], []
+    for g in groups:
+        rows = [search_row(folder, s, p) for s, p in group_trials(g, search, folder)]
+        best = select_best(rows)
+        for r in rows:
+            r["selected"] = best is not None and r["key"] == best["key"]
+        confirm = ([dataclasses.replace(search_trial(g.base, best["params"]), seed=s) for s in g.seeds]
+                   if best else [])
+        out_groups.append({"method": g.base.method, "dataset": g.base.dataset, "model": g.base.model,
+                           "budget": budget_of(g, search), "epochs": g.base.train.epochs, "rows": rows,
+                           "best": best["key"] if best else None, "best_params": best["params"] if best else None,
+                           "best_val_top1": best["val"] if best else None,
+                           "confirm": [t.key() for t in confirm], "confirm_specs": [t.to_dict() for t in confirm]})
+        csv_rows.extend(rows)
+    record = {"metric": METRIC, "selected_on": "validation split (val_selected_top1)", **search.to_dict(),
+              "groups": out_groups}
+    atomic_write_json(folder / SEARCH_JSON, record)
+    atomic_write_text(folder / SEARCH_CSV, search_csv_text(csv_rows))
+    return record
+
+
+def search_csv_text(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    names = sorted({p for r in rows for p in r["params"]})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["key", "status", "selected", "method", "dataset", "model", "seed", "epochs", "epochs_trained",
+                "val_top1", *[f"p.{n}" for n in names]])
+    for r in rows:
+        w.writerow([r["key"], r["status"], r["selected"], r["method"], r["dataset"], r["model"], r["seed"],
+                    r["epochs"], r["epochs_trained"], "" if r["val"] is None else r["val"],
+                    *[r["params"].get(n, "") for n in names]])
+    return buf.getvalue()
