@@ -42,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.sweep.runner import run_sweep
 
     if args.mlflow is not None:
-        check_mlflow()
         # the trials run in Ray workers, which inherit the driver's environment
-        os.environ[MLFLOW_ENV] = args.mlflow.resolve().as_uri()
+        os.environ[MLFLOW_ENV] = check_mlflow(args.mlflow)
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
                      progress=not args.no_progress, rerun_stale=args.rerun_stale)

@@ -16,6 +16,7 @@ from typing import Any
 from harness.errors import UserError
 
 TB_DIR = "tb"
+EXPERIMENT = "tfbench"
 MLFLOW_ENV = "TFBENCH_MLFLOW_URI"  # set by `tfbench run --mlflow DIR`; read in the trial's process
 
 
@@ -23,11 +24,23 @@ def tensorboard_command(results_folder: Path) -> str:
     return f"tensorboard --logdir {results_folder / 'trials'}"
 
 
-def check_mlflow() -> None:
+def check_mlflow(folder: Path) -> str:
+    """The tracking URI of an SQLite store in `folder`, created with its experiment here, once, before any
+    trial writes to it. Why SQLite: MLflow 3 refuses new file stores, and the trials of a sweep write
+    concurrently, which a database serialises."""
     try:
-        import mlflow  # noqa: F401
+        import mlflow
     except ImportError:
         raise UserError("--mlflow needs the mlflow package: pip install 'tfbench[mlflow]'") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--mlflow {folder}: cannot create it: {e.strerror}") from None
+    uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        client.create_experiment(EXPERIMENT)
+    return uri
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -65,8 +78,8 @@ def _mlflow_run(uri: str, key: str, params: dict[str, Any]) -> tuple[Any, str]:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("tfbench") or None
-    exp_id = exp.experiment_id if exp else client.create_experiment("tfbench")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT)
     found = client.search_runs([exp_id], filter_string=f"tags.key = '{key}'", max_results=1)
     if found:
         return client, found[0].info.run_id

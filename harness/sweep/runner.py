@@ -119,11 +119,11 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     tdir.mkdir(parents=True, exist_ok=True)
     lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
-    if lead:  # live curves: TensorBoard event files in the trial folder (and MLflow when asked for)
-        from harness.sweep.live import live_report, mlflow_uri_from_env
-
-        report = live_report(report, tdir, spec.key(), spec.method_params, mlflow_uri_from_env())
     try:
+        if lead:  # live curves: TensorBoard event files in the trial folder (and MLflow when asked for)
+            from harness.sweep.live import live_report, mlflow_uri_from_env
+
+            report = live_report(report, tdir, spec.key(), spec.method_params, mlflow_uri_from_env())
         train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
     except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
         if not lead:
