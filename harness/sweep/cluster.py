@@ -2,9 +2,9 @@
 
 Why a module of its own: every surprise a sweep can meet on Ray (a trial that never gets placed, a wrong
 address that retries for minutes, a head that wants a token, ports open to the network, actors left on
-someone else's cluster) is decided here, before the runner writes anything or while it waits. Its ~450
-lines stay one module because the runner edits are kept to single calls into it (other engineers rewrite
-runner.py at the same time), and every part reads the same Placement.
+someone else's cluster) is decided here, before the runner writes anything or while it waits. Its ~410
+lines stay one module because every part reads the same Placement, and the runner reaches it only through
+single calls.
 
 A trial's placement, as Ray sees it:
 - one worker: one bundle {CPU: cpus_per_trial, GPU: gpus_per_trial}, the Tune trial itself;

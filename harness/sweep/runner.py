@@ -5,6 +5,10 @@ results/<sweep>/trials/<key>/ each epoch, and a finished trial has a result.json
 (after Ctrl-C, a kill, a reboot, or with more seeds) starts a fresh Tune experiment over the trials that
 have no finished record, and each of those resumes from its own checkpoint. Nothing depends on the driver
 surviving.
+
+Over 400 lines on purpose: the Ray side of a sweep (the Tune trainables, Ray Train's data-parallel driver
+and workers, Ctrl-C, the results-folder lock) shares the folder's state; the cluster checks
+(sweep/cluster.py), the search (sweep/search.py) and the records (results/records.py) live beside it.
 """
 from __future__ import annotations
 
