@@ -79,9 +79,7 @@ class _Cifar(DatasetDef):
         assert root is not None
         if p.download and self.problem(root):
             self.torchvision_class()(str(root), train=True, download=True)
-        prob = self.problem(root)
-        if prob:
-            raise self.malformed(root, prob)
+        self.require_layout(root)
         base = self.base(root)
         parts = [self._read(base, name, root) for name in self.train_files]
         classes = parts[0][2]

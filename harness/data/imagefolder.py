@@ -72,9 +72,7 @@ class TinyImageNet(DatasetDef):
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
         assert root is not None
-        prob = self.problem(root)
-        if prob:
-            raise self.malformed(root, prob)
+        self.require_layout(root)
         wnids = class_folders(root / "train")
         if not wnids:
             raise self.malformed(root, "has no class folders in train/")
@@ -161,9 +159,7 @@ class ImageNet(DatasetDef):
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
         assert root is not None
-        prob = self.problem(root)
-        if prob:
-            raise self.malformed(root, prob)
+        self.require_layout(root)
         classes = class_folders(root / "train")
         val_classes = class_folders(root / "val")
         if not classes:
@@ -223,9 +219,7 @@ class INat21(DatasetDef):
 
         assert root is not None
         if not p.download:
-            prob = self.problem(root)
-            if prob:
-                raise self.malformed(root, prob)  # before torchvision, which would create the root
+            self.require_layout(root)  # before torchvision, which would create the root
         splits = {}
         for v in (self.train_version, self.val_version):
             try:

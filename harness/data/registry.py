@@ -164,6 +164,13 @@ class DatasetDef:
     def malformed(cls, root: Path | str, what: str) -> UserError:
         return UserError(f"dataset {cls.name!r}: root {root} {what}; expected layout: {cls.layout}")
 
+    @classmethod
+    def require_layout(cls, root: Path) -> None:
+        """The one-line error of `malformed` when `problem` finds the root's layout wrong."""
+        what = cls.problem(root)
+        if what:
+            raise cls.malformed(root, what)
+
 
 def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:
     """Build `cls.Params` from a plain dict through the one parameter validator (methods.params, as for
