@@ -141,6 +141,27 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     request = request_hash(method=method, dataset=dataset, model=given_model,
                            method_params=dict(method_params or {}), dataset_params=dict(dataset_params or {}),
                            model_params=dict(model_params or {}), train=given_train)
-    return TrialSpec(method=method, dataset=dataset, model=model, seed=seed, method_params=params,
+    base = TrialSpec(method=method, dataset=dataset, model=model, seed=0, method_params=params,
                      dataset_params=resolved_data, model_params=dict(model_params or {}),
                      train=config, imports=tuple(imports), method_source=source_hash(cls), request=request)
+    return with_seed(base, seed)
+
+
+SEED_SPACE = 2**32  # split seeds stay in numpy's (and scikit-learn's) seed range
+
+
+def with_seed(spec: TrialSpec, seed: int) -> TrialSpec:
+    """The same trial at another seed. With `train.split_per_seed` the holdout split's seed and the data
+    set's own split seed (its `split_seed_param`) move with the trial seed, as (given + seed) mod 2**32:
+    every method at seed s sees the same splits, and another seed draws other ones."""
+    if not spec.train.split_per_seed:
+        return dataclasses.replace(spec, seed=seed)
+    from harness.data import DATASETS
+
+    shift = seed - spec.seed
+    train = dataclasses.replace(spec.train, holdout_seed=(spec.train.holdout_seed + shift) % SEED_SPACE)
+    data = dict(spec.dataset_params)
+    name = DATASETS.get(spec.dataset).split_seed_param
+    if name is not None:
+        data[name] = (int(data[name]) + shift) % SEED_SPACE
+    return dataclasses.replace(spec, seed=seed, train=train, dataset_params=data)

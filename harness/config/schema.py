@@ -21,6 +21,10 @@ MAX_TRIALS = 10_000          # a larger grid is a typo; the product of the axes 
 MAX_NAME = 100               # `name` becomes a folder name: portable file-name length, with room for suffixes
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 DEVICE_RULE = r"^(auto|cpu|cuda(:\d+)?)$"
+# The metrics a sweep's verdicts can be made on: reported-split numbers, at the selected or the last epoch.
+PRIMARY_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
+                   "selected_ece", "last_ece")
+DEFAULT_PRIMARY = "selected_top1"
 
 
 class Strict(BaseModel):
@@ -65,7 +69,13 @@ class TrainSettings(Strict):
     holdout: float | None = Field(
         None, description="clean protocol's validation split: a fraction in (0, 1) or a whole number of "
                           "images >= 1, stratified (default 0.1; cifar10/cifar100 5000)")
-    holdout_seed: Whole | None = Field(None, description="the fixed seed of the holdout split (default 0)")
+    holdout_seed: Whole | None = Field(None, description="the seed of the holdout split (default 0)")
+    select: Literal["top1", "nll", "last"] | None = Field(
+        None, description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
+                          "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
+    split_per_seed: bool | None = Field(
+        None, description="draw the holdout split (and a data set's own split, e.g. digits' split_seed) from "
+                          "the trial seed, so that paired tests cover data-split variance (default false)")
 
     @field_validator("milestones", mode="before")
     @classmethod
@@ -141,7 +151,10 @@ class SweepFile(Strict):
     resources: Resources | None = Field(None, description="per-trial resources")
     retries: Annotated[int, Field(ge=0, le=100)] = Field(1, description="extra attempts for a trial that raises")
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.05, description="significance level of the tables' paired tests (Holm-adjusted); bold needs p below it")
+        0.05, description="significance level of the tables' paired tests (Holm-adjusted); a mark needs p below it")
+    primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
+        DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
+                                     "secondary (exploratory)")
     search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
 

@@ -52,9 +52,11 @@ class TrainConfig:
     protocol: str = "clean"         # clean: select the epoch on a held-out split | paper: on the test split
     holdout: float = 0.1            # clean: held-out share of the training split (fraction, or a number of images)
     holdout_seed: int = 0           # clean: the split's seed, independent of the trial seed
+    select: str = "top1"            # the epoch's selection rule on the selection split (harness/train/selection.py)
+    split_per_seed: bool = False    # the holdout split and the data set's own split drawn per trial seed
 
 
-SPEC_VERSION = 2  # bump when the meaning of a stored spec changes: every key changes with it
+SPEC_VERSION = 3  # bump when the meaning of a stored spec changes: every key changes with it
 # Excluded from the key: where the data lives and which device runs it change no number; checkpoint and
 # sync_debug change only what is written or checked. threads and num_workers change numbers (reduction
 # order, which worker augments which sample), so they are in the key.

@@ -45,6 +45,7 @@ from harness.config.resolve import (
     check_train,
     parse_sets,
     resolve_trial,
+    with_seed,
 )
 from harness.config.schema import (
     MAX_SEED,
@@ -324,7 +325,7 @@ def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, o
                 except (UserError, MethodParamError, RegistryError) as e:
                     P.add(("methods", mi, "params"), str(e))
                     continue
-                trials.extend(dataclasses.replace(spec, seed=s) for s in seeds)
+                trials.extend(with_seed(spec, s) for s in seeds)
     return trials
 
 

@@ -40,6 +40,7 @@ class Digits(DatasetDef):
     layout = "bundled with scikit-learn (sklearn.datasets.load_digits)"
     needs_root = False
     in_memory = True
+    split_seed_param = "split_seed"
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
         from sklearn.datasets import load_digits

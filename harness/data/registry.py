@@ -71,6 +71,7 @@ class DataBundle:
     val: Dataset
     train_eval: Dataset
     train_labels: Tensor
+    val_labels: Tensor         # the evaluation split's labels (its size and class counts are reported)
     memory: InMemory | None
     root: str | None
 
@@ -110,7 +111,7 @@ def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y:
         train=TensorImageDataset(train_x, train_y, aug),
         val=TensorImageDataset(val_x, val_y, plain),
         train_eval=TensorImageDataset(train_x, train_y, plain),
-        train_labels=train_y,
+        train_labels=train_y, val_labels=val_y,
         memory=InMemory(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
                         crop_padding=int(crop_padding), flip=bool(flip)),
         root=str(root) if root is not None else None,
@@ -129,6 +130,7 @@ def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], 
         train=tr, val=ImageFileDataset(val, eval_tf, on_bad_image=on_bad_image),
         train_eval=ImageFileDataset(train, eval_tf, on_bad_image=on_bad_image, bad=tr.bad),
         train_labels=torch.tensor([label for _, label in train], dtype=torch.int64),
+        val_labels=torch.tensor([label for _, label in val], dtype=torch.int64),
         memory=None, root=str(root),
     )
 
@@ -146,6 +148,9 @@ class DatasetDef:
     in_memory: ClassVar[bool] = False
     # Fixed system folders where a package manager installs this dataset: (path, what installs it).
     known_roots: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # The parameter that seeds the data set's own train/evaluation split, if it draws one: with
+    # train.split_per_seed it is offset by the trial seed like the holdout split (digits: split_seed).
+    split_seed_param: ClassVar[str | None] = None
 
     @classmethod
     def env_var(cls) -> str:

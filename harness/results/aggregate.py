@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
 from harness.results import records
 from harness.results.stats import (
     DEFAULT_ALPHA,
     DEFAULT_POWER,
     holm,
+    min_detectable,
     pair_by_seed,
     paired_difference,
     seeds_needed,
@@ -41,33 +43,46 @@ class MetricSpec:
     scale: float          # display factor (fractions -> percent)
     decimals: int
     higher_is_better: bool
+    effect: float = math.nan  # the difference worth detecting, in display units (`tfbench seeds --effect`)
 
 
 # Columns of trials.csv that are aggregated per configuration (all of them get mean / std / n).
 # "selected" is the reported split (clean: test; paper: the evaluation split) at the epoch the protocol
 # selected; "best" is the per-epoch maximum of the selection split (clean: validation).
+# Default effects (`effect`): one point of accuracy or calibration error, 0.01 nats of NLL.
 METRICS: dict[str, MetricSpec] = {
-    "selected_top1": MetricSpec("top-1 at the selected epoch (%)", "selected top-1 (%)", 100.0, 2, True),
-    "last_top1": MetricSpec("top-1 at the last epoch (%)", "last top-1 (%)", 100.0, 2, True),
-    "selected_top5": MetricSpec("top-5 at the selected epoch (%)", "selected top-5 (%)", 100.0, 2, True),
-    "last_top5": MetricSpec("top-5 at the last epoch (%)", "last top-5 (%)", 100.0, 2, True),
-    "selected_nll": MetricSpec("NLL at the selected epoch", "selected NLL", 1.0, 3, False),
-    "last_nll": MetricSpec("NLL at the last epoch", "NLL", 1.0, 3, False),
-    "selected_ece": MetricSpec("ECE at the selected epoch (%)", "selected ECE (%)", 100.0, 2, False),
-    "last_ece": MetricSpec("ECE at the last epoch (%)", "ECE (%)", 100.0, 2, False),
+    "selected_top1": MetricSpec("top-1 at the selected epoch (%)", "selected top-1 (%)", 100.0, 2, True, 1.0),
+    "last_top1": MetricSpec("top-1 at the last epoch (%)", "last top-1 (%)", 100.0, 2, True, 1.0),
+    "selected_top5": MetricSpec("top-5 at the selected epoch (%)", "selected top-5 (%)", 100.0, 2, True, 1.0),
+    "last_top5": MetricSpec("top-5 at the last epoch (%)", "last top-5 (%)", 100.0, 2, True, 1.0),
+    "selected_nll": MetricSpec("NLL at the selected epoch", "selected NLL", 1.0, 3, False, 0.01),
+    "last_nll": MetricSpec("NLL at the last epoch", "NLL", 1.0, 3, False, 0.01),
+    "selected_ece": MetricSpec("ECE at the selected epoch (%)", "selected ECE (%)", 100.0, 2, False, 1.0),
+    "last_ece": MetricSpec("ECE at the last epoch (%)", "ECE (%)", 100.0, 2, False, 1.0),
     "val_selected_top1": MetricSpec("selection-split top-1 at the selected epoch (%)", "val top-1 (%)", 100.0, 2,
-                                    True),
-    "best_top1": MetricSpec("best per-epoch selection-split top-1 (%)", "best val top-1 (%)", 100.0, 2, True),
-    "best_top5": MetricSpec("best per-epoch selection-split top-5 (%)", "best val top-5 (%)", 100.0, 2, True),
+                                    True, 1.0),
+    "val_selected_nll": MetricSpec("selection-split NLL at the selected epoch", "val NLL", 1.0, 3, False, 0.01),
+    "best_top1": MetricSpec("best per-epoch selection-split top-1 (%)", "best val top-1 (%)", 100.0, 2, True, 1.0),
+    "best_top5": MetricSpec("best per-epoch selection-split top-5 (%)", "best val top-5 (%)", 100.0, 2, True, 1.0),
     "train_val_gap": MetricSpec("train - val top-1 (%)", "train-val gap (%)", 100.0, 2, False),
     "step_time_s": MetricSpec("train step time (ms)", "step (ms)", 1000.0, 1, False),
     "peak_mem_bytes": MetricSpec("peak memory (bytes)", "peak mem", 1.0, 0, False),
+    "selected_epoch": MetricSpec("selected epoch", "sel. epoch", 1.0, 1, False),
     "state_bytes": MetricSpec("method state (bytes)", "state", 1.0, 0, False),
 }
 # The metrics a table can be ranked by (`tfbench table --metric`).
 TABLE_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
                  "selected_ece", "last_ece", "val_selected_top1", "best_top1", "best_top5")
-DEFAULT_METRIC = "selected_top1"
+DEFAULT_METRIC = DEFAULT_PRIMARY  # the primary metric when a sweep names none
+
+
+def companion(metric: str) -> str | None:
+    """The same quantity at the other epoch (selected_x <-> last_x): a verdict on one must hold on both,
+    so that which epoch was selected cannot decide it. None for the selection split's own metrics."""
+    for a, b in (("selected_", "last_"), ("last_", "selected_")):
+        if metric.startswith(a) and b + metric[len(a):] in METRICS:
+            return b + metric[len(a):]
+    return None
 # Records written before protocols existed have the best epoch on the evaluation split (paper) as best_*.
 LEGACY = "legacy"
 _LEGACY_FALLBACK = {"selected_top1": "best_top1", "selected_top5": "best_top5", "val_selected_top1": "best_top1",
@@ -133,7 +148,7 @@ def param_columns(df: pd.DataFrame) -> list[str]:
 
 
 def _setting_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in ("epochs", "protocol") if c in df.columns]
+    return [c for c in ("epochs", "protocol", "select") if c in df.columns]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
@@ -146,7 +161,7 @@ def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
     on every row: records from before protocols existed are `legacy`, their selected_* taken from best_*
     (what those records reported: the best epoch on the evaluation split)."""
     trials = trials.copy()
-    for m in [*METRICS, "selected_epoch", "best_epoch"]:
+    for m in [*METRICS, "best_epoch"]:
         trials[m] = pd.to_numeric(trials[m], errors="coerce") if m in trials.columns else np.nan
     protocol = trials["protocol"] if "protocol" in trials.columns else pd.Series(np.nan, index=trials.index)
     protocol = protocol.astype(object).where(protocol.notna() & (protocol.astype(str).str.strip() != ""), LEGACY)
@@ -252,24 +267,70 @@ def _by_seed(trials: pd.DataFrame, metric: str) -> dict[int, float]:
     return {int(k): float(v) for k, v in trials.groupby("seed")[metric].mean().items()}
 
 
+VERDICTS = ("better", "worse", "identical", "sensitive", "none")
+
+
+def verdict(*, diff: float, identical: bool, p_holm: float, companion_diff: float | None,
+            companion_holm: float | None, alpha: float, higher_is_better: bool) -> str:
+    """`better` / `worse` than the baseline when the Holm-adjusted p of the metric is below alpha and the
+    companion metric (the same quantity at the other epoch) agrees: same direction, Holm p below alpha too.
+    `sensitive`: significant on the metric only (the epoch selection decides it: no mark); `identical`:
+    every paired difference is zero; `none` otherwise. Without a companion the metric alone decides."""
+    if identical:
+        return "identical"
+    if not (math.isfinite(p_holm) and p_holm < alpha and math.isfinite(diff) and diff != 0):
+        return "none"
+    if companion_holm is not None:
+        agree = (companion_diff is not None and math.isfinite(companion_diff) and companion_diff * diff > 0
+                 and math.isfinite(companion_holm) and companion_holm < alpha)
+        if not agree:
+            return "sensitive"
+    return "better" if (diff > 0) == higher_is_better else "worse"
+
+
+def _paired_columns(groups: list[dict[str, Any]], finished: dict[int, pd.DataFrame],
+                    base_of: dict[int, pd.DataFrame], metric: str, prefix: str) -> None:
+    """The paired comparison on `metric` of every row with its baseline, as `<prefix>...` columns."""
+    for i, row in enumerate(groups):
+        is_base = row["_is_base"]
+        pair = paired_difference(*pair_by_seed({} if is_base else _by_seed(finished[i], metric),
+                                                _by_seed(base_of[i], metric)))
+        row.update({f"{prefix}n_paired": pair.n, f"{prefix}diff_mean": pair.mean, f"{prefix}diff_sd": pair.sd,
+                    f"{prefix}diff_ci_low": pair.ci_low, f"{prefix}diff_ci_high": pair.ci_high,
+                    f"{prefix}p_value": pair.p, f"{prefix}identical": pair.identical})
+
+
+def _holm_by_family(df: pd.DataFrame, column: str) -> pd.Series:
+    """Holm over each family (one dataset / model / settings); the baseline's own row is not a member."""
+    out = pd.Series(math.nan, index=df.index)
+    members = df[~df["_is_base"]]
+    for _, fam in members.groupby("_family", sort=False):
+        out.loc[fam.index] = holm(fam[column].to_numpy(float))
+    return out
+
+
 def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
-              alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> pd.DataFrame:
+              alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, effect: float | None = None) -> pd.DataFrame:
     """One row per configuration (trials minus seed).
 
     Columns: `label`, the config columns, `n` (finished trials), `n_failed` (status failed), `n_pending`
-    (any other status: not run yet, or interrupted), and for every metric m in METRICS `m_mean`, `m_std`,
-    `m_n`. Against the baseline trials (method `baseline`, same dataset, model, epochs and protocol):
-    `gain` (metric mean minus the baseline's, raw units); the paired comparison over the seeds both have
-    (`n_paired`, `diff_mean`, `diff_sd`, `diff_ci_low`, `diff_ci_high` (95%, t), `p_value` (paired t),
-    `p_holm` (Holm over the configurations compared with the same baseline), `significant` (p_holm <
-    alpha), `better` (significant and in the metric's better direction), `n_needed` (seeds for `power` at
-    the observed difference, NaN when none would do), `underpowered` (n_paired < n_needed, or no n would
-    do)); `time_x`, `time_x_std` (the method's own step-time spread over the baseline's mean step time),
+    (any other status: not run yet, or interrupted), `seeds` (the finished seeds, e.g. "0,1,2") and
+    `seeds_differ` (they are not the baseline's), and for every metric m in METRICS `m_mean`, `m_std`,
+    `m_n`. Against the baseline trials (method `baseline`, same dataset, model, epochs, protocol and
+    selection rule): `gain` (metric mean minus the baseline's, raw units); the paired comparison over the
+    seeds both have (`n_paired`, `diff_mean`, `diff_sd`, `diff_ci_low`, `diff_ci_high` (95%, t),
+    `p_value` (paired t; 1 when `identical`), `p_holm` (Holm over every configuration compared with the
+    same baseline)); the same for the companion metric (`c_...`, see `companion`); `verdict` (see
+    `verdict`), `better`, `worse`; `mdd` (the smallest difference the paired seeds detect with `power`,
+    raw units), `effect` (raw units: `effect` in display units, else the metric's default) and
+    `seeds_for_effect` (seeds that detect it with `power`; NaN when no finite number would);
+    `time_x`, `time_x_std` (the method's own step-time spread over the baseline's mean step time),
     `mem_x` (peak memory), `extra_state_bytes` (the method's mean state size; the baseline keeps none).
-    The baseline's own row has NaN / False in the comparison columns.
+    The baseline's own row has NaN / False / 'none' in the comparison columns.
     """
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
+    spec = METRICS[metric]
     trials = with_metric_columns(trials)
     cfg = config_columns(trials)
     if trials.empty:
@@ -277,7 +338,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     finished = trials["status"].astype(str) == "finished"
     match = ["dataset", "model", *_setting_columns(trials)]
 
-    rows = []
+    rows, ok_of, base_of = [], {}, {}
     for key, g in trials.groupby(cfg, dropna=False, sort=False):
         ok = g[finished.loc[g.index]]
         row: dict[str, Any] = dict(zip(cfg, key if isinstance(key, tuple) else (key,), strict=True))
@@ -287,38 +348,57 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
         row["n_pending"] = len(g) - len(ok) - row["n_failed"]  # not run yet, or the sweep was interrupted
         for m in METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std_n(ok[m])
-
         base_mask = finished & (trials["method"] == baseline)
         for c in match:
             base_mask &= trials[c] == row[c]
         base = trials[base_mask]
-        is_base = row["method"] == baseline
+        row["_is_base"] = row["method"] == baseline
+        row["seeds"] = ",".join(str(int(s)) for s in sorted(set(ok["seed"].astype(int))))
+        base_seeds = ",".join(str(int(s)) for s in sorted(set(base["seed"].astype(int))))
+        row["seeds_differ"] = not row["_is_base"] and bool(base_seeds) and row["seeds"] != base_seeds
         row["gain"] = row[f"{metric}_mean"] - mean_std_n(base[metric])[0]
-        # the baseline against itself is no comparison: empty pairs give NaN in every column
-        pair = paired_difference(*pair_by_seed({} if is_base else _by_seed(ok, metric), _by_seed(base, metric)))
-        row.update(n_paired=pair.n, diff_mean=pair.mean, diff_sd=pair.sd, diff_ci_low=pair.ci_low,
-                   diff_ci_high=pair.ci_high, p_value=pair.p)
         base_step = mean_std_n(base["step_time_s"])[0]
         row["time_x"] = _ratio(row["step_time_s_mean"], base_step)
         row["time_x_std"] = _ratio(row["step_time_s_std"], base_step)
         row["mem_x"] = _ratio(row["peak_mem_bytes_mean"], mean_std_n(base["peak_mem_bytes"])[0])
         row["extra_state_bytes"] = row["state_bytes_mean"]
+        weak = ok["select_weak"].astype(str).str.lower().isin(("true", "1")) if "select_weak" in ok else []
+        row["n_select_weak"] = int(sum(weak))
+        row["select_why"] = next((str(w) for w, f in zip(ok.get("select_why", []), weak, strict=False)
+                                  if f and isinstance(w, str)), "")
+        images = pd.to_numeric(ok["test_images"], errors="coerce").dropna() if "test_images" in ok else []
+        row["test_images"] = int(np.median(images)) if len(images) else math.nan
         row["_family"] = tuple(str(row[c]) for c in match)
+        ok_of[len(rows)], base_of[len(rows)] = ok, base
         rows.append(row)
 
+    other = companion(metric)
+    _paired_columns(rows, ok_of, base_of, metric, "")
+    if other is not None:
+        _paired_columns(rows, ok_of, base_of, other, "c_")
     groups = pd.DataFrame(rows)
-    groups["p_holm"] = math.nan
-    for _, fam in groups.groupby("_family", sort=False):
-        groups.loc[fam.index, "p_holm"] = holm(fam["p_value"].to_numpy(float))
-    groups = groups.drop(columns="_family")
-    sign = 1.0 if METRICS[metric].higher_is_better else -1.0
+    groups["p_holm"] = _holm_by_family(groups, "p_value")
+    groups["c_p_holm"] = _holm_by_family(groups, "c_p_value") if other is not None else math.nan
+    groups["companion"] = other or ""
+    groups["verdict"] = [
+        "none" if r["_is_base"] else verdict(
+            diff=r["diff_mean"], identical=bool(r["identical"]), p_holm=r["p_holm"],
+            # records without the companion (written before it existed) are judged on the metric alone
+            companion_diff=r["c_diff_mean"] if other is not None and r["c_n_paired"] else None,
+            companion_holm=r["c_p_holm"] if other is not None and r["c_n_paired"] else None,
+            alpha=alpha, higher_is_better=spec.higher_is_better)
+        for _, r in groups.iterrows()]
+    groups["better"] = groups["verdict"] == "better"
+    groups["worse"] = groups["verdict"] == "worse"
     groups["significant"] = groups["p_holm"].lt(alpha)
-    groups["better"] = groups["significant"] & (sign * groups["diff_mean"] > 0)
-    needed = [seeds_needed(effect=m, sd=sd, alpha=alpha, power=power) if n >= 2 else None
-              for m, sd, n in zip(groups["diff_mean"], groups["diff_sd"], groups["n_paired"], strict=True)]
-    groups["n_needed"] = [math.nan if k is None else float(k) for k in needed]
-    groups["underpowered"] = [n >= 2 and (k is None or n < k)
-                              for n, k in zip(groups["n_paired"], needed, strict=True)]
+    raw_effect = (spec.effect if effect is None else effect) / spec.scale
+    groups["effect"] = raw_effect
+    groups["mdd"] = [min_detectable(int(n), sd=sd, alpha=alpha, power=power) if not b else math.nan
+                     for n, sd, b in zip(groups["n_paired"], groups["diff_sd"], groups["_is_base"], strict=True)]
+    needed = [seeds_needed(effect=raw_effect, sd=sd, alpha=alpha, power=power) if n >= 2 and not b else None
+              for n, sd, b in zip(groups["n_paired"], groups["diff_sd"], groups["_is_base"], strict=True)]
+    groups["seeds_for_effect"] = [math.nan if k is None else float(k) for k in needed]
+    groups = groups.drop(columns=["_family", "_is_base"])
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 
@@ -339,20 +419,22 @@ def unfinished_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].astype(str) != "finished"]
 
 
-def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """In one dataset/model, each method's configuration with the most finished seeds, best by the
-    metric's mean among those (figures with one line or point per method use these; an ablation sweep
-    would otherwise crowd them)."""
-    spec = METRICS[metric]
+def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str) -> pd.DataFrame:
+    """In one dataset/model, each method's configuration chosen on the selection split: among those with
+    the most finished seeds, the best mean validation top-1 at the selected epoch, ties to the lower
+    validation NLL (`train.select`'s order; by NLL first under `nll`). Never by a test-split number.
+    Figures with one line or point per method use these; an ablation sweep would otherwise crowd them."""
+    from harness.train.selection import config_order
+
     g = groups[(groups["dataset"].astype(str) == dataset) & (groups["model"].astype(str) == model)]
     keep = []
     for _, m in g.groupby("method", sort=False):
-        # Most seeds first, so that a lucky single-seed configuration does not stand for the method.
-        sign = -1.0 if spec.higher_is_better else 1.0
-        order = sorted(m.index, key=lambda i: (-int(m.at[i, f"{metric}_n"]),
-                                               np.nan_to_num(sign * float(m.at[i, f"{metric}_mean"]),
-                                                             nan=np.inf)))
-        keep.append(order[0])
+        def order(i: Any, m: pd.DataFrame = m) -> tuple:
+            rule = str(m.at[i, "select"]) if "select" in m.columns else "top1"
+            # Most seeds first, so that a lucky single-seed configuration does not stand for the method.
+            return (-int(m.at[i, "val_selected_top1_n"]),
+                    *config_order(rule, top1=m.at[i, "val_selected_top1_mean"], nll=m.at[i, "val_selected_nll_mean"]))
+        keep.append(min(m.index, key=order))
     return sort_groups(g.loc[keep])
 
 

@@ -222,8 +222,8 @@ def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
 def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[Path]:
     """All figures of a results folder under results/<sweep>/plots/; returns the written paths.
 
-    Learning curves and accuracy-vs-cost show one line / point per method: its best configuration by
-    `metric` in that dataset / model (the only one, in a sweep without ablations)."""
+    Learning curves and accuracy-vs-cost show one line / point per method: its configuration chosen on the
+    selection split in that dataset / model (`best_per_method`; the only one in a sweep without ablations)."""
     results_dir = Path(results_dir)
     out = results_dir / "plots"
     trials = load_trials(results_dir)
@@ -238,7 +238,7 @@ def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[P
             fig = ablation_curve(groups, method=method, param=param, metric=metric)
             paths += save_figure(fig, out / _safe(f"ablation_{method}_{param[2:]}"))
     for dataset, model in cells(groups):
-        best = best_per_method(groups, dataset=dataset, model=model, metric=metric)
+        best = best_per_method(groups, dataset=dataset, model=model)
         in_cell = ((stats["dataset"].astype(str) == dataset) & (stats["model"].astype(str) == model)
                    & stats["label"].isin(best["label"]))
         if in_cell.any():

@@ -30,10 +30,14 @@ Warn = Callable[[str], None]
 
 # Columns taken from result.json (the contract of issue 13; older records lack the first block).
 RESULT_COLUMNS = ["selected_epoch", "selected_top1", "selected_top5", "selected_nll", "selected_ece",
-                  "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1",
+                  "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1", "val_selected_nll",
                   "best_top1", "best_top5", "best_epoch", "train_top1", "train_val_gap", "step_time_s",
-                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s"]
-LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model", "seed", "epochs", "protocol"]
+                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s", "test_images",
+                  "select_ties", "select_images", "select_min_per_class", "select_weak", "select_why"]
+LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model", "seed", "epochs", "protocol",
+                "select"]
+# Records written before train.select existed selected the first epoch of the highest validation top-1.
+LEGACY_SELECT = "top1_first"
 REQUIRED_COLUMNS = ("key", "status", "method", "dataset", "model", "seed")
 STATUSES = ("finished", "failed", "pending")
 
@@ -75,7 +79,8 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
     train = spec.get("train") or {}
     row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
                            "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
-                           "epochs": train.get("epochs"), "protocol": train.get("protocol", "")}
+                           "epochs": train.get("epochs"), "protocol": train.get("protocol", ""),
+                           "select": train.get("select", LEGACY_SELECT)}
     row.update({f"p.{k}": v for k, v in (spec.get("method_params") or {}).items()})
     if status == "finished":
         result = read_record(tdir / "result.json") or {}
@@ -266,15 +271,30 @@ def remove_stale_temporaries(folder: Path, *, lock_held: bool = False) -> int:
     return removed
 
 
-def sweep_alpha(folder: Path, default: float) -> float:
-    """The significance level of the sweep: `alpha:` of the sweep file recorded in sweep.yaml, else default."""
+def sweep_value(folder: Path, key: str) -> Any:
+    """A top-level key of the sweep file as recorded in sweep.yaml (None when absent or unreadable)."""
     try:
         record = yaml.safe_load((folder / "sweep.yaml").read_text())
-        alpha = (record.get("file") or {}).get("alpha", record.get("alpha"))
+        return (record.get("file") or {}).get(key, record.get(key))
     except (OSError, yaml.YAMLError, AttributeError):
-        return default
+        return None
+
+
+def sweep_alpha(folder: Path, default: float) -> float:
+    """The significance level of the sweep: `alpha:` of the sweep file recorded in sweep.yaml, else default."""
+    alpha = sweep_value(folder, "alpha")
     if alpha is None:
         return default
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise UserError(f"{folder / 'sweep.yaml'}: alpha is {alpha!r}; allowed: a number in (0, 1), e.g. 0.05")
     return float(alpha)
+
+
+def sweep_primary(folder: Path, default: str, allowed: Sequence[str]) -> str:
+    """The metric the sweep's verdicts are made on: `primary_metric:` recorded in sweep.yaml, else default."""
+    primary = sweep_value(folder, "primary_metric")
+    if primary is None:
+        return default
+    if primary not in allowed:
+        raise UserError(f"{folder / 'sweep.yaml'}: primary_metric is {primary!r}; allowed: {', '.join(allowed)}")
+    return str(primary)

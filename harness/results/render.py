@@ -1,6 +1,9 @@
-"""A `Table` (display strings plus a bold mask) and its renderers: GitHub markdown, LaTeX booktabs, CSV
-(tabulate), with the cell formatters every table shares. The renderers only decorate: what is bold and
-what a cell says is decided by harness/results/tables.py."""
+"""A `Table` (display strings plus a mark per cell) and its renderers: GitHub markdown, LaTeX booktabs, CSV
+(tabulate), with the cell formatters every table shares. The renderers only decorate: which cell is marked
+and what a cell says is decided by harness/results/tables.py.
+
+Marks: `better` renders bold with a ▲ (LaTeX: bold with a black triangle), `worse` with a ▼ (LaTeX: a
+black down-triangle); both LaTeX symbols come from amssymb. CSV spells the mark out after the cell text."""
 from __future__ import annotations
 
 import csv
@@ -13,18 +16,22 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+MARKS = ("better", "worse")
+MD_MARKS = {"better": " ▲", "worse": " ▼"}
+TEX_MARKS = {"better": r"$^{\blacktriangle}$", "worse": r"$^{\blacktriangledown}$"}
+
 
 @dataclass
 class Table:
     title: str
     headers: list[str]
     rows: list[list[str]]
-    bold: list[list[bool]] = field(default_factory=list)
+    marks: list[list[str]] = field(default_factory=list)  # per cell: '', 'better' or 'worse'
     note: str = ""
 
     def __post_init__(self) -> None:
-        if not self.bold:
-            self.bold = [[False] * len(r) for r in self.rows]
+        if not self.marks:
+            self.marks = [[""] * len(r) for r in self.rows]
 
 
 # --- cell formatting ----------------------------------------------------------------------------------
@@ -80,6 +87,7 @@ def auto_decimals(values: Sequence[float], significant: int = 3) -> int:
 
 # Letters only, so that tabulate's LaTeX escaping leaves them alone; replaced by raw LaTeX afterwards.
 _TEX_PM, _TEX_BOLD_OPEN, _TEX_BOLD_CLOSE = "TFBSENTPM", "TFBSENTBOLDOPEN", "TFBSENTBOLDCLOSE"
+_TEX_UP, _TEX_DOWN = "TFBSENTUP", "TFBSENTDOWN"
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
 
@@ -93,29 +101,36 @@ def _align(table: Table) -> tuple[str, ...]:
 
 
 def to_markdown(table: Table, *, level: int = 2) -> str:
-    def md(text: str, bold: bool) -> str:
+    def md(text: str, mark: str) -> str:
         text = text.replace("|", r"\|")
-        return f"**{text}**" if bold and text else text
+        if not text or not mark:
+            return text
+        return (f"**{text}**" if mark == "better" else text) + MD_MARKS[mark]
 
-    body = [[md(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
-    grid = tabulate(body, headers=[md(h, False) for h in table.headers], tablefmt="github",
+    body = [[md(c, m) for c, m in zip(row, mrow, strict=True)] for row, mrow in zip(table.rows, table.marks, strict=True)]
+    grid = tabulate(body, headers=[md(h, "") for h in table.headers], tablefmt="github",
                     disable_numparse=True, colalign=_align(table))
     return f"{'#' * level} {table.title}\n\n{table.note}\n\n{grid}\n"
 
 
 def to_latex(table: Table) -> str:
-    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs}."""
-    def tex(text: str, bold: bool) -> str:
+    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs} (and amssymb for marks)."""
+    def tex(text: str, mark: str) -> str:
         text = text.replace("+-", _TEX_PM)
-        return f"{_TEX_BOLD_OPEN}{text}{_TEX_BOLD_CLOSE}" if bold and text else text
+        if not text or not mark:
+            return text
+        body = f"{_TEX_BOLD_OPEN}{text}{_TEX_BOLD_CLOSE}" if mark == "better" else text
+        return body + (_TEX_UP if mark == "better" else _TEX_DOWN)
 
-    body = [[tex(c, b) for c, b in zip(row, brow, strict=True)] for row, brow in zip(table.rows, table.bold, strict=True)]
+    body = [[tex(c, m) for c, m in zip(row, mrow, strict=True)] for row, mrow in zip(table.rows, table.marks, strict=True)]
     grid = tabulate(body, headers=[tex(h, False) for h in table.headers], tablefmt="latex_booktabs",
                     disable_numparse=True, colalign=_align(table))
     grid = (grid.replace(_TEX_PM, r"$\pm$").replace(_TEX_BOLD_OPEN, r"\textbf{")
-            .replace(_TEX_BOLD_CLOSE, "}"))
-    caption = latex_escape(f"{table.title}. {table.note}".replace("+-", "PLUSMINUS")).replace(
-        "PLUSMINUS", r"$\pm$")
+            .replace(_TEX_BOLD_CLOSE, "}").replace(_TEX_UP, TEX_MARKS["better"])
+            .replace(_TEX_DOWN, TEX_MARKS["worse"]))
+    caption = latex_escape(f"{table.title}. {table.note}".replace("+-", "PLUSMINUS").replace("▲", "MARKUP")
+                           .replace("▼", "MARKDOWN")).replace("PLUSMINUS", r"$\pm$").replace(
+        "MARKUP", TEX_MARKS["better"]).replace("MARKDOWN", TEX_MARKS["worse"])
     return f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n{grid}\n\\end{{table}}\n"
 
 
@@ -123,5 +138,6 @@ def to_csv(table: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(table.headers)
-    w.writerows(table.rows)
+    w.writerows([[f"{c} ({m})" if m and c else c for c, m in zip(row, mrow, strict=True)]
+                 for row, mrow in zip(table.rows, table.marks, strict=True)])
     return buf.getvalue()

@@ -9,11 +9,13 @@ Every table names the protocol its numbers come from.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
 from harness.errors import UserError
 from harness.io import atomic_write_text
 from harness.results import records
@@ -29,6 +31,7 @@ from harness.results.aggregate import (
     aggregate,
     aggregate_sharpness,
     cells,
+    companion,
     fmt_value,
     load_sharpness,
     load_trials,
@@ -49,13 +52,14 @@ from harness.results.render import (  # noqa: F401 (format_mean_std, human_bytes
     to_latex,
     to_markdown,
 )
-from harness.results.stats import DEFAULT_ALPHA, DEFAULT_POWER
+from harness.results.stats import DEFAULT_ALPHA
 
 
-def significance_mask(groups: Sequence[pd.Series | None]) -> list[bool]:
-    """Bold where the configuration is better than the baseline with Holm-adjusted p < alpha
-    (aggregate's `better`); a group without a comparison (the baseline, sharpness) is never bold."""
-    return [g is not None and bool(g.get("better", False)) for g in groups]
+def marks_of(groups: Sequence[pd.Series | None]) -> list[str]:
+    """'better' / 'worse' / '' per configuration, from aggregate's verdict (significant on the metric after
+    Holm and confirmed at the other epoch); a group without a comparison (the baseline, sharpness) is ''."""
+    return [str(g.get("verdict", "")) if g is not None and g.get("verdict") in ("better", "worse") else ""
+            for g in groups]
 
 
 PROTOCOL_TEXT = {
@@ -64,6 +68,9 @@ PROTOCOL_TEXT = {
     LEGACY: "protocol: paper (recorded before protocols existed: best epoch on the evaluation split, as the "
             "official code; optimistic)",
 }
+SELECT_TEXT = {"top1": "the highest validation top-1, ties to the lower validation NLL, then the later epoch",
+               "nll": "the lowest validation NLL", "last": "the last epoch",
+               records.LEGACY_SELECT: "the first epoch of the highest top-1 (recorded before train.select)"}
 
 
 def protocol_line(protocols: Sequence[str]) -> str:
@@ -77,24 +84,37 @@ def protocol_line(protocols: Sequence[str]) -> str:
     return "mixed protocols, never compared with each other: " + "; ".join(texts)
 
 
-def _significance_note(alpha: float, base: str, spec: MetricSpec) -> str:
-    direction = "higher" if spec.higher_is_better else "lower"
-    return (f"bold: {direction} than {base} with a Holm-adjusted paired t-test p < alpha = {alpha:g} "
-            f"(pairs by seed; Holm over the configurations compared with {base} in one dataset / model)")
+def selection_line(groups: pd.DataFrame) -> str:
+    """One sentence when some trial's selection split could not discriminate between epochs, else ''."""
+    if "n_select_weak" not in groups.columns:
+        return ""
+    weak = int(groups["n_select_weak"].sum())
+    if not weak:
+        return ""
+    total = int(groups["n"].sum())
+    why = next((w for w in groups["select_why"] if w), "")
+    return (f"Selection: in {weak} of {total} trials the selection split could not discriminate between epochs "
+            f"(e.g. {why}); judge those by the last epoch's numbers too.")
 
 
-def underpowered_note(groups: pd.DataFrame, *, alpha: float, power: float = DEFAULT_POWER) -> str:
-    """One line listing the comparisons whose seeds are too few for `power` at their observed difference."""
-    if "underpowered" not in groups.columns:
+def metric_role(metric: str, primary: str) -> str:
+    """'' for the primary metric, else the sentence that makes a table on `metric` exploratory."""
+    if metric == primary:
         return ""
-    weak = groups[groups["underpowered"].astype(bool)]
-    if weak.empty:
-        return ""
-    parts = [f"{r['label']} (n={int(r['n_paired'])}, needs "
-             + (f"{int(r['n_needed'])})" if is_finite(r["n_needed"]) else "more than any practical n)")
-             for _, r in weak.iterrows()]
-    return (f"Underpowered at alpha = {alpha:g} and {power:.0%} power for the observed difference "
-            f"(`tfbench seeds` for details): " + ", ".join(parts) + ".")
+    return (f"Secondary metric (exploratory): this sweep's verdicts are made on {METRICS[primary].label}; "
+            f"marks on {METRICS[metric].short} are not corrected across metrics.")
+
+
+def _agree_text(metric: str) -> str:
+    other = companion(metric)
+    return f" and its {METRICS[other].short} comparison agrees" if other else ""
+
+
+def marks_legend(metric: str, alpha: float, base: str) -> str:
+    spec = METRICS[metric]
+    direction = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
+    return (f"▲ / ▼: significantly {direction[0]} / {direction[1]} than {base} (Holm-adjusted paired t-test "
+            f"p < alpha = {alpha:g}{_agree_text(metric)})")
 
 
 def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
@@ -108,7 +128,8 @@ def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
 
 
 def metric_cell(row: pd.Series, *, metric: str, spec: MetricSpec, decimals: int, typical: int | None) -> str:
-    """`77.38 +- 0.32`, plus `(n=2, 1 failed)` where n differs from the table's typical n or trials failed."""
+    """`77.38 +- 0.32`, plus `(n=2, 1 failed)` where n differs from the table's typical n or trials failed,
+    and `seeds 0,2` where the finished seeds are not the baseline's (the means then cover other seeds)."""
     text = format_mean_std(row[f"{metric}_mean"] * spec.scale, row[f"{metric}_std"] * spec.scale,
                            decimals=decimals)
     n = int(row[f"{metric}_n"])
@@ -116,12 +137,40 @@ def metric_cell(row: pd.Series, *, metric: str, spec: MetricSpec, decimals: int,
     for col, word in (("n_failed", "failed"), ("n_pending", "pending")):
         if int(row.get(col, 0)):
             extras.append(f"{int(row[col])} {word}")
+    if bool(row.get("seeds_differ", False)) and n:
+        extras.append(f"seeds {row['seeds']}")
     return f"{text} ({', '.join(extras)})" if extras else text
 
 
 def _n_note(n: int | None) -> str:
     counted = "failed and pending trials are counted in their cell"
     return f"n = {n} seeds per cell unless marked (n=k); {counted}" if n else f"n per cell; {counted}"
+
+
+def test_split_line(groups: pd.DataFrame, metric: str, baseline: str = BASELINE) -> str:
+    """The test split's size and the binomial standard error of one trial's accuracy at the baseline's mean,
+    per dataset / model: differences smaller than it are within one test set's sampling noise."""
+    spec = METRICS[metric]
+    if spec.scale != 100.0 or "test_images" not in groups.columns or "top" not in metric:
+        return ""
+    parts = []
+    for ds, model in cells(groups):
+        g = groups[(groups["dataset"].astype(str) == ds) & (groups["model"].astype(str) == model)]
+        n = pd.to_numeric(g["test_images"], errors="coerce").dropna()
+        base = g[g["method"] == baseline]
+        acc = float(base[f"{metric}_mean"].iloc[0]) if len(base) else math.nan
+        if n.empty or not is_finite(acc):
+            continue
+        images = int(n.max())
+        parts.append(f"{ds} / {model}: {images:,} images, binomial SE {100 * math.sqrt(acc * (1 - acc) / images):.2f} "
+                     f"points at {method_label(baseline)}'s {100 * acc:.2f}%")
+    if not parts:
+        return ""
+    return "Reported split: " + "; ".join(parts) + "."
+
+
+def _join(*parts: str) -> str:
+    return " ".join(p.strip() for p in parts if p and p.strip())
 
 
 # --- the tables ---------------------------------------------------------------------------------------
@@ -134,9 +183,9 @@ def _protocols(groups: pd.DataFrame) -> list[str]:
 
 def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec: MetricSpec | None = None,
                      title: str = "Comparison", decimals: int | None = None, alpha: float = DEFAULT_ALPHA,
-                     baseline: str = BASELINE) -> Table:
-    """Methods (one row per configuration label) x dataset / model; bold only where significantly better
-    than the baseline (Holm-adjusted paired p < alpha)."""
+                     baseline: str = BASELINE, primary: str | None = None) -> Table:
+    """Methods (one row per configuration label) x dataset / model; ▲ / ▼ where significantly better /
+    worse than the baseline (aggregate's verdict)."""
     spec = spec or METRICS[metric]
     decimals = spec.decimals if decimals is None else decimals
     cols = cells(groups)
@@ -144,31 +193,26 @@ def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec
     n = typical_n(groups, metric)
     by_cell = {(r["label"], str(r["dataset"]), str(r["model"])): r for _, r in groups.iterrows()}
     rows = [[label] for label in labels]
-    bold = [[False] for _ in labels]
+    marks = [[""] for _ in labels]
     for ds, model in cols:
         col_rows = [by_cell.get((label, ds, model)) for label in labels]
-        mask = significance_mask(col_rows)
-        for i, r in enumerate(col_rows):
+        for i, (r, mark) in enumerate(zip(col_rows, marks_of(col_rows), strict=True)):
             rows[i].append("" if r is None else metric_cell(r, metric=metric, spec=spec, decimals=decimals,
                                                              typical=n))
-            bold[i].append(mask[i])
-    has_tests = "better" in groups.columns
-    note = (f"{protocol_line(_protocols(groups))}. " if has_tests else "") + (
-        f"{spec.label}: mean +- sample std (ddof=1) over seeds; {_n_note(n)}; n/a = unavailable "
-        f"(a single seed); an empty cell is not in the sweep")
+            marks[i].append(mark)
+    has_tests = "verdict" in groups.columns
+    note = f"{spec.label}: mean +- sample std (ddof=1) over seeds; {_n_note(n)}; an empty cell is not in the sweep."
     if has_tests:
-        note += f"; {_significance_note(alpha, method_label(baseline), spec)}."
-        weak = underpowered_note(groups, alpha=alpha)
-        note += f" {weak}" if weak else ""
-    else:
-        note += "."
-    return Table(title, ["method", *[f"{ds} / {m}" for ds, m in cols]], rows, bold, note)
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(groups))}.", note,
+                     f"{marks_legend(metric, alpha, method_label(baseline))}.",
+                     selection_line(groups) if metric.startswith(("selected_", "val_")) else "")
+    return Table(title, ["method", *[f"{ds} / {m}" for ds, m in cols]], rows, marks, note)
 
 
 def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
-                    baseline: str = BASELINE) -> list[Table]:
-    """One table per swept parameter (seed Table 3): a row per dataset, a column per value; bold where
-    that configuration is significantly better than the baseline."""
+                    baseline: str = BASELINE, primary: str | None = None) -> list[Table]:
+    """One table per swept parameter (seed Table 3): a row per dataset, a column per value; ▲ / ▼ where
+    that configuration is significantly better / worse than the baseline."""
     spec = METRICS[metric]
     tables = []
     for method, param in swept_parameters(groups):
@@ -182,7 +226,7 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha
         has_context = any(r.context for r in arows)
         in_table = pd.concat([r.groups for r in arows])
         n = typical_n(in_table, metric)
-        rows, bold = [], []
+        rows, marks = [], []
         for r in arows:
             by_value = {fmt_value(g[param]): g for _, g in r.groups.iterrows()}
             head = [f"{r.dataset} / {r.model}" if multi_model else r.dataset]
@@ -192,83 +236,131 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha
             rows.append(head + ["" if g is None else metric_cell(g, metric=metric, spec=spec,
                                                                    decimals=spec.decimals, typical=n)
                                 for g in found])
-            bold.append([False] * len(head) + significance_mask(found))
-        note = (f"{protocol_line(_protocols(in_table))}. {spec.label} of {method_label(method)} against {name}: "
-                f"mean +- sample std over seeds; {_n_note(n)}; {_significance_note(alpha, method_label(baseline), spec)}"
-                + ("; 'fixed' lists the other swept parameters of the row." if has_context else "."))
+            marks.append([""] * len(head) + marks_of(found))
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(in_table))}.",
+                     f"{spec.label} of {method_label(method)} against {name}: mean +- sample std over seeds; "
+                     f"{_n_note(n)}.", f"{marks_legend(metric, alpha, method_label(baseline))}."
+                     + (" 'fixed' lists the other swept parameters of the row." if has_context else ""))
         headers = [name, *(["fixed"] if has_context else []), *keys]
-        tables.append(Table(f"Ablation: {name} ({method_label(method)})", headers, rows, bold, note))
+        tables.append(Table(f"Ablation: {name} ({method_label(method)})", headers, rows, marks, note))
     return tables
 
 
-def format_diff(row: pd.Series, spec: MetricSpec) -> str:
+def format_diff(row: pd.Series, spec: MetricSpec, prefix: str = "") -> str:
     """`+1.23 [+0.40, +2.06]` in display units; `+1.23 [n/a]` with one pair; `n/a` without any."""
-    if not is_finite(row["diff_mean"]):
+    if not is_finite(row[f"{prefix}diff_mean"]):
         return "n/a"
     d = spec.decimals
-    mean = f"{row['diff_mean'] * spec.scale:+.{d}f}"
-    if not is_finite(row["diff_ci_low"]):
+    mean = f"{row[f'{prefix}diff_mean'] * spec.scale:+.{d}f}"
+    if not is_finite(row[f"{prefix}diff_ci_low"]):
         return f"{mean} [n/a]"
-    return f"{mean} [{row['diff_ci_low'] * spec.scale:+.{d}f}, {row['diff_ci_high'] * spec.scale:+.{d}f}]"
+    return (f"{mean} [{row[f'{prefix}diff_ci_low'] * spec.scale:+.{d}f}, "
+            f"{row[f'{prefix}diff_ci_high'] * spec.scale:+.{d}f}]")
+
+
+VERDICT_TEXT = {"better": "better", "worse": "worse", "identical": "identical", "none": "",
+                "sensitive": "selection-sensitive"}
+
+
+def _power_cells(row: pd.Series, spec: MetricSpec) -> list[str]:
+    """The smallest difference these seeds detect (80% power) and the seeds the stated effect needs."""
+    if row.get("verdict") == "identical":
+        return ["identical", "identical"]
+    mdd = row.get("mdd", math.nan)
+    need = row.get("seeds_for_effect", math.nan)
+    return [f"{mdd * spec.scale:.{spec.decimals}f}" if is_finite(mdd) else "n/a",
+            str(int(need)) if is_finite(need) else ("n/a" if int(row.get("n_paired", 0)) < 2 else "> 10000")]
 
 
 def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
-                  alpha: float = DEFAULT_ALPHA) -> list[Table]:
-    """Per dataset / model: the metric, last-epoch top-1, the paired difference with the baseline and its
-    95% CI, n pairs, p and Holm-adjusted p, and the cost (time x, memory x, extra state)."""
+                  alpha: float = DEFAULT_ALPHA, primary: str | None = None) -> list[Table]:
+    """Per dataset / model: the metric and its companion (the other epoch), the paired difference with the
+    baseline and its 95% CI, n pairs, p and Holm-adjusted p, the verdict, the smallest detectable difference
+    and the seeds a stated effect needs, and the cost (time x, memory x, extra state)."""
     spec = METRICS[metric]
-    last = METRICS["last_top1"]
+    other = companion(metric)
+    second = METRICS[other] if other else None
     base = method_label(baseline)
+    unit = "points" if spec.scale == 100.0 else "units"
+    effect = float(groups["effect"].iloc[0]) * spec.scale if "effect" in groups.columns and len(groups) else spec.effect
     tables = []
     for ds, model in cells(groups):
         g = groups[(groups["dataset"].astype(str) == ds) & (groups["model"].astype(str) == model)]
         n = typical_n(g, metric)
-        n_last = typical_n(g, "last_top1")
-        rows, bold = [], []
+        rows, marks = [], []
         for _, r in g.iterrows():
             is_base = r["method"] == baseline
-            rows.append([r["label"],
-                         metric_cell(r, metric=metric, spec=spec, decimals=spec.decimals, typical=n),
-                         metric_cell(r, metric="last_top1", spec=last, decimals=last.decimals, typical=n_last),
-                         "ref" if is_base else format_diff(r, spec),
-                         "ref" if is_base else str(int(r["n_paired"])),
-                         "ref" if is_base else format_p(r["p_value"]),
-                         "ref" if is_base else format_p(r["p_holm"]),
-                         format_ratio(r["time_x"]),
-                         format_ratio(r["mem_x"]),
-                         human_bytes(r["extra_state_bytes"])])
-            bold.append([False, bool(r.get("better", False))] + [False] * 8)
-        weak = underpowered_note(g, alpha=alpha)
-        note = (f"{protocol_line(_protocols(g))}. Difference: per-seed {spec.short} minus {base}'s on the same "
-                f"seed, mean [95% t confidence interval], over the n seeds both finished; p: two-sided paired "
-                f"t-test; Holm p: adjusted over the configurations of this table; "
-                f"{_significance_note(alpha, base, spec)}; time x: mean train step time over {base}'s; "
-                f"memory x: peak memory over {base}'s; extra state: the method's own state kept across steps "
-                f"(e.g. the PS-KD table); {_n_note(n)}." + (f" {weak}" if weak else ""))
-        headers = ["method", spec.short, last.short, f"difference vs {base} [95% CI]", "n pairs", "p",
-                   "Holm p", "time x", "memory x", "extra state"]
-        tables.append(Table(f"Against {base}: {ds} / {model}", headers, rows, bold, note=note))
+            row = [r["label"], metric_cell(r, metric=metric, spec=spec, decimals=spec.decimals, typical=n)]
+            if second is not None:
+                row.append(metric_cell(r, metric=other, spec=second, decimals=second.decimals,
+                                       typical=typical_n(g, other)))
+            if is_base:
+                row += ["ref"] * 7
+            else:
+                row += [format_diff(r, spec), str(int(r["n_paired"])), format_p(r["p_value"]), format_p(r["p_holm"]),
+                        VERDICT_TEXT.get(str(r["verdict"]), str(r["verdict"])), *_power_cells(r, spec)]
+            row += [format_ratio(r["time_x"]), format_ratio(r["mem_x"]), human_bytes(r["extra_state_bytes"])]
+            rows.append(row)
+            marks.append([""] + [marks_of([r])[0]] + [""] * (len(row) - 2))
+        headers = ["method", spec.short, *([second.short] if second else []), f"difference vs {base} [95% CI]",
+                   "n pairs", "p", "Holm p", "verdict", f"detectable ({unit}, 80%)",
+                   f"seeds for {_amount(effect, unit)}", "time x", "memory x", "extra state"]
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(g))}.",
+                     f"Paired by seed over the {int((g['method'] != baseline).sum())} configurations of this table "
+                     f"(the Holm family); {_n_note(n)}.", test_split_line(g, metric, baseline),
+                     selection_line(g) if metric.startswith(("selected_", "val_")) else "")
+        tables.append(Table(f"Against {base}: {ds} / {model}", headers, rows, marks, note=note))
     return tables
+
+
+def _amount(value: float, unit: str) -> str:
+    """'1 point', '0.5 points', '0.01 units'."""
+    return f"{value:g} {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
+
+
+def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = BASELINE) -> list[str]:
+    """How to read the tables, said once per summary (the tables' own notes say only what is theirs)."""
+    spec, base = METRICS[metric], method_label(baseline)
+    other = companion(metric)
+    unit = "points" if spec.scale == 100.0 else "units"
+    agree = (f", and the same comparison on {METRICS[other].short} agrees (Holm p < alpha, same sign); a result "
+             f"significant on {spec.short} alone is *selection-sensitive* and not marked" if other else "")
+    return [
+        f"- Cells: mean +- sample std (ddof=1) over seeds, in percent for accuracies; `(n=k)` where a cell has "
+        f"another number of seeds than its table, `seeds a,b` where its seeds are not {base}'s.",
+        f"- ▲ / ▼ (bold and ▲ for better): significantly better / worse than {base} on the verdict's metric: the "
+        f"Holm-adjusted two-sided paired t-test p is below alpha = {alpha:g}{agree}. *identical*: equal to "
+        f"{base} on every paired seed (p = 1).",
+        f"- Against {base}: difference = per-seed value minus {base}'s on the same seed, mean [95% t confidence "
+        f"interval] over the seeds both finished; Holm adjusts over every configuration compared with {base} in "
+        f"one table (identical and untestable comparisons stay in the family with p = 1).",
+        f"- detectable: the smallest true difference the paired seeds detect with 80% power (from the sd of their "
+        f"differences); seeds for {_amount(effect, unit)}: the seeds a difference of {_amount(effect, unit)} needs "
+        f"(`tfbench seeds --effect`). Neither uses the observed difference.",
+        f"- time x, memory x: mean train step time and peak memory over {base}'s; extra state: the method's own "
+        f"state kept across steps (e.g. the PS-KD table).",
+    ]
 
 
 def details_table(groups: pd.DataFrame) -> Table:
     """Every configuration with every aggregated metric (mean +- std) and its n and failures."""
-    shown = ["selected_top1", "last_top1", "best_top1", "selected_top5", "last_nll", "last_ece", "train_val_gap",
-             "step_time_s"]
+    shown = ["selected_top1", "last_top1", "best_top1", "selected_epoch", "selected_top5", "last_nll", "last_ece",
+             "train_val_gap", "step_time_s"]
     rows = []
     for _, r in groups.iterrows():
-        row = [r["label"], f"{r['dataset']} / {r['model']}", str(r.get("protocol", "")), str(int(r["n"])),
-               str(int(r["n_failed"])), str(int(r["n_pending"]))]
+        row = [r["label"], f"{r['dataset']} / {r['model']}", str(r.get("protocol", "")), str(r.get("select", "")),
+               str(int(r["n"])), str(int(r["n_failed"])), str(int(r["n_pending"]))]
         for m in shown:
             s = METRICS[m]
             row.append(format_mean_std(r[f"{m}_mean"] * s.scale, r[f"{m}_std"] * s.scale, decimals=s.decimals))
         row.append(human_bytes(r["peak_mem_bytes_mean"]))
         rows.append(row)
-    headers = ["method", "dataset / model", "protocol", "n", "failed", "pending", *[METRICS[m].short for m in shown],
-               "peak mem"]
+    headers = ["method", "dataset / model", "protocol", "select", "n", "failed", "pending",
+               *[METRICS[m].short for m in shown], "peak mem"]
     return Table("All configurations", headers, rows,
                  note="Mean +- sample std over the finished seeds (n); n/a = unavailable; best val top-1 is the "
-                      "per-epoch maximum on the selection split (clean: validation; paper: the evaluation split).")
+                      "per-epoch maximum on the selection split (clean: validation; paper: the evaluation split); "
+                      "sel. epoch: the epoch train.select chose.")
 
 
 def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
@@ -282,13 +374,14 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 # --- the summary of a results folder ------------------------------------------------------------------
 
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
-                   sharp_groups: pd.DataFrame | None = None) -> dict[str, list[Table]]:
+                   sharp_groups: pd.DataFrame | None = None, primary: str | None = None) -> dict[str, list[Table]]:
     """Section title -> tables, in the order the summary shows them."""
     if groups.empty:
         return {}
-    out = {"Comparison": [comparison_table(groups, metric=metric, alpha=alpha)],
-           f"Against {method_label(BASELINE)}": paired_tables(groups, metric=metric, alpha=alpha),
-           "Ablations": ablation_tables(groups, metric=metric, alpha=alpha)}
+    kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
+    out = {"Comparison": [comparison_table(groups, **kw)],
+           f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
+           "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
     return out
@@ -312,16 +405,21 @@ def _summarised_configurations(results_dir: Path) -> int:
         return 0
 
 
-def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alpha: float | None = None,
-                   warn: records.Warn = records.warn_stderr) -> dict[str, str]:
+def render_summary(results_dir: str | Path, *, metric: str | None = None, alpha: float | None = None,
+                   effect: float | None = None, warn: records.Warn = records.warn_stderr) -> dict[str, str]:
     """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
-    rebuilt from the trial records). `alpha`: None reads the sweep's own (sweep.yaml), else 0.05.
+    rebuilt from the trial records). `metric`: None is the sweep's primary metric (sweep.yaml's
+    `primary_metric`, else selected_top1); any other makes the tables secondary (exploratory). `alpha`:
+    None reads the sweep's own, else 0.05. `effect`: the difference the power columns are for, in display
+    units (None: the metric's default).
 
     Refuses (UserError) to produce a summary without a finished trial over an existing one that has
     some: an empty table must never replace good numbers."""
+    results_dir = Path(results_dir)
+    primary = records.sweep_primary(results_dir, DEFAULT_PRIMARY, PRIMARY_METRICS)
+    metric = primary if metric is None else metric
     if metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
-    results_dir = Path(results_dir)
     if alpha is None:
         alpha = records.sweep_alpha(results_dir, DEFAULT_ALPHA)
     elif not 0 < alpha < 1:
@@ -334,7 +432,7 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
         raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but summary.csv "
                         f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
                         f"`tfbench run` on the sweep file)")
-    groups = aggregate(trials, metric=metric, alpha=alpha)
+    groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect)
     sharp = load_sharpness(results_dir)
     if sharp is not None:
         missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
@@ -342,15 +440,18 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
             raise UserError(f"{results_dir / 'landscape' / 'sharpness.csv'} lacks the column(s) "
                             f"{', '.join(missing)}")
     sharp_groups = aggregate_sharpness(sharp, trials) if sharp is not None and not sharp.empty else None
-    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups)
+    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups, primary=primary)
 
     n_pending = len(trials) - n_ok - n_failed
     stale = int(trials.attrs.get("stale_left_out", 0))
     head = (f"Trials: {len(trials)} ({n_ok} finished, {n_failed} failed"
             + (f", {n_pending} pending" if n_pending else "")
-            + f") in {len(groups)} configurations. Ranked by {METRICS[metric].label}. Accuracies in percent."
+            + f") in {len(groups)} configurations."
             + (f" Left out: {stale} stale trial(s), finished under a spec the sweep no longer means." if stale
                else ""))
+    verdicts = (f"Verdicts on the primary metric, {METRICS[primary].label}." if metric == primary else
+                f"Tables on {METRICS[metric].label}: a secondary metric (exploratory); the sweep's verdicts are "
+                f"made on its primary metric, {METRICS[primary].label} (`tfbench table` without --metric).")
     from harness.results.search_tables import search_section  # tuned sweeps only (docs/tuning.md)
 
     tuned, search_md, search_tex = search_section(results_dir)
@@ -358,9 +459,17 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
     if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
         sections["Comparison"][0].note += f" {tuned}"
     proto = protocol_line(_protocols(groups)) if not groups.empty else "protocol: no trials"
-    md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{proto[0].upper()}{proto[1:]}.\n"]
-    tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}}.\n",
-           f"% {head}\n", f"% {proto}.\n"]
+    rules = sorted({str(r) for r in groups.get("select", pd.Series(dtype=str)).dropna()})
+    chosen = "; ".join(f"{r}: {SELECT_TEXT.get(r, r)}" for r in rules)
+    selection = f"Epoch selection (train.select) {chosen}." if chosen else ""
+    eff = float(groups["effect"].iloc[0]) * METRICS[metric].scale if "effect" in groups.columns and len(groups) \
+        else METRICS[metric].effect
+    guide = reading_guide(metric=metric, alpha=alpha, effect=eff)
+    md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
+          "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
+    tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
+           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n",
+           "% How to read the tables:\n" + "\n".join(f"% {line}" for line in guide) + "\n"]
     for tables in sections.values():
         md.extend(to_markdown(t) for t in tables)
         tex.extend(to_latex(t) for t in tables)
@@ -375,16 +484,16 @@ def render_summary(results_dir: str | Path, *, metric: str = DEFAULT_METRIC, alp
     return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": groups.to_csv(index=False)}
 
 
-def write_outputs(results_dir: str | Path, outputs: dict[str, str]) -> list[Path]:
+def write_outputs(results_dir: str | Path, outputs: dict[str, str], *, stem: str = "summary") -> list[Path]:
     paths = []
     for fmt in ("md", "tex", "csv"):
-        path = Path(results_dir) / f"summary.{fmt}"
+        path = Path(results_dir) / f"{stem}.{fmt}"
         atomic_write_text(path, outputs[fmt])
         paths.append(path)
     return paths
 
 
-def write_summary(results_dir: str | Path, metric: str = DEFAULT_METRIC, alpha: float | None = None) -> str:
+def write_summary(results_dir: str | Path, metric: str | None = None, alpha: float | None = None) -> str:
     """Write summary.md, summary.tex and summary.csv of a results folder; return the markdown."""
     outputs = render_summary(results_dir, metric=metric, alpha=alpha)
     write_outputs(results_dir, outputs)

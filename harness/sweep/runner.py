@@ -115,7 +115,7 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     """Train one trial inside a Ray worker; on failure, record the error next to the checkpoint and re-raise."""
     import torch
 
-    from harness.train.loop import train_trial
+    from harness.train.loop import TrialDiverged, train_trial
 
     torch.set_num_threads(max(1, threads))
     spec = TrialSpec.from_dict(spec_dict)
@@ -136,7 +136,13 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
         if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower():
             msg = f"out of memory: {msg}"
         log(traceback.format_exc())
-        atomic_write_json(tdir / "error.json", {"status": "failed", "error": msg, "time": time.time()})
+        # a diverged loss is deterministic (same seed, same data, same steps): another attempt would only
+        # diverge again, so the trial ends here as failed instead of going back to Tune for a retry
+        final = isinstance(e, TrialDiverged)
+        atomic_write_json(tdir / "error.json", {"status": "failed", "error": msg, "time": time.time(),
+                                                "retried": not final})
+        if final:
+            return
         raise
     (tdir / "error.json").unlink(missing_ok=True)
 
@@ -206,7 +212,7 @@ def _build_data(spec_dict: dict[str, Any]) -> Any:
     return build_dataset(spec.dataset, dict(spec.dataset_params))
 
 
-def _make_callback(progress: Progress):
+def _make_callback(progress: Progress, folder: Path):
     from ray import tune
 
     class _Cb(tune.Callback):
@@ -217,7 +223,12 @@ def _make_callback(progress: Progress):
             progress.start(trial.config["key"])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.finish(trial.config["key"])
+            key = trial.config["key"]
+            # a diverged trial returns normally (no retry) with its error recorded: it failed
+            if trial_status(Path(folder) / "trials" / key) == "failed":
+                progress.fail(key)
+            else:
+                progress.finish(key)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             progress.fail(trial.config["key"])
@@ -354,7 +365,7 @@ def _tune(sweep: SweepSpec, folder: Path, pending: list[TrialSpec], done_before:
         trainable = tune.with_parameters(_tune_trainable, specs=specs, folder=str(folder), threads=threads)
     trainable = tune.with_resources(trainable, cluster.tune_resources(placement))
     progress = Progress(sweep.name, len(sweep.trials), done_before=done_before)
-    callbacks = [_make_callback(progress)] if show else []
+    callbacks = [_make_callback(progress, folder)] if show else []
     callbacks.append(cluster.tune_watchdog_callback(cluster.PendingWatchdog(placement)))
     tuner = tune.Tuner(
         trainable,

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config.resolve import request_hash
+from harness.config.resolve import request_hash, with_seed
 from harness.config.search import SearchSpec
 from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
@@ -41,6 +41,13 @@ from harness.io import atomic_write_json, atomic_write_text
 from harness.results import records
 
 METRIC, MODE, TIME_ATTR = "val_top1", "max", "epoch"
+
+
+def scheduler_metric(rule: str) -> tuple[str, str]:
+    """What ASHA's rungs and TPE compare each epoch: the selection rule's first key (`nll`: validation NLL,
+    lower is better; otherwise validation top-1). Why only the first key: a scheduler compares one number;
+    the tie-break applies when the finished trials are selected (`select_best`)."""
+    return ("val_nll", "min") if rule == "nll" else (METRIC, MODE)
 STOPPED = "stopped.json"
 SEARCH_JSON, SEARCH_CSV = "search.json", "search.csv"
 SIGNIFICANT = 4  # sampled floats are rounded to 4 significant digits: readable keys and tables
@@ -114,11 +121,14 @@ def search_trial(base: TrialSpec, params: dict[str, Any]) -> TrialSpec:
                                request=request_hash(search_of=base.request, params=params))
 
 
-def select_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished row with the highest validation top-1 (`val`); the first one on a tie. Rows carry
-    no test-split number: selection cannot see it."""
+def select_best(rows: list[dict[str, Any]], rule: str) -> dict[str, Any] | None:
+    """The finished row that `train.select`'s order puts first: the highest validation top-1 at the selected
+    epoch (`val`), ties to the lower validation NLL (`val_nll`); under `nll` the NLL first. Equal rows keep
+    the first. Rows carry no test-split number: selection cannot see it."""
+    from harness.train.selection import config_order
+
     finished = [r for r in rows if r["status"] == "finished" and r.get("val") is not None]
-    return max(finished, key=lambda r: r["val"], default=None)  # max keeps the first of equal values
+    return min(finished, key=lambda r: config_order(rule, top1=r["val"], nll=r.get("val_nll")), default=None)
 
 
 # --- trial records -------------------------------------------------------------------------------
@@ -142,12 +152,18 @@ def search_row(folder: Path, spec: TrialSpec, params: dict[str, Any]) -> dict[st
     status = search_status(tdir)
     epochs = history(tdir)
     if status == "finished":
-        val = (records.read_record(tdir / "result.json") or {}).get("val_selected_top1")
-    else:
-        val = max((e["val_top1"] for e in epochs if isinstance(e.get("val_top1"), (int, float))), default=None)
+        result = records.read_record(tdir / "result.json") or {}
+        val, val_nll = result.get("val_selected_top1"), result.get("val_selected_nll")
+    else:  # the epoch train.select would have picked so far
+        from harness.train.selection import select_epoch
+
+        usable = [e for e in epochs if isinstance(e.get("val_top1"), (int, float))]
+        chosen = select_epoch(spec.train.select, usable)
+        best = next((e for e in usable if e.get("epoch") == chosen), None)
+        val, val_nll = (best["val_top1"], best.get("val_nll")) if best else (None, None)
     return {"key": spec.key(), "status": status, "method": spec.method, "dataset": spec.dataset,
             "model": spec.model, "seed": spec.seed, "epochs": spec.train.epochs, "epochs_trained": len(epochs),
-            "val": val, "params": params}
+            "val": val, "val_nll": val_nll, "params": params}
 
 
 def members(folder: Path, base: TrialSpec) -> list[tuple[TrialSpec, dict[str, Any]]]:
@@ -204,11 +220,12 @@ def _search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str,
         _run_one(spec.to_dict(), str(tdir), threads, report=report)
 
 
-def make_scheduler(search: SearchSpec, folder: Path, epochs: int) -> Any:
+def make_scheduler(search: SearchSpec, folder: Path, epochs: int, rule: str = "top1") -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
     if search.scheduler == "fifo":
         return FIFOScheduler()
+    metric, mode = scheduler_metric(rule)
 
     class RecordingASHA(ASHAScheduler):
         """ASHA that writes `stopped.json` into the trial folder when it stops a trial early. The last
@@ -224,24 +241,26 @@ def make_scheduler(search: SearchSpec, folder: Path, epochs: int) -> Any:
             tdir = folder / "trials" / str(result.get("key", ""))
             if result.get("key") and records.trial_status(tdir) != "finished":
                 atomic_write_json(tdir / STOPPED, {"status": "stopped", "by": "asha", "epoch": epoch,
-                                                   "val_top1": result.get(METRIC), "time": time.time()})
+                                                   metric: result.get(metric), "time": time.time()})
             return decision
 
-    return RecordingASHA(time_attr=TIME_ATTR, metric=METRIC, mode=MODE, max_t=epochs,
+    return RecordingASHA(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=epochs,
                          grace_period=search.grace_period, reduction_factor=search.reduction_factor)
 
 
-def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]]) -> Any:
+def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]], rule: str = "top1") -> Any:
     try:
         import optuna  # noqa: F401
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise UserError("search.algorithm is tpe but optuna is not installed; pip install 'tfbench[tune]', or "
                         "use algorithm: random") from None
-    evaluated = [r for r in done if r["val"] is not None]
-    return OptunaSearch(space=space, metric=METRIC, mode=MODE, seed=search.seed,
+    metric, mode = scheduler_metric(rule)
+    key = "val_nll" if metric == "val_nll" else "val"
+    evaluated = [r for r in done if r[key] is not None]
+    return OptunaSearch(space=space, metric=metric, mode=mode, seed=search.seed,
                         points_to_evaluate=[r["params"] for r in evaluated] or None,
-                        evaluated_rewards=[r["val"] for r in evaluated] or None)
+                        evaluated_rewards=[r[key] for r in evaluated] or None)
 
 
 def _run_group(group: Group, search: SearchSpec, folder: Path, sweep: SweepSpec, configs: list[dict] | None,
@@ -250,6 +269,7 @@ def _run_group(group: Group, search: SearchSpec, folder: Path, sweep: SweepSpec,
     from ray import tune
 
     r = sweep.resources
+    rule = group.base.train.select
     threads = max(1, int(r.cpus_per_trial))
     trainable = tune.with_parameters(_search_trainable, base=group.base.to_dict(), folder=str(folder),
                                      threads=threads)
@@ -259,10 +279,10 @@ def _run_group(group: Group, search: SearchSpec, folder: Path, sweep: SweepSpec,
     else:
         done = [search_row(folder, s, p) for s, p in members(folder, group.base)]
         done = [d for d in done if d["status"] in ("finished", "stopped")]
-        param_space, search_alg, samples = {}, _tpe(ray_space(group.space), search, done), n_new
+        param_space, search_alg, samples = {}, _tpe(ray_space(group.space), search, done, rule), n_new
     tuner = tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(scheduler=make_scheduler(search, folder, group.base.train.epochs),
+        tune_config=tune.TuneConfig(scheduler=make_scheduler(search, folder, group.base.train.epochs, rule),
                                     search_alg=search_alg, num_samples=samples,
                                     max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -436,18 +456,19 @@ def write_search_record(folder: Path, sweep: SweepSpec, groups: list[Group]) -> 
     out_groups, csv_rows = [], []
     for g in groups:
         rows = [search_row(folder, s, p) for s, p in group_trials(g, search, folder)]
-        best = select_best(rows)
+        best = select_best(rows, g.base.train.select)
         for r in rows:
             r["selected"] = best is not None and r["key"] == best["key"]
-        confirm = ([dataclasses.replace(search_trial(g.base, best["params"]), seed=s) for s in g.seeds]
-                   if best else [])
+        confirm = [with_seed(search_trial(g.base, best["params"]), s) for s in g.seeds] if best else []
         out_groups.append({"method": g.base.method, "dataset": g.base.dataset, "model": g.base.model,
                            "budget": budget_of(g, search), "epochs": g.base.train.epochs, "rows": rows,
                            "best": best["key"] if best else None, "best_params": best["params"] if best else None,
                            "best_val_top1": best["val"] if best else None,
                            "confirm": [t.key() for t in confirm], "confirm_specs": [t.to_dict() for t in confirm]})
         csv_rows.extend(rows)
-    record = {"metric": METRIC, "selected_on": "validation split (val_selected_top1)", **search.to_dict(),
+    rule = groups[0].base.train.select if groups else "top1"
+    record = {"metric": METRIC, "selected_on": f"validation split (train.select {rule}: val_selected_top1, "
+                                               f"val_selected_nll)", **search.to_dict(),
               "groups": out_groups}
     atomic_write_json(folder / SEARCH_JSON, record)
     atomic_write_text(folder / SEARCH_CSV, search_csv_text(csv_rows))

@@ -46,6 +46,7 @@ from harness.train.distributed import (
 from harness.train.memory import reset_peak_rss
 from harness.train.metrics import ece_counts, ece_from_counts, evaluate, lr_at
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
+from harness.train.selection import diagnose, is_better
 from harness.train.splits import make_splits
 from harness.train.trained import Trained, load_trained
 from methods import Method, StepContext
@@ -122,6 +123,7 @@ class Rig:
     loaders: Loaders
     classifier: torch.nn.Module | None
     bundle: Any
+    select_labels: Tensor          # labels of the split the epoch is selected on (its size and class counts)
     device: torch.device
     amp: bool
     rank: int
@@ -145,12 +147,13 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     out, t = Path(out_dir), spec.train
     r = build_rig(spec, bundle)
     lead, clean = r.rank == 0, t.protocol == "clean"
+    keeps_best = clean and t.select != "last"  # `last` selects the final weights: no best.pt to keep
     quiet = log if lead else (lambda s: None)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", {"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
                                                 "env": environment(str(r.device)), "world_size": r.world})
-    start_epoch, best, timing = resume(r, spec, out, quiet)
+    start_epoch, best, timing, history = resume(r, spec, out, quiet)
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.device)
     else:
@@ -165,9 +168,11 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         # the selection split: the held-out validation split (clean) or the evaluation split (paper)
         metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.model, r.loaders.select, r.device, r.amp),
                    "lr": lr, "epoch_time_s": seconds, "step_time_s": timing["seconds"] / max(timing["steps"], 1)}
-        if metrics["val_top1"] > best["top1"]:
+        history.append(metrics)
+        if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
+                     best_nll=best.get("nll", math.inf)):
             best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in ("top1", "top5", "nll", "ece")}}
-            if clean and lead:  # before the checkpoint that records it: see checkpoint.restore_best
+            if keeps_best and lead:  # before the checkpoint that records it: see checkpoint.restore_best
                 save_best(out / BEST, model=r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
         if lead:
             append_jsonl(out / "metrics.jsonl", metrics)
@@ -180,22 +185,29 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         if report is not None:
             report(metrics)
 
-    if not metrics:  # resumed from a finished checkpoint: rebuild the final record from disk
-        rows = read_metrics(out / "metrics.jsonl", quiet)
-        metrics = rows[-1] if rows else {}
+    metrics = history[-1] if history else {}
     last = {k[4:]: metrics.get(k) for k in ("val_top1", "val_top5", "val_nll", "val_ece")}
     selected = {k: best.get(k) for k in ("top1", "top5", "nll", "ece")}
-    if clean:  # the test split, exactly twice: last weights, then the selected epoch's
+    if clean:  # the test split, exactly twice (once when the last epoch is the selected one)
         last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
-        r.model.load_state_dict(read_checkpoint(out / BEST, map_location=r.device)["model"])
-        selected = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
-        quiet(f"test top-1 {selected['top1']:.4f} with the weights of epoch {best['epoch']} (selected on the "
-              f"held-out split, top-1 {best['top1']:.4f}), {last['top1']:.4f} with the last weights")
+        selected = last
+        if keeps_best:
+            r.model.load_state_dict(read_checkpoint(out / BEST, map_location=r.device)["model"])
+            selected = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
+        quiet(f"test top-1 {selected['top1']:.4f} with the weights of epoch {best['epoch']} (selected by "
+              f"{t.select} on the held-out split, top-1 {best['top1']:.4f}), {last['top1']:.4f} with the last weights")
+    diagnosis = diagnose(t.select, val_top1=[row["val_top1"] for row in history],
+                         class_counts=torch.bincount(r.select_labels).tolist())
+    if diagnosis.weak:
+        quiet(f"warning: the selection split cannot discriminate between epochs: {diagnosis.why}; compare "
+              f"the last epoch's numbers (last_*) with the selected ones")
     step_time = timing["seconds"] / max(timing["steps"], 1)
     result = {
         "status": "finished", "protocol": t.protocol,
         "selected_epoch": best["epoch"], **{f"selected_{k}": v for k, v in selected.items()},
         **{f"last_{k}": v for k, v in last.items()}, "val_selected_top1": best["top1"],
+        "val_selected_nll": best.get("nll"), **diagnosis.record(),
+        "test_images": len(r.bundle.val_labels) if clean else len(r.select_labels),
         "best_top1": best["top1"], "best_top5": best.get("top5"), "best_epoch": best["epoch"],
         "train_top1": metrics.get("train_top1"),
         "train_val_gap": (metrics["train_top1"] - metrics["val_top1"]) if metrics else None,
@@ -264,22 +276,23 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
                params=params, opt=opt, generator=generator, method_gen=method_gen, plan=plan,
                loaders=make_loaders(bundle, spec, plan, splits, device, generator),
                classifier=get_classifier(model) if method.needs.features else None, bundle=bundle,
+               select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
                device=device, amp=amp, rank=rank, world=world)
 
 
-def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict]:
-    """(start epoch, best so far, timing) from the newest usable checkpoint, or a fresh start; the record
-    and the weights must agree, so the checkpoint may be no newer than the intact metrics record."""
+def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict, list[dict]]:
+    """(start epoch, best so far, timing, the epochs' records) from the newest usable checkpoint, or a fresh
+    start; the record and the weights must agree, so the checkpoint may be no newer than the intact record."""
     t, lead = spec.train, r.rank == 0
     history = read_metrics(out / "metrics.jsonl", log) if t.checkpoint else []
     state = load_checkpoint(out / CHECKPOINT, log, rename=lead, max_epoch=len(history)) if t.checkpoint else None
-    if state is not None and t.protocol == "clean":
+    if state is not None and t.protocol == "clean" and t.select != "last":
         ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=True) if lead else True
         barrier(r.world)  # rank 0 has rolled best.pt back before the others look
         if not lead:
             ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=False)
         state = state if ok else None
-    fresh = (0, {"top1": -1.0, "epoch": 0}, {"steps": 0, "seconds": 0.0})
+    fresh = (0, {"top1": -1.0, "nll": math.inf, "epoch": 0}, {"steps": 0, "seconds": 0.0}, [])
     if state is None:
         if lead:  # a fresh start leaves nothing of an earlier attempt behind
             for name in ("metrics.jsonl", BEST, previous_checkpoint(Path(BEST)).name):
@@ -302,7 +315,7 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
         log(f"resuming {spec.key()} from epoch {state['epoch']}")
     if r.world > 1:
         broadcast(r.params + list(r.model.buffers()))
-    return state["epoch"], state["best"], state["timing"]
+    return state["epoch"], state["best"], state["timing"], history[:state["epoch"]]
 
 
 def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,

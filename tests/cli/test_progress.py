@@ -127,9 +127,10 @@ def test_file_logger_timestamps_every_line_and_appends(tmp_path):
     assert first != second  # an hour apart
 
 
-def test_the_sweep_runners_tune_callback_drives_progress():
+def test_the_sweep_runners_tune_callback_drives_progress(tmp_path):
     """The runner's Tune callback, called as Tune calls it (no Ray cluster): starts, ends, failures and the
-    heartbeat from Tune's loop reach the one Progress."""
+    heartbeat from Tune's loop reach the one Progress; a trial that returns with an error record (a diverged
+    loss is not retried) counts as failed."""
     import types
 
     from harness.sweep.runner import _make_callback
@@ -137,8 +138,8 @@ def test_the_sweep_runners_tune_callback_drives_progress():
     clock = FakeClock()
     out = io.StringIO()
     p = Progress("q", 3, stream=out, tty=False, heartbeat_s=60, clock=clock)
-    cb = _make_callback(p)
-    trial = {k: types.SimpleNamespace(config={"key": k}) for k in ("a", "b", "c")}
+    cb = _make_callback(p, tmp_path)
+    trial = {k: types.SimpleNamespace(config={"key": k}) for k in ("a", "b", "c", "d")}
     for k in ("a", "b"):
         cb.on_trial_start(iteration=1, trials=[], trial=trial[k])
     clock.t += 10
@@ -152,3 +153,7 @@ def test_the_sweep_runners_tune_callback_drives_progress():
     assert len(lines) == n + 1 == 6
     # 1 finished in 71 s, 3 - 1 finished - 1 failed = 1 to go -> 71 s
     assert lines[-1].endswith("[q] finished 1/3  running 1  failed 1  pending 0  elapsed 1:11  eta 1:11")
+    (tmp_path / "trials" / "d").mkdir(parents=True)
+    (tmp_path / "trials" / "d" / "error.json").write_text('{"status": "failed", "error": "TrialDiverged"}')
+    cb.on_trial_complete(iteration=6, trials=[], trial=trial["d"])
+    assert "failed 2" in out.getvalue().splitlines()[-1]

@@ -120,11 +120,14 @@ def test_paired_comparison_against_ce_by_seed():
     assert z["p_value"] == pytest.approx(p_hand)
     assert (z["diff_ci_low"], z["diff_ci_high"]) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
     # the family of cifar100/resnet18 against CE: zipf lam=0.1 (p_hand), pskd (2 pairs), zipf lam=0.5 (1 pair:
-    # no p). PS-KD - CE: 0.03, 0.03 -> sd 0 -> no p either; so Holm over one p-value leaves it unchanged.
+    # no p). PS-KD - CE: 0.03, 0.03 -> sd 0 -> no p either. Both untestable comparisons stay in the family
+    # as p = 1 (the family is the design, not the outcome): m = 3, so Holm gives 3 * p_hand.
     ps = group(aggregate(synthetic()), "pskd")
     assert ps["n_paired"] == 2 and ps["diff_mean"] == pytest.approx(0.03) and math.isnan(ps["p_value"])
-    assert z["p_holm"] == pytest.approx(p_hand)
-    assert bool(z["significant"]) == (p_hand < 0.05) and bool(z["better"]) == (p_hand < 0.05)
+    assert z["p_holm"] == pytest.approx(min(1.0, 3 * p_hand))
+    # last top-1 is best top-1 - 0.01 on every trial: the same differences, so the companion agrees
+    assert z["c_diff_mean"] == pytest.approx(0.05) and z["c_p_holm"] == pytest.approx(z["p_holm"])
+    assert bool(z["significant"]) == (3 * p_hand < 0.05) and bool(z["better"]) == (3 * p_hand < 0.05)
 
 
 def test_holm_family_is_one_dataset_model_and_excludes_other_cells():

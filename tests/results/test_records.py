@@ -62,7 +62,7 @@ def table(folder: Path, capsys, *extra: str) -> tuple[int, str, str]:
 def test_good_folder_reads_back_what_was_written(tmp_path, capsys):
     folder = make_folder(tmp_path)
     trials = pd.read_csv(folder / "trials.csv")
-    assert list(trials.columns[:10]) == records.LEAD_COLUMNS
+    assert list(trials.columns[:len(records.LEAD_COLUMNS)]) == records.LEAD_COLUMNS
     assert set(trials["protocol"]) == {"clean"} and not trials["stale"].any()
     code, out, err = table(folder, capsys)
     assert code == 0 and err == ""
@@ -219,12 +219,13 @@ def test_stale_rows_are_left_out_with_one_line(tmp_path, capsys):
     assert err.strip().splitlines() == ["tfbench: warning: left out 1 stale trial(s): finished under a spec the "
                                         "sweep no longer means (`tfbench run --rerun-stale` retrains them)"]
     assert "Left out: 1 stale trial(s)" in out
-    assert "| LS | 76.50 +- 2.12 (n=2) |" in re.sub(r" +", " ", out)  # 75 and 78 only
+    # 75 and 78 only: seeds 1 and 2, not CE's 0, 1, 2, and the cell says so
+    assert "| LS | 76.50 +- 2.12 (n=2, seeds 1,2) |" in re.sub(r" +", " ", out)
 
 
-def test_seeds_command_prints_paired_sd_and_seeds_needed(tmp_path, capsys):
+def test_seeds_command_prints_the_detectable_difference_and_seeds_for_an_effect(tmp_path, capsys):
     folder = make_folder(tmp_path)
-    # LS - CE = 2, 3, 4 points: mean 3, sd 1 -> d = 3; with --effect 1 (point): d = 1 -> 10 seeds (G*Power)
+    # LS - CE = 2, 3, 4 points: mean 3, sd 1 -> with --effect 1 (point): d = 1 -> 10 seeds (G*Power)
     code = main(["seeds", str(folder), "--effect", "1"])
     out = capsys.readouterr().out
     assert code == 0
@@ -232,14 +233,15 @@ def test_seeds_command_prints_paired_sd_and_seeds_needed(tmp_path, capsys):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:4] == ["3", "+3.00", "1.00"]
     assert cells[5] == "10"
-    # observed d = 3: n = 4 is the smallest with 80% power (nct by hand: n = 3 gives < 0.8)
-    from scipy import stats
-    def power(n, d):
-        c = stats.t.ppf(0.975, n - 1)
-        return stats.nct.sf(c, n - 1, d * n ** 0.5) + stats.nct.cdf(-c, n - 1, d * n ** 0.5)
-    expected = next(n for n in range(2, 50) if power(n, 3.0) >= 0.8)
-    assert cells[4] == str(expected)
+    # detectable at n = 3 with sd 1 point: the effect size statsmodels solves for (80% power, two-sided)
+    TTestPower = pytest.importorskip("statsmodels.stats.power").TTestPower
+    d = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8, alternative="two-sided")
+    assert cells[4] == f"{d * 1.0:.2f}"  # = 3.26 points: 3 seeds cannot detect less
     assert "alpha = 0.05" in out
+    # the default effect is one point: the same 10 seeds
+    main(["seeds", str(folder)])
+    default = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| LS")][0]
+    assert [c.strip() for c in default.strip("|").split("|")][5] == "10"
     assert main(["seeds", str(folder), "--effect", "-1"]) == 2
     assert "--effect -1 is not a positive number" in capsys.readouterr().err
 

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.results.stats import holm, pair_by_seed, paired_difference, paired_power, seeds_needed
+from harness.results.stats import (
+    holm,
+    min_detectable,
+    pair_by_seed,
+    paired_difference,
+    paired_power,
+    seeds_needed,
+)
 
 
 def test_paired_difference_matches_ttest_rel_and_a_hand_ci():
@@ -33,8 +40,12 @@ def test_paired_difference_degenerate_cases():
     assert all(math.isnan(x) for x in (one.sd, one.ci_low, one.ci_high, one.p))
     none = paired_difference([], [])
     assert none.n == 0 and math.isnan(none.mean)
-    same = paired_difference([0.8, 0.9], [0.7, 0.8])  # identical differences: sd 0, t undefined
+    same = paired_difference([0.8, 0.9], [0.7, 0.8])  # one repeated non-zero difference: sd 0, t undefined
     assert same.sd == 0 and math.isnan(same.p) and same.ci_low == pytest.approx(0.1) == same.ci_high
+    assert not same.identical
+    # equal on every seed: identical, p = 1 (no evidence of any difference), never "untestable"
+    twin = paired_difference([0.81, 0.9, 0.7], [0.81, 0.9, 0.7])
+    assert twin.identical and twin.p == 1.0 and twin.mean == 0.0 and twin.sd == 0.0
 
 
 def test_pair_by_seed_keeps_only_seeds_present_and_finite_on_both_sides():
@@ -46,11 +57,47 @@ def test_pair_by_seed_keeps_only_seeds_present_and_finite_on_both_sides():
 def test_holm_worked_example():
     # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> running max 0.06)
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    # NaN is not a test: m = 2 here, and NaN stays NaN; products above 1 are capped
+    # an untestable comparison (NaN) stays in the family as p = 1: m = 3 here; it stays NaN itself
     out = holm([0.2, math.nan, 0.01, ])
-    assert out[0] == pytest.approx(0.2) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+    assert out[0] == pytest.approx(0.4) and math.isnan(out[1]) and out[2] == pytest.approx(0.03)
+    # dropping a member must not shrink the family: identical results (p = 1) and NaN count alike
+    assert holm([0.02, math.nan])[0] == pytest.approx(0.04) == holm([0.02, 1.0])[0]
     assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_holm_equals_statsmodels_multipletests():
+    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 9):
+        p = rng.uniform(0, 0.2, size=m)
+        assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    # with a member that could not be tested: statsmodels on the same family with that p set to 1
+    p = [0.01, math.nan, 0.03, 0.002]
+    expected = multipletests([0.01, 1.0, 0.03, 0.002], method="holm")[1]
+    got = holm(p)
+    assert [got[i] for i in (0, 2, 3)] == pytest.approx([expected[i] for i in (0, 2, 3)]) and math.isnan(got[1])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
+def test_min_detectable_equals_statsmodels_and_reaches_the_power(n):
+    TTestPower = pytest.importorskip("statsmodels.stats.power").TTestPower
+    d = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8, alternative="two-sided")
+    assert min_detectable(n, sd=0.5) == pytest.approx(d * 0.5, rel=1e-5)  # scales with the sd
+    # and by definition, with scipy's noncentral t written out here: the power at it is 80%
+    crit = stats.t.ppf(0.975, n - 1)
+    nc = min_detectable(n, sd=1.0) * math.sqrt(n)
+    lower = stats.nct.cdf(-crit, n - 1, nc)
+    assert stats.nct.sf(crit, n - 1, nc) + (0 if math.isnan(lower) else lower) == pytest.approx(0.8, abs=1e-6)
+
+
+def test_min_detectable_edges():
+    assert math.isnan(min_detectable(1, sd=1.0))         # one pair: no sd
+    assert math.isnan(min_detectable(5, sd=0.0))         # no spread to scale by
+    assert math.isnan(min_detectable(5, sd=math.nan))
+    # G*Power: 10 pairs detect d = 1 with 80.3% power, so the detectable d at 10 is just below 1
+    assert 0.99 < min_detectable(10, sd=1.0) < 1.0
+    assert min_detectable(10, sd=1.0, alpha=0.01) > min_detectable(10, sd=1.0)
 
 
 @pytest.mark.parametrize(("d", "expected"), [(1.0, 10), (0.5, 34), (0.8, 15), (0.2, 199)])

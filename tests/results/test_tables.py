@@ -66,21 +66,22 @@ def test_comparison_cells_no_bold_without_significance_failures_and_single_seed(
     cells = {r[0]: r[1:] for r in t.rows}
     assert cells["CE"] == ["72.00 +- 2.00", "50.00 +- 1.00"]
     assert cells["LS"] == ["74.00 +- 0.00", ""]                         # not run on tiny: empty
-    assert cells["Zipf's LS"][1] == "55.00 +- 1.41 (n=2, 1 failed)"   # std of 0.54, 0.56 = 0.01 * sqrt(2)
-    assert cells["PS-KD"][1] == "53.00 +- n/a (n=1)"
+    # std of 0.54, 0.56 = 0.01 * sqrt(2); seeds 0 and 1 only, where CE has 0, 1, 2: said in the cell
+    assert cells["Zipf's LS"][1] == "55.00 +- 1.41 (n=2, 1 failed, seeds 0,1)"
+    assert cells["PS-KD"][1] == "53.00 +- n/a (n=1, seeds 0)"
     # LS - CE per seed on cifar_100: 0.04003, 0.02, 0.0 -> paired p = 0.18 at n = 3: the largest mean is not
     # bold any more; nothing in this table is significant.
     p_ls = stats.ttest_rel([0.74003, 0.74, 0.74], [0.70, 0.72, 0.74]).pvalue
     assert p_ls > 0.05
-    assert not any(any(b) for b in t.bold)
+    assert not any(any(m) for m in t.marks)
     assert "n = 3 seeds per cell unless marked" in t.note
     assert "protocol: paper (recorded before protocols existed" in t.note
     assert "Holm-adjusted paired t-test p < alpha = 0.05" in t.note
     md = re.sub(r" +", " ", to_markdown(t))
-    assert "| LS | 74.00 +- 0.00 | |" in md and "**" not in md
+    assert "| LS | 74.00 +- 0.00 | |" in md and "**" not in md and "▲" not in md.split("|", 1)[1]
 
 
-def test_bold_rule_is_holm_adjusted_p_below_alpha_and_better():
+def test_marks_are_holm_adjusted_p_below_alpha_both_ways():
     rows = [trial("ce", s, v) for s, v in enumerate([0.70, 0.72, 0.74, 0.71])]
     rows += [trial("ls", s, v) for s, v in enumerate([0.75, 0.78, 0.79, 0.77])]    # d = 5, 6, 5, 6 points
     rows += [trial("pskd", s, v) for s, v in enumerate([0.66, 0.67, 0.69, 0.65])]  # d = -4, -5, -5, -6
@@ -98,14 +99,48 @@ def test_bold_rule_is_holm_adjusted_p_below_alpha_and_better():
     g = aggregate(df, metric="best_top1")
     assert dict(zip(g["method"], g["p_holm"], strict=True))["ols"] == pytest.approx(adj["ols"])
     t = comparison_table(g, metric="best_top1")
-    bold = {r[0]: b[1] for r, b in zip(t.rows, t.bold, strict=True)}
-    # LS: significantly better -> bold; PS-KD: significantly WORSE -> not bold; OLS: not significant.
-    assert bold == {"CE": False, "LS": True, "PS-KD": False, "OLS": False}
-    # a stricter alpha below LS's adjusted p takes the bold away
+    marks = {r[0]: m[1] for r, m in zip(t.rows, t.marks, strict=True)}
+    # LS: significantly better; PS-KD: significantly WORSE, marked too; OLS: not significant.
+    assert marks == {"CE": "", "LS": "better", "PS-KD": "worse", "OLS": ""}
+    assert dict(zip(g["method"], g["verdict"], strict=True)) == {"ce": "none", "ls": "better", "pskd": "worse",
+                                                                 "ols": "none"}
+    # every format shows both, consistently with summary.csv's verdict column
+    md = re.sub(r" +", " ", to_markdown(t))
+    assert "| LS | **77.25 +- 1.71** ▲ |" in md and "| PS-KD | 66.75 +- 1.71 ▼ |" in md and "| OLS | 72.50" in md
+    assert "▲ / ▼: significantly higher / lower than CE" in md
+    tex = to_latex(t)
+    assert r"\textbf{77.25 $\pm$ 1.71}$^{\blacktriangle}$" in tex and r"66.75 $\pm$ 1.71$^{\blacktriangledown}$" in tex
+    assert to_csv(t).splitlines()[2:4] == ["LS,77.25 +- 1.71 (better)", "PS-KD,66.75 +- 1.71 (worse)"]
+    # a stricter alpha below LS's adjusted p takes both marks away
     strict = comparison_table(aggregate(df, metric="best_top1", alpha=adj["ls"] / 2), metric="best_top1",
                               alpha=adj["ls"] / 2)
-    assert not any(b[1] for b in strict.bold)
+    assert not any(m[1] for m in strict.marks)
     assert f"alpha = {adj['ls'] / 2:g}" in strict.note
+
+
+def test_a_verdict_needs_the_selected_and_the_last_epoch_to_agree():
+    """The quickstart's old artefact: significantly worse at the selected epoch (judged at a least-trained
+    epoch), not at the last. Selection-sensitive: no mark, and the verdict column says why."""
+    ce = [0.98, 0.985, 0.975, 0.98]
+    rows = [dict(trial("ce", s, v), selected_top1=v, protocol="clean") for s, v in enumerate(ce)]
+    # zipf: selected 2 points below CE on every seed (d = -2.0, -2.1, -1.9, -2.0); last: 0.1 above, noisy
+    rows += [dict(trial("zipf", s, v), selected_top1=v - d, last_top1=v + e, protocol="clean")
+             for s, (v, d, e) in enumerate(zip(ce, [0.02, 0.021, 0.019, 0.02], [0.004, -0.003, 0.002, 0.001],
+                                               strict=True))]
+    # ls: 2 points above at both epochs
+    rows += [dict(trial("ls", s, v + 0.02 + j), selected_top1=v + 0.02 + j, protocol="clean")
+             for s, (v, j) in enumerate(zip(ce, [0.0, 0.001, -0.001, 0.0005], strict=True))]
+    g = aggregate(pd.DataFrame(rows), metric="selected_top1").set_index("method")
+    p_sel = stats.ttest_rel([v - d for v, d in zip(ce, [0.02, 0.021, 0.019, 0.02], strict=True)], ce).pvalue
+    assert 2 * p_sel < 0.05 and g.loc["zipf", "p_holm"] < 0.05  # significant at the selected epoch ...
+    assert g.loc["zipf", "c_p_holm"] > 0.05                      # ... not at the last
+    assert g.loc["zipf", "verdict"] == "sensitive" and not g.loc["zipf", "worse"]
+    assert g.loc["ls", "verdict"] == "better"
+    t = paired_tables(g.reset_index(), metric="selected_top1")[0]
+    by = {r[0]: r for r in t.rows}
+    assert by["Zipf's LS"][t.headers.index("verdict")] == "selection-sensitive"
+    assert t.headers[2] == "last top-1 (%)"
+    assert {r[0]: m[1] for r, m in zip(t.rows, t.marks, strict=True)} == {"CE": "", "LS": "better", "Zipf's LS": ""}
 
 
 def test_lower_is_better_metric_bolds_a_significantly_lower_value():
@@ -113,9 +148,9 @@ def test_lower_is_better_metric_bolds_a_significantly_lower_value():
     df.loc[df["method"] == "ls", "last_nll"] = [0.80, 0.81, 0.79]  # CE 1.0: d = -0.2, -0.19, -0.21
     t = comparison_table(aggregate(df, metric="last_nll"), metric="last_nll")
     ls_row = [i for i, r in enumerate(t.rows) if r[0] == "LS"][0]
-    assert t.rows[ls_row][1] == "0.800 +- 0.010" and t.bold[ls_row][1]
-    assert sum(b[1] for b in t.bold) == 1
-    assert "lower than CE" in t.note
+    assert t.rows[ls_row][1] == "0.800 +- 0.010" and t.marks[ls_row][1] == "better"
+    assert sum(bool(m[1]) for m in t.marks) == 1
+    assert "significantly lower / higher than CE" in t.note
 
 
 def _check_booktabs(tex: str) -> list[list[str]]:
@@ -166,8 +201,9 @@ def test_summary_latex_is_well_formed(tmp_path):
 def test_paired_table_difference_ci_p_holm_and_ratios():
     tables = paired_tables(aggregate(synthetic(), metric="best_top1"), metric="best_top1")
     assert [t.title for t in tables] == ["Against CE: cifar_100 / resnet18", "Against CE: tiny / resnet18"]
-    assert tables[0].headers == ["method", "best val top-1 (%)", "last top-1 (%)", "difference vs CE [95% CI]",
-                                 "n pairs", "p", "Holm p", "time x", "memory x", "extra state"]
+    assert tables[0].headers == ["method", "best val top-1 (%)", "difference vs CE [95% CI]", "n pairs", "p",
+                                 "Holm p", "verdict", "detectable (points, 80%)", "seeds for 1 point", "time x",
+                                 "memory x", "extra state"]
     rows = {r[0]: r for r in tables[0].rows}
     z, ce = [0.73994, 0.74, 0.74], [0.70, 0.72, 0.74]
     d = [a - b for a, b in zip(z, ce, strict=True)]
@@ -176,15 +212,18 @@ def test_paired_table_difference_ci_p_holm_and_ratios():
     p_z = stats.ttest_rel(z, ce).pvalue
     p_ls = stats.ttest_rel([0.74003, 0.74, 0.74], ce).pvalue
     holm_z = max(min(1, 2 * min(p_z, p_ls)), p_z) if p_z > p_ls else min(1, 2 * p_z)
-    assert rows["Zipf's LS"][3] == f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
-    assert rows["Zipf's LS"][4:] == ["3", f"{p_z:.3f}", f"{holm_z:.3f}", "1.20x", "1.00x", "0 B"]
-    assert rows["CE"][3:7] == ["ref", "ref", "ref", "ref"]
+    assert rows["Zipf's LS"][2] == f"{100 * mean:+.2f} [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}]"
+    assert rows["Zipf's LS"][3:7] == ["3", f"{p_z:.3f}", f"{holm_z:.3f}", ""]
+    # detectable at n = 3: statsmodels' effect size for 80% power times the sd of the paired differences
+    TTestPower = pytest.importorskip("statsmodels.stats.power").TTestPower
+    d_min = TTestPower().solve_power(nobs=3, alpha=0.05, power=0.8, alternative="two-sided")
+    assert rows["Zipf's LS"][7] == f"{100 * sd * d_min:.2f}"
+    assert rows["Zipf's LS"][9:] == ["1.20x", "1.00x", "0 B"]
+    assert rows["CE"][2:9] == ["ref"] * 7
     tiny = {r[0]: r for r in tables[1].rows}
-    assert tiny["PS-KD"][3:7] == ["+4.00 [n/a]", "1", "n/a", "n/a"]  # 53 - 49 on seed 0 only: no CI, no p
-    assert tiny["PS-KD"][9] == "5.0 MiB"
-    assert "paired t-test" in tables[0].note and "protocol: paper" in tables[0].note
-    # 3 seeds cannot show a 2-point difference with this spread: the note says so
-    assert "Underpowered at alpha = 0.05 and 80% power" in tables[0].note and "Zipf's LS (n=3, needs" in tables[0].note
+    assert tiny["PS-KD"][2:9] == ["+4.00 [n/a]", "1", "n/a", "n/a", "", "n/a", "n/a"]  # seed 0 only: no CI, no p
+    assert tiny["PS-KD"][11] == "5.0 MiB"
+    assert "protocol: paper" in tables[0].note and "the Holm family" in tables[0].note
 
 
 def test_ablation_table_layout_and_row_bold():
@@ -201,7 +240,7 @@ def test_ablation_table_layout_and_row_bold():
     assert t.headers == ["alpha", "fixed", "0.5", "1.0", "2.0"]
     assert t.rows[0] == ["cifar_100", "lam=0.1", "71.00 +- 1.41", "73.00 +- 1.41", "72.00 +- 1.41"]
     assert t.rows[1][:2] == ["tiny", "lam=1.0"]
-    assert t.bold == [[False] * 5] * 2  # no CE in this sweep: nothing can be significantly better than it
+    assert t.marks == [[""] * 5] * 2  # no CE in this sweep: nothing can be significantly better than it
     lam = by_title["Ablation: lam (Zipf's LS)"]
     assert lam.headers == ["lam", "fixed", "0.1", "0.5", "1.0", "5.0"]
     assert lam.rows[0][2:] == ["73.00 +- 1.41", "70.00 +- 0.00", "", ""]
@@ -251,5 +290,9 @@ def test_cmd_table(tmp_path, capsys):
         cmd_table.run(_args(str(tmp_path), "--format", "html"))
     assert cmd_table.run(_args(str(tmp_path), "--metric", "last_top1", "--format", "tex")) == 0
     out = capsys.readouterr().out
-    assert r"\begin{tabular}" in out and "top-1 at the last epoch" in out
-    assert (tmp_path / "summary.md").exists() and (tmp_path / "summary.csv").exists()
+    assert r"\begin{tabular}" in out and "top-1 at the last epoch" in out and "Secondary metric (exploratory)" in out
+    # a secondary metric never overwrites the summary of the primary one
+    assert not (tmp_path / "summary.md").exists()
+    assert (tmp_path / "summary-last_top1.md").exists() and (tmp_path / "summary-last_top1.csv").exists()
+    assert cmd_table.run(_args(str(tmp_path))) == 0
+    assert (tmp_path / "summary.md").exists() and "Verdicts on the primary metric" in capsys.readouterr().out

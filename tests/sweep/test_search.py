@@ -114,9 +114,15 @@ def test_selection_reads_the_validation_number_only():
             {"key": "b", "status": "finished", "val": 0.90, "test": 0.10},
             {"key": "c", "status": "stopped", "val": 0.95, "test": 0.99},   # never trained to the end
             {"key": "d", "status": "failed", "val": None},
-            {"key": "e", "status": "finished", "val": 0.90, "test": 0.50}]  # a tie: the first one wins
-    assert select_best(rows)["key"] == "b"
-    assert select_best([{"key": "x", "status": "stopped", "val": 0.9}]) is None
+            {"key": "e", "status": "finished", "val": 0.90, "test": 0.50}]  # a tie, no NLL: the first one wins
+    assert select_best(rows, "top1")["key"] == "b"
+    assert select_best([{"key": "x", "status": "stopped", "val": 0.9}], "top1") is None
+    # the tie-break of train.select: at equal validation top-1 the lower validation NLL wins
+    rows[1]["val_nll"], rows[4]["val_nll"] = 0.40, 0.30
+    assert select_best(rows, "top1")["key"] == "e"
+    # under `nll` the NLL decides first, whatever the top-1
+    rows[0]["val_nll"] = 0.10
+    assert select_best(rows, "nll")["key"] == "a"
 
 
 @pytest.mark.parametrize("search, expected", [
