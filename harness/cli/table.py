@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from harness.errors import UserError
 from harness.results.aggregate import DEFAULT_METRIC, TABLE_METRICS
@@ -12,7 +13,8 @@ FORMATS = ("md", "tex", "csv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="a results folder (results/<sweep>/, holding trials.csv)")
+    parser.add_argument("dir", nargs="+", help="a results folder (results/<sweep>/, holding trials.csv); several "
+                                                "are pooled: their data sets side by side and ranked across")
     parser.add_argument("--metric", default=None,
                         help=f"the metric the tables compare: {', '.join(TABLE_METRICS)} (default: the sweep's "
                              f"primary_metric, else {DEFAULT_METRIC}; any other metric is secondary: exploratory)")
@@ -22,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effect", type=float, default=None,
                         help="the difference the power columns are for, in the table's units (accuracy points "
                              "for top-1; default 1 point, 0.01 for NLL)")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="write summary.{md,tex,csv} into DIR and leave the results folder untouched (for a "
+                             "shared or read-only folder; pooled folders are only printed without it)")
     parser.add_argument("--format", default="md", help=f"what to print: {', '.join(FORMATS)} (default md); "
                                                         f"all three files are written either way")
 
@@ -32,18 +37,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown metric {args.metric!r} for `tfbench table`; allowed: {', '.join(TABLE_METRICS)}")
     if args.format not in FORMATS:
         raise UserError(f"unknown format {args.format!r} for `tfbench table`; allowed: {', '.join(FORMATS)}")
-    from pathlib import Path
-
     from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
     from harness.results.records import remove_stale_temporaries, sweep_primary
     from harness.results.tables import render_summary, write_outputs  # pandas/tabulate only when used
 
-    remove_stale_temporaries(Path(args.dir))
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect:g} is not a positive number; give e.g. --effect 0.5 (points)")
-    outputs = render_summary(args.dir, metric=args.metric, alpha=args.alpha, effect=args.effect)
-    # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
-    primary = sweep_primary(Path(args.dir), DEFAULT_PRIMARY, PRIMARY_METRICS)
-    write_outputs(args.dir, outputs, stem="summary" if args.metric in (None, primary) else f"summary-{args.metric}")
+    folders = [Path(d) for d in args.dir]
+    into = args.out if args.out is not None else (folders[0] if len(folders) == 1 else None)
+    if into is not None and into.exists() and not into.is_dir():
+        raise UserError(f"--out {into}: exists and is not a folder")
+    if args.out is None and len(folders) == 1:  # writing into the results folder: a killed writer's leftovers go
+        remove_stale_temporaries(folders[0])
+    outputs = render_summary(folders[0] if len(folders) == 1 else folders, metric=args.metric, alpha=args.alpha,
+                             effect=args.effect, write=args.out is None)
+    if into is not None:
+        # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
+        primary = sweep_primary(folders[0], DEFAULT_PRIMARY, PRIMARY_METRICS)
+        write_outputs(into, outputs, stem="summary" if args.metric in (None, primary) else f"summary-{args.metric}")
     print(outputs[args.format], end="" if outputs[args.format].endswith("\n") else "\n")
     return 0

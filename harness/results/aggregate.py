@@ -99,9 +99,11 @@ CURVE_COLUMNS = ("val_top1", "train_loss")
 
 # --- loading (reads only) -----------------------------------------------------------------------------
 
-def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
-    """trials.csv (rebuilt from the trial records when damaged, stale rows left out) with every metric."""
-    trials = records.load_trials(results_dir, warn=warn)
+def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_stderr,
+                write: bool = True) -> pd.DataFrame:
+    """trials.csv (rebuilt from the trial records when damaged, stale rows left out) with every metric;
+    `write=False` keeps a rebuilt table in memory (the folder is not written)."""
+    trials = records.load_trials(results_dir, warn=warn, write=write)
     left_out = trials.attrs.get("stale_left_out", 0)
     trials = with_metric_columns(trials)
     trials.attrs["stale_left_out"] = left_out
@@ -436,6 +438,19 @@ def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str) -> pd.Dat
                     *config_order(rule, top1=m.at[i, "val_selected_top1_mean"], nll=m.at[i, "val_selected_nll_mean"]))
         keep.append(min(m.index, key=order))
     return sort_groups(g.loc[keep])
+
+
+def across_scores(groups: pd.DataFrame, *, metric: str) -> pd.DataFrame:
+    """Blocks x methods for ranking across data sets (harness/results/ranks.py): per dataset / model, each
+    method's configuration chosen on the selection split (`best_per_method`), its mean `metric`. Index:
+    'dataset / model'; columns: method display names, in the paper's order."""
+    rows = {}
+    for dataset, model in cells(groups):
+        best = best_per_method(groups, dataset=dataset, model=model)
+        rows[f"{dataset} / {model}"] = {method_label(str(r["method"])): float(r[f"{metric}_mean"])
+                                        for _, r in best.iterrows()}
+    methods = sorted({str(m) for m in groups["method"]}, key=method_sort_key) if len(groups) else []
+    return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[method_label(m) for m in methods])
 
 
 # --- ablations: which parameter was swept, and the Table-3 rows of it ----------------------------------

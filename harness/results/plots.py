@@ -26,6 +26,7 @@ from harness.results.aggregate import (
     DEFAULT_METRIC,
     METRICS,
     ablation_rows,
+    across_scores,
     aggregate,
     best_per_method,
     cells,
@@ -37,6 +38,7 @@ from harness.results.aggregate import (
     ordered_values,
     swept_parameters,
 )
+from harness.results.ranks import POSTHOCS, AcrossDatasets, p_phrase
 
 COLUMN_WIDTH_IN = 3.3
 STYLE = {
@@ -248,15 +250,16 @@ def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[P
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
             paths += save_figure(fig, out / _safe(f"cost_{dataset}_{model}"))
+    if len(cells(groups)) >= 2:
+        from harness.results.ranks import across_datasets
+
+        result = across_datasets(across_scores(groups, metric=metric),
+                                 higher_is_better=METRICS[metric].higher_is_better)
+        paths += save_figure(critical_difference_diagram(result), out / "critical_difference")
     return paths
 
 
-
 # --- across data sets ---------------------------------------------------------------------------------
-
-# Imported here, with the one figure that needs it, so that the rest of the module stays as it was;
-# ranks.py imports nothing of plots.py, so there is no cycle.
-from harness.results.ranks import POSTHOCS, AcrossDatasets, p_phrase  # noqa: E402
 
 # The diagram's y unit is one line of 8 pt text; y = 0 is the rank axis and y grows downwards.
 _LINE_IN = 0.15

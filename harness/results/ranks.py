@@ -306,18 +306,17 @@ def friedman_line(result: AcrossDatasets) -> str:
 def across_tables(result: AcrossDatasets) -> list[Table]:
     """Two tables for render.py's to_markdown / to_latex / to_csv: mean ranks (method, mean rank, one
     column per block's rank), best first; and every pair with its mean-rank difference, Wilcoxon p, Holm p
-    and the post-hoc's verdict (bold where the pair differs)."""
+    and the post-hoc's verdict."""
     blocks = list(result.ranks.index)
     rank_rows = [[_label(m), f"{r:.2f}" if is_finite(r) else "n/a", *(f"{result.ranks.at[b, m]:g}" for b in blocks)]
                  for m, r in result.mean_ranks.items()]
     ranks_table = Table("Mean ranks across data sets", ["method", "mean rank", *map(_label, blocks)], rank_rows,
                         note=f"{friedman_line(result)}. {result.note}")
     name = POSTHOCS[result.posthoc]
-    pair_rows, bold = [], []
+    pair_rows = []
     for _, r in result.pairwise.iterrows():
         pair_rows.append([_label(r["a"]), _label(r["b"]), f"{r['mean_rank_diff']:.2f}", format_p(r["p_wilcoxon"]),
                           format_p(r["p_holm"]), "yes" if r["significant"] else "no"])
-        bold.append([False] * 5 + [bool(r["significant"])])
     if result.cd is None:
         rule = "not tested (fewer than 2 methods or no complete block)"
     elif result.posthoc == "nemenyi":
@@ -326,7 +325,7 @@ def across_tables(result: AcrossDatasets) -> list[Table]:
         rule = f"Holm p < {result.alpha:g}"
     pairs_table = Table(f"Pairs of methods across data sets ({name})",
                         ["method a", "method b", "mean rank difference", "Wilcoxon p", "Holm p",
-                         f"different ({name})"], pair_rows, bold,
+                         f"different ({name})"], pair_rows,
                         note=(f"a is ranked no worse than b; mean rank difference: b's minus a's over "
                               f"{_count(result.n_blocks, 'block')}; Wilcoxon p: two-sided signed-rank test of the per-block "
                               f"score differences (zero differences split between the signs); Holm p: adjusted "

@@ -174,9 +174,10 @@ def folder_is_locked(folder: Path) -> bool:
         os.close(fd)
 
 
-def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr) -> pd.DataFrame:
-    """trials.csv as a DataFrame, rebuilt from the trial records when it is missing or damaged, without
-    the stale rows (their count in `.attrs["stale_left_out"]`, and one warning)."""
+def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: bool = True) -> pd.DataFrame:
+    """trials.csv as a DataFrame, rebuilt from the trial records when it is missing or damaged (and written
+    back unless `write` is False or a run holds the folder), without the stale rows (their count in
+    `.attrs["stale_left_out"]`, and one warning)."""
     import pandas as pd
 
     folder = Path(results_dir)
@@ -194,6 +195,8 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr) -> pd.Data
         text = trials_csv_text(rows)
         if folder_is_locked(folder):
             where = "used as rebuilt, not written: a `tfbench run` holds this folder and rewrites it when done"
+        elif not write:
+            where = "used as rebuilt, not written (--out)"
         else:
             if path.is_file():  # kept for inspection; everything in it is derivable from the records
                 os.replace(path, folder / "trials.csv.damaged")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,6 +29,7 @@ from harness.results.aggregate import (
     TABLE_METRICS,
     MetricSpec,
     ablation_rows,
+    across_scores,
     aggregate,
     aggregate_sharpness,
     cells,
@@ -373,6 +375,21 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 
 # --- the summary of a results folder ------------------------------------------------------------------
 
+def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> list[Table]:
+    """Mean ranks over the data sets / models of `groups` with the Friedman test and its post-hoc (Demšar
+    2006; harness/results/ranks.py): empty with fewer than two data sets."""
+    from harness.results.ranks import across_datasets, across_tables
+
+    if len(cells(groups)) < 2:
+        return []
+    result = across_datasets(across_scores(groups, metric=metric), higher_is_better=METRICS[metric].higher_is_better,
+                             alpha=alpha)
+    tables = across_tables(result)
+    tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
+                           f"per data set / model; rank 1 = best.", tables[0].note)
+    return tables
+
+
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
                    sharp_groups: pd.DataFrame | None = None, primary: str | None = None) -> dict[str, list[Table]]:
     """Section title -> tables, in the order the summary shows them."""
@@ -381,6 +398,7 @@ def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha:
     kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
     out = {"Comparison": [comparison_table(groups, **kw)],
            f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
+           "Across data sets": across_section(groups, metric=metric, alpha=alpha),
            "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
@@ -405,35 +423,70 @@ def _summarised_configurations(results_dir: Path) -> int:
         return 0
 
 
-def render_summary(results_dir: str | Path, *, metric: str | None = None, alpha: float | None = None,
-                   effect: float | None = None, warn: records.Warn = records.warn_stderr) -> dict[str, str]:
+def _one_setting(folders: Sequence[Path], read: Any, what: str) -> Any:
+    """The sweeps' common value of a setting (primary metric, alpha); pooled folders must agree."""
+    values = {str(f): read(f) for f in folders}
+    if len(set(values.values())) > 1:
+        raise UserError(f"the results folders disagree on {what} ({'; '.join(f'{f}: {v}' for f, v in values.items())}); "
+                        f"give --{what.split()[0]} to compare them on one")
+    return next(iter(values.values()))
+
+
+def pooled_trials(folders: Sequence[Path], *, warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
+    """The trials of several results folders as one table (ranked across all their data sets). A trial key
+    found in two folders is one trial copied twice: it is counted once, with one warning."""
+    frames = [load_trials(f, warn=warn, write=False) for f in folders]
+    trials = pd.concat(frames, ignore_index=True)
+    dup = trials["key"].duplicated()
+    if dup.any():
+        warn(f"{int(dup.sum())} trial key(s) appear in more than one of the folders (e.g. "
+             f"{trials.loc[dup, 'key'].iloc[0]}); each is counted once")
+        trials = trials[~dup].reset_index(drop=True)
+    trials.attrs["stale_left_out"] = sum(int(f.attrs.get("stale_left_out", 0)) for f in frames)
+    return trials
+
+
+def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: str | None = None,
+                   alpha: float | None = None, effect: float | None = None,
+                   warn: records.Warn = records.warn_stderr, write: bool = True) -> dict[str, str]:
     """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
-    rebuilt from the trial records). `metric`: None is the sweep's primary metric (sweep.yaml's
+    rebuilt from the trial records). Several folders are pooled (`pooled_trials`): their data sets are
+    compared side by side and ranked across. `metric`: None is the sweep's primary metric (sweep.yaml's
     `primary_metric`, else selected_top1); any other makes the tables secondary (exploratory). `alpha`:
     None reads the sweep's own, else 0.05. `effect`: the difference the power columns are for, in display
-    units (None: the metric's default).
+    units (None: the metric's default). `write=False` never writes into the folders (a damaged trials.csv
+    is then rebuilt in memory only).
 
     Refuses (UserError) to produce a summary without a finished trial over an existing one that has
     some: an empty table must never replace good numbers."""
-    results_dir = Path(results_dir)
-    primary = records.sweep_primary(results_dir, DEFAULT_PRIMARY, PRIMARY_METRICS)
+    folders = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(f) for f in results_dir]
+    try:
+        primary = _one_setting(folders, lambda f: records.sweep_primary(f, DEFAULT_PRIMARY, PRIMARY_METRICS),
+                               "metric (primary_metric)")
+    except UserError:
+        if metric is None:
+            raise
+        primary = metric  # pooled sweeps with different primaries: the metric asked for is the one judged
     metric = primary if metric is None else metric
     if metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
     if alpha is None:
-        alpha = records.sweep_alpha(results_dir, DEFAULT_ALPHA)
+        alpha = _one_setting(folders, lambda f: records.sweep_alpha(f, DEFAULT_ALPHA), "alpha")
     elif not 0 < alpha < 1:
         raise UserError(f"alpha {alpha:g} is out of range; allowed: a number in (0, 1), e.g. 0.05")
-    trials = load_trials(results_dir, warn=warn)
+    results_dir = folders[0]
+    name = results_dir.name if len(folders) == 1 else "pooled " + ", ".join(f.name for f in folders)
+    trials = (load_trials(results_dir, warn=warn, write=write) if len(folders) == 1
+              else pooled_trials(folders, warn=warn))
     status = trials["status"].astype(str)
     n_ok, n_failed = int((status == "finished").sum()), int((status == "failed").sum())
-    kept = _summarised_configurations(results_dir)
+    kept = _summarised_configurations(results_dir) if len(folders) == 1 else 0
     if n_ok == 0 and kept:
         raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but summary.csv "
                         f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
                         f"`tfbench run` on the sweep file)")
     groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect)
-    sharp = load_sharpness(results_dir)
+    sharp = load_sharpness(results_dir) if len(folders) == 1 else None
     if sharp is not None:
         missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
         if missing:
@@ -454,7 +507,7 @@ def render_summary(results_dir: str | Path, *, metric: str | None = None, alpha:
                 f"made on its primary metric, {METRICS[primary].label} (`tfbench table` without --metric).")
     from harness.results.search_tables import search_section  # tuned sweeps only (docs/tuning.md)
 
-    tuned, search_md, search_tex = search_section(results_dir)
+    tuned, search_md, search_tex = search_section(results_dir) if len(folders) == 1 else ("", [], [])
     head += f" {tuned}" if tuned else ""
     if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
         sections["Comparison"][0].note += f" {tuned}"
@@ -465,9 +518,9 @@ def render_summary(results_dir: str | Path, *, metric: str | None = None, alpha:
     eff = float(groups["effect"].iloc[0]) * METRICS[metric].scale if "effect" in groups.columns and len(groups) \
         else METRICS[metric].effect
     guide = reading_guide(metric=metric, alpha=alpha, effect=eff)
-    md = [f"# Results: {results_dir.name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
+    md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
           "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
-    tex = [f"% tfbench summary of {results_dir.name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
+    tex = [f"% tfbench summary of {name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
            f"% {head}\n", f"% {verdicts} {proto}. {selection}\n",
            "% How to read the tables:\n" + "\n".join(f"% {line}" for line in guide) + "\n"]
     for tables in sections.values():
