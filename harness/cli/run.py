@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="print the command that shows every trial's live curves (trials/<key>/tb/) in TensorBoard")
     p.add_argument("--mlflow", type=Path, default=None, metavar="DIR",
-                   help="also log each trial's params and metrics to an MLflow file store in DIR "
-                        "(pip install 'tfbench[mlflow]')")
+                   help="also log each trial's params and metrics to an MLflow SQLite store, DIR/mlflow.db "
+                        "(needs mlflow: pip install -e '.[mlflow]' in the tfbench checkout)")
     p.add_argument("--rerun-stale", action="store_true",
                    help="retrain trials whose finished results were computed under settings the sweep no longer "
                         "means (their old folders move to <results>/<name>/stale/)")

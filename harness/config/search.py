@@ -2,7 +2,7 @@
 
     search:
       budget: 8                       # trials per method (per method x dataset x model), the same for all
-      algorithm: random               # random (seeded) | tpe (Optuna's TPE: pip install 'tfbench[tune]')
+      algorithm: random               # random (seeded) | tpe (Optuna's TPE: pip install -e '.[tune]' in the checkout)
       seed: 0                         # the searcher's seed: a rerun proposes the same configurations
       scheduler: {name: asha, grace_period: 1, reduction_factor: 3}   # or {name: fifo}: no early stopping
       space:                          # method -> parameter -> one of
@@ -122,7 +122,8 @@ def check_search(P: Problems, raw: dict[str, Any], methods: list[str], epochs: i
             import optuna  # noqa: F401
         except ImportError:
             P.add(("search", "algorithm"), "found 'tpe' but optuna is not installed; allowed: random, or tpe after "
-                                           "pip install 'tfbench[tune]'")
+                                           "pip install -e '.[tune]' in the tfbench checkout (.venv/bin/pip "
+                                           "with make's .venv)")
     if s.scheduler.name == "asha" and epochs is not None and s.scheduler.grace_period > epochs:
         P.add(("search", "scheduler", "grace_period"), f"found {s.scheduler.grace_period}; allowed: at most "
                                                        f"train.epochs ({epochs})")

@@ -123,13 +123,16 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
     tdir.mkdir(parents=True, exist_ok=True)
     lead = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     log = _trial_logger(tdir / "train.log") if lead else (lambda line: None)
+    live, result, failed = None, None, False
     try:
         if lead:  # live curves: TensorBoard event files in the trial folder (and MLflow when asked for)
-            from harness.sweep.live import live_report, mlflow_uri_from_env
+            from harness.sweep.live import LiveCurves
 
-            report = live_report(report, tdir, spec.key(), spec.method_params, mlflow_uri_from_env())
-        train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
+            live = LiveCurves.for_trial(spec, tdir, report, log)
+            report = live.report
+        result = train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
     except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
+        failed = True
         if not lead:
             raise
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
@@ -144,6 +147,9 @@ def _run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Ca
         if final:
             return
         raise
+    finally:  # finished, failed or interrupted: the event files get their last epoch either way
+        if live is not None:
+            live.close(result, failed=failed)
     (tdir / "error.json").unlink(missing_ok=True)
 
 

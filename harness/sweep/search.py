@@ -253,8 +253,8 @@ def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]], 
         import optuna  # noqa: F401
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
-        raise UserError("search.algorithm is tpe but optuna is not installed; pip install 'tfbench[tune]', or "
-                        "use algorithm: random") from None
+        raise UserError("search.algorithm is tpe but optuna is not installed; pip install -e '.[tune]' in the "
+                        "tfbench checkout (.venv/bin/pip with make's .venv), or use algorithm: random") from None
     metric, mode = scheduler_metric(rule)
     key = "val_nll" if metric == "val_nll" else "val"
     evaluated = [r for r in done if r[key] is not None]
