@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         from harness.sweep.live import tensorboard_command
 
         print(f"live curves: {tensorboard_command(args.results.resolve() / sweep.name)}  "
-              f"(TensorBoard itself: pip install tensorboard)", flush=True)
+              f"(TensorBoard comes with tfbench)", flush=True)
     if args.dry_run:
         print_trials(sweep)
         return 0

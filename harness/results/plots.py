@@ -255,7 +255,8 @@ def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[P
 
         result = across_datasets(across_scores(groups, metric=metric),
                                  higher_is_better=METRICS[metric].higher_is_better)
-        paths += save_figure(critical_difference_diagram(result), out / "critical_difference")
+        if result.n_blocks >= 2 and result.k >= 2:
+            paths += save_figure(critical_difference_diagram(result), out / "critical_difference")
     return paths
 
 

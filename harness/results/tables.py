@@ -375,15 +375,20 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 
 # --- the summary of a results folder ------------------------------------------------------------------
 
-def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> list[Table]:
-    """Mean ranks over the data sets / models of `groups` with the Friedman test and its post-hoc (Demšar
-    2006; harness/results/ranks.py): empty with fewer than two data sets."""
+def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> tuple[list[Table], str]:
+    """(tables, line): mean ranks over the data sets / models of `groups` with the Friedman test and its
+    post-hoc (Demšar 2006; harness/results/ranks.py). No tables with fewer than two data sets; with fewer
+    than two where every method has a number, the line says why instead."""
     from harness.results.ranks import across_datasets, across_tables
 
     if len(cells(groups)) < 2:
-        return []
+        return [], ""
     result = across_datasets(across_scores(groups, metric=metric), higher_is_better=METRICS[metric].higher_is_better,
                              alpha=alpha)
+    if result.n_blocks < 2 or result.k < 2:
+        left = "; ".join(f"{b}: {why}" for b, why in result.blocks_left_out.items())
+        return [], (f"Not ranked across data sets: fewer than two data sets / models where every method has a "
+                    f"number ({left or 'fewer than two methods'}).")
     tables = across_tables(result)
     tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
                            f"per data set / model; rank 1 = best.", tables[0].note)
@@ -398,7 +403,7 @@ def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha:
     kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
     out = {"Comparison": [comparison_table(groups, **kw)],
            f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
-           "Across data sets": across_section(groups, metric=metric, alpha=alpha),
+           "Across data sets": across_section(groups, metric=metric, alpha=alpha)[0],
            "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
@@ -518,6 +523,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     eff = float(groups["effect"].iloc[0]) * METRICS[metric].scale if "effect" in groups.columns and len(groups) \
         else METRICS[metric].effect
     guide = reading_guide(metric=metric, alpha=alpha, effect=eff)
+    unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
+    head += f" {unranked}" if unranked else ""
     md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
           "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
     tex = [f"% tfbench summary of {name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",

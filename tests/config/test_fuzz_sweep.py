@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import main
+from harness.config.schema import SweepFile
 
 BASE = {
     "schema_version": 1,
@@ -43,8 +44,8 @@ BAD_WHOLE = st.one_of(NOT_A_NUMBER, st.sampled_from([NAN, INF, -INF, 1.5, -1, -H
                       st.integers(max_value=-1), st.floats(allow_nan=True).filter(lambda x: not float(x).is_integer()))
 BAD_FLOAT = st.one_of(NOT_A_NUMBER, st.sampled_from([NAN, INF, -INF, -1.0, -1e300]),
                       st.floats(max_value=-1e-9, allow_infinity=True))
-TOP_KEYS = ["schema_version", "name", "description", "imports", "methods", "datasets", "models", "seeds", "train",
-            "dataset_defaults", "resources", "retries"]
+# every key the schema knows (a mutation must not "misspell" one key into another real one, e.g. alpha)
+TOP_KEYS = list(SweepFile.model_fields)
 
 
 def misspell(word: str) -> st.SearchStrategy[str]:

@@ -143,7 +143,8 @@ def test_write_plots_writes_png_and_pdf(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == sorted(f"{stem}.{ext}" for stem in ("ablation_zipf_alpha", "learning_cifar100_resnet18",
                                                         "learning_tiny_resnet18", "cost_cifar100_resnet18",
-                                                        "cost_tiny_resnet18") for ext in ("png", "pdf"))
+                                                        "cost_tiny_resnet18", "critical_difference")
+                            for ext in ("png", "pdf"))  # two data sets: ranked across them too
     for p in paths:
         assert p.parent == tmp_path / "plots"
         assert p.read_bytes()[:4] == (b"\x89PNG" if p.suffix == ".png" else b"%PDF")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import event_scalars
 
 from harness.config.resolve import resolve_trial
 from harness.sweep.live import check_mlflow, tag_of
@@ -37,17 +38,6 @@ def expected_tag(key: str) -> tuple[str, float]:
 
 def rows(tdir: Path) -> list[dict]:
     return [json.loads(line) for line in (tdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def raw_scalars(tb: Path) -> list[tuple[str, int, float]]:
-    """Every scalar record of every event file in `tb`, duplicates kept (no reader-side merging)."""
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
-
-    out = []
-    for path in sorted(tb.glob("events.out.tfevents.*")):
-        for event in LegacyEventFileLoader(str(path)).Load():
-            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
-    return out
 
 
 def stop_after_two(stop: type[BaseException]):
@@ -123,7 +113,7 @@ def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
     first = rows(tdir)
     assert [r["epoch"] for r in first] == [1, 2]
     # the stopped run's writer was closed: epoch 2 reached the disk
-    assert sorted({step for _, step, _ in per_epoch(raw_scalars(tdir / "tb"))}) == [1, 2]
+    assert sorted({step for _, step, _ in per_epoch(event_scalars(tdir / "tb"))}) == [1, 2]
     if lost == "checkpoint":  # the rerun trains epochs 1 and 2 again and reports them again
         for name in ("checkpoint.pt", "checkpoint.prev.pt"):
             (tdir / name).unlink(missing_ok=True)
@@ -136,7 +126,7 @@ def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
     assert [m["epoch"] for m in reported] == ([1, 2, 3] if lost == "checkpoint" else [3])
     assert len(list((tdir / "tb").glob("events.out.tfevents.*"))) == (1 if lost == "curves" else 2)
 
-    records = per_epoch(raw_scalars(tdir / "tb"))
+    records = per_epoch(event_scalars(tdir / "tb"))
     seen = [(tag, step) for tag, step, _ in records]
     assert len(seen) == len(set(seen)), "an epoch was logged twice"
     # epochs 1-2 as the first run logged them, epoch 3 as the rerun recorded it

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import event_scalars
 
 from harness.config.problems import SweepError
 from harness.config.sweep_file import load_sweep
@@ -178,37 +178,6 @@ def epoch_lines(tdir: Path) -> int:
     return sum(" epoch " in f" {line}" and "/" in line for line in (tdir / "train.log").read_text().splitlines())
 
 
-def tb_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
-    """Every scalar of a trial's TensorBoard files, read from the TFRecord framing (length, masked CRC,
-    payload, masked CRC; the CRCs checked) and tensorboardX's Event protobuf."""
-    from tensorboardX.crc32c import crc32c
-    from tensorboardX.proto.event_pb2 import Event
-
-    def masked(data: bytes) -> int:
-        crc = crc32c(data)
-        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-    out: dict[str, dict[int, float]] = {}
-    files = sorted(tb_dir.glob("events.out.tfevents.*"))
-    assert files, f"no event file in {tb_dir}"
-    for path in files:
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            header = data[pos:pos + 8]
-            (length,) = struct.unpack("<Q", header)
-            (length_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-            assert length_crc == masked(header)
-            payload = data[pos + 12:pos + 12 + length]
-            (payload_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
-            assert payload_crc == masked(payload)
-            pos += 16 + length
-            event = Event.FromString(payload)
-            for v in event.summary.value:
-                out.setdefault(v.tag, {})[event.step] = v.simple_value
-    return out
-
-
 def killed_after_first_method(path: Path, results: Path, tmp_path: Path) -> None:
     """Run `tfbench run` in its own session, wait at the test hook after the first method's search, kill
     the whole process group with SIGKILL, and wait until every process it started (marked through the
@@ -325,12 +294,14 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
 
     # live curves: every trial's TensorBoard files parse and hold its per-epoch validation top-1
     key = record["groups"][0]["confirm"][1]
-    scalars = tb_scalars(folder / "trials" / key / "tb")
+    scalars: dict[str, dict[int, float]] = {}
+    for tag, step, value in event_scalars(folder / "trials" / key / "tb"):
+        scalars.setdefault(tag, {})[step] = value
     metrics = [json.loads(line) for line in (folder / "trials" / key / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(scalars["val_top1"]) == [1, 2, 3]
+    assert sorted(scalars["val/top1"]) == [1, 2, 3]
     for m in metrics:
-        assert scalars["val_top1"][m["epoch"]] == pytest.approx(m["val_top1"], rel=1e-6)
-        assert scalars["train_loss"][m["epoch"]] == pytest.approx(m["train_loss"], rel=1e-6)
+        assert scalars["val/top1"][m["epoch"]] == pytest.approx(m["val_top1"], rel=1e-6)
+        assert scalars["train/loss"][m["epoch"]] == pytest.approx(m["train_loss"], rel=1e-6)
 
     # 3. a rerun of the finished search + confirm trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")}
