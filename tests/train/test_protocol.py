@@ -82,7 +82,10 @@ def test_clean_selects_on_validation_and_reads_test_exactly_twice(fast_path, tmp
         assert loaders.select is not loaders.test
         assert calls == [loaders.select] * EPOCHS + [loaders.test] * 2
         vals = [r["val_top1"] for r in rows]
-        assert result["selected_epoch"] == 1 + vals.index(max(vals))
+        # train.select top1, by hand: the highest top-1, then the lowest NLL among those, then the latest
+        tied = [r for r in rows if r["val_top1"] == max(vals)]
+        low = min(r["val_nll"] for r in tied)
+        assert result["selected_epoch"] == max(r["epoch"] for r in tied if r["val_nll"] == low)
         assert result["val_selected_top1"] == result["best_top1"] == max(vals)
         best = read_checkpoint(out / "best.pt")
         assert best["epoch"] == result["selected_epoch"]
