@@ -1,4 +1,5 @@
-"""Side effects on disk: atomic writes and the environment record. Every result file goes through here."""
+"""Side effects on disk: atomic writes, JSON lines, CSV and the environment record. Every result file goes
+through here."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +131,10 @@ def environment(device: str | None = None) -> dict[str, Any]:
     return env
 
 
-def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A CSV file (header, then rows; '\\n' line ends), written atomically."""
+def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text: the header, then the rows; '\\n' line ends, minimal quoting, None as an empty cell, floats
+    at full precision (repr). Why one function: every CSV tfbench writes (trials.csv, summary.csv, search.csv,
+    the analyses' tables, `--format csv`) goes through here, so a rule for cells holds for all of them."""
     import csv
     import io
 
@@ -138,4 +142,9 @@ def write_csv(path: str | Path, header: list[str], rows: list[list[Any]]) -> Non
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> None:
+    """`csv_text(header, rows)` written atomically."""
+    atomic_write_text(path, csv_text(header, rows))

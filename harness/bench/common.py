@@ -1,8 +1,8 @@
 """Shared pieces of the `tfbench bench` targets: device and thread set-up, the machine line every table
 carries, and robust summaries of repeated timings.
 
-The targets themselves are listed in `targets.TARGETS`; `sync` is the one CUDA synchronisation helper of the
-timing code (a training-side copy should import this one until it has a home in harness/train).
+The targets' command line is harness/cli/bench.py (TARGETS); the benchmarks here are plain functions.
+`sync` is the training loop's own CUDA synchronisation (harness.train.device), so both time alike.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from harness.train.device import sync  # noqa: F401  (the benchmarks' one sync: 
 
 
 def bench_device(name: str, *, target: str) -> torch.device:
-    """auto -> cuda when visible, else cpu; the harness's one resolver, with the option named in errors."""
+    """auto -> cuda when visible, else cpu; the harness's one resolver, with the benchmark named in errors."""
     from harness.train.device import resolve_device
 
-    return resolve_device(name, what=f"bench {target}: --device")
+    return resolve_device(name, what=f"bench {target}: device")
 
 
 def set_threads(threads: int, device: torch.device) -> int:

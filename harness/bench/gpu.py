@@ -1,4 +1,4 @@
-"""The GPU check, as one prepared script: `tfbench bench gpu --out DIR` (or `python -m harness.bench.gpu`).
+"""The GPU check, as one prepared script: `tfbench bench gpu --out DIR` (its options: harness/cli/bench.py).
 
 1. Images per second of training the CIFAR pre-activation ResNet-18 on a CIFAR-100-sized in-memory set
    (50,000 generated 32x32 images, 100 classes) for every method, eager and compiled (`train.compile`: the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +32,11 @@ def run(steps: int = 100, epochs: int = 2, workers: int = 8, out: Path | None = 
         methods: tuple[str, ...] = ALL_METHODS, *, modes: tuple[str, ...] = ("eager", "compiled"),
         paths: tuple[str, ...] = ("fast", "loader"), device: str = "cuda", dataset_params: dict | None = None,
         model: str = "cifar_preact_resnet18", loss_repeats: int = 50, profile_steps: int = 5) -> dict[str, Any]:
-    """Every section's rows. `device`, `dataset_params` and `model` exist for the CPU smoke test."""
+    """Every section's rows; CE is always run first, as the reference of every ratio. `device`,
+    `dataset_params` and `model` exist for the CPU smoke test."""
     from harness.io import environment
+
+    methods = ("ce", *[m for m in methods if m != "ce"])
 
     env = environment(device)
     data = dataset_params or CIFAR_LIKE
@@ -205,13 +207,3 @@ def format_report(report: dict[str, Any]) -> str:
                            headers=["method", "kernel", "calls", "CUDA ms"], tablefmt="github")]
     parts += ["", *report["sync"]]
     return "\n".join(parts)
-
-
-def main() -> None:
-    from harness.cli import main as cli
-
-    raise SystemExit(cli(["bench", "gpu", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,12 @@
 """`tfbench bench harness`: what the harness adds, as images per second of `train_trial` against a bare
 PyTorch loop of the same work written here.
 
-Both train the same model (CE, the Zipf's LS recipe's SGD) on the same in-memory data: by default a
-CIFAR-sized synthetic set (100 classes, 3x32x32 uint8, random crop with 4 pixels of padding and flips),
-or any registered dataset that fits in memory. The bare loop holds the split as one tensor on the device,
-permutes it with a seeded generator each epoch, and per step gathers the batch, applies the same batched
-augmentation ops (`harness.data.fast.augment_batch`, `normalise`), runs forward (bf16 autocast and
-channels_last on CUDA, as `train_trial`), CE, zero_grad, backward and step; nothing else.
+Both train the same model (CE, the trial's own optimiser: `harness.train.optim.make_optimizer`) on the same
+in-memory data: by default a CIFAR-sized synthetic set (100 classes, 3x32x32 uint8, random crop with 4
+pixels of padding and flips), or any registered dataset that fits in memory. The bare loop holds the split
+as one tensor on the device, permutes it with a seeded generator each epoch, and per step gathers the batch,
+applies the same batched augmentation ops (`harness.data.fast.augment_batch`, `normalise`), runs forward
+(bf16 autocast and channels_last on CUDA, as `train_trial`), CE, zero_grad, backward and step; nothing else.
 
 The harness run is `train_trial` with `train.checkpoint: false`; its speed is result.json's `step_time_s` /
 `images_per_s`, which leave out evaluation and the first min(3, steps/4) steps. The bare loop is timed the
@@ -60,6 +60,7 @@ def bare_run(spec: Any, bundle: Any, device: torch.device) -> dict[str, float]:
     from harness.data.fast import augment_batch, normalise
     from harness.models import create_model
     from harness.train.device import seed_everything
+    from harness.train.optim import make_optimizer
 
     t, mem = spec.train, bundle.memory
     seed_everything(spec.seed)
@@ -68,8 +69,7 @@ def bare_run(spec: Any, bundle: Any, device: torch.device) -> dict[str, float]:
     on_cuda = device.type == "cuda"
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                          nesterov=t.nesterov)
+    opt = make_optimizer(model.parameters(), t)  # the trial's own optimiser, so only the loop around it differs
     gen = torch.Generator(device=device)
     gen.manual_seed(spec.seed)
     x_all, y_all = mem.train_x.to(device), mem.train_y.to(device)  # (N, C, H, W) uint8, (N,)
@@ -144,7 +144,7 @@ def bench_harness(*, epochs: int = 2, dataset: str = CIFAR_LIKE, model: str | No
     t_start = time.perf_counter()
     dev = bench_device(device, target="harness")
     if epochs < 1 or rounds < 1 or max_steps < 0:
-        raise UserError(f"bench harness: --epochs and --rounds must be >= 1 and --steps >= 0, got {epochs}, "
+        raise UserError(f"bench harness: epochs and rounds must be >= 1 and max_steps >= 0, got {epochs}, "
                         f"{rounds}, {max_steps}")
     if smoke:
         dataset, model, epochs, rounds = CIFAR_LIKE, "tiny_cnn", 1, 1

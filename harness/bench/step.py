@@ -1,17 +1,16 @@
 """`tfbench bench step`: one full training step (forward, loss, backward, optimiser) of every built-in
 method against CE, on the CIFAR pre-activation ResNet-18 with 100 classes at 32x32 random input.
 
-The step is `harness.train.loop.train_step`, the function `train_trial` calls for every batch, on a rig built
-from the same public pieces: the model from `harness.models.create_model`, the method from
-`methods.build_method` with the CIFAR-100 settings a sweep would give it (`harness.config.presets.method_preset`:
-Zipf's LS with its extra dense layer and bilinear votes, LS spreading over the others, TF-KD's ResNet-18
-values), SGD over the model's and the method's extra parameters (the Zipf's LS recipe), bf16 autocast and
-channels_last on CUDA, the learning rate of `lr_at`, and a `StepContext` per step. `train_step` does the
-forward (`forward_with_maps` when the method needs features; CS-KD's partner forward under `no_grad` in
-train mode), `method.loss` on float logits, zero_grad / backward / step, `on_step_end` and the on-device
-metric sums. The data pipeline is not part of it: each method gets one fixed random batch (CS-KD a second
-one, its partners) already on the device. PS-KD's table is filled (epoch >= 1 reads it) and sized for
-50,000 training images.
+What is timed is the trial's own step: `harness.train.loop.train_step`, the function `train_trial` calls for
+every batch, on the step half of the loop's rig (`harness.train.loop.build_step_rig`: the method's extra
+modules on the device, SGD from `make_optimizer` over the model's and the extra parameters, bf16 autocast
+and channels_last on CUDA), under the Zipf's LS recipe's train config (`resolve_train`), with the learning
+rate of `lr_at` and a `StepContext` per step as `train_epoch` makes them. Only the model and the method are
+built here (`create_model`, `build_method` with the CIFAR-100 settings a sweep would give it:
+`harness.config.presets.method_preset`: Zipf's LS with its extra dense layer and bilinear votes, LS
+spreading over the others, TF-KD's ResNet-18 values), because there is no data set: each method gets one
+fixed random batch (CS-KD a second one, its partners) already on the device, and the data pipeline is not
+part of the step. PS-KD's table is filled (epoch >= 1 reads it) and sized for 50,000 training images.
 
 Timing: the methods run round-robin (one step each per round), so load on a shared machine hits them
 alike; `warmup` rounds first, then the median over `repeats` rounds. On CUDA every step is timed with CUDA
@@ -49,12 +48,13 @@ from harness.bench.common import (
     verdict,
 )
 from harness.config.presets import method_preset
-from harness.config.spec import RECIPES
-from harness.models import classifier, create_model, feature_channels
+from harness.config.spec import TrainConfig, resolve_train
+from harness.models import create_model, feature_channels
 from harness.results.tables import human_bytes
-from harness.train.loop import train_step as trial_step
+from harness.train import loop
 from harness.train.memory import peak_rss, reset_peak_rss, rss_now
 from harness.train.metrics import lr_at
+from harness.train.optim import make_optimizer
 from methods import METHODS, Method, StepContext, build_method
 
 MODEL = "cifar_preact_resnet18"
@@ -62,6 +62,7 @@ NUM_CLASSES = 100
 NUM_TRAIN = 50_000        # CIFAR-100's training set: PS-KD's table has one row per image
 INPUT_SIZE = 32
 PRESET_DATASET = "cifar100"
+RECIPE = "zipf"           # the Zipf's LS recipe's train config: SGD 0.1, momentum 0.9, wd 1e-4, x0.1 at 50% and 75%
 EPOCH, NUM_EPOCHS = 1, 200  # a step of the second epoch: PS-KD reads its table from epoch 1 on
 GPU_BATCH, CPU_BATCH = 128, 32
 SMOKE = dict(model="tiny_cnn", num_classes=10, num_train=64, input_size=8, batch=4, repeats=2, warmup=1)
@@ -78,46 +79,38 @@ def builtin_methods() -> list[str]:
 
 
 @dataclass
-class Rig:
-    """One method's training state and its fixed batch, built as `train_trial` builds them."""
+class Case:
+    """One method's rig (the training loop's own step half, `build_step_rig`) and the fixed batch it steps on."""
 
     name: str
-    method: Method
-    model: nn.Module
-    opt: torch.optim.Optimizer
-    classifier: nn.Module | None
-    generator: torch.Generator
-    x: Tensor                 # (B, 3, S, S)
-    xp: Tensor | None         # (B, 3, S, S): CS-KD's partners
-    y: Tensor                 # (B,)
-    idx: Tensor               # (B,) dataset indices
-    amp: bool
-    device: torch.device
+    rig: loop.StepRig
+    train: TrainConfig
+    generator: torch.Generator  # the method's random draws (StepContext.generator), as a trial's method_gen
+    x: Tensor                   # (B, 3, S, S)
+    xp: Tensor | None           # (B, 3, S, S): CS-KD's partners
+    y: Tensor                   # (B,)
+    idx: Tensor                 # (B,) dataset indices
     params: dict[str, Any] = field(default_factory=dict)
     sums: dict[str, Tensor] = field(default_factory=dict)
     counts: Tensor | None = None
 
 
-def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
-              input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Rig:
+def bench_train(batch: int, device: torch.device) -> TrainConfig:
+    """The train config every case steps under: the recipe over NUM_EPOCHS epochs at this batch size."""
+    return resolve_train(NUM_EPOCHS, RECIPE, batch_size=batch, device=str(device))
+
+
+def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
+               input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Case:
     torch.manual_seed(seed)
     params = method_preset(name, PRESET_DATASET, model_name)
     model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
     method = build_method(name, params, num_classes=num_classes, num_train=num_train,
                           feature_channels=feature_channels(model))
-    model, method = model.to(device), method.to(device)
-    extra = method.extra_modules()
-    if extra is not None:
-        extra.to(device)
-    on_cuda = device.type == "cuda"
-    fmt = torch.channels_last if on_cuda else torch.contiguous_format
-    if on_cuda:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    r = RECIPES["zipf"]
-    trainable = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    opt = torch.optim.SGD(trainable, lr=r["lr"], momentum=r["momentum"], weight_decay=r["weight_decay"],
-                          nesterov=r["nesterov"])
+    train = bench_train(batch, device)
+    rig = loop.build_step_rig(train, model.to(device), method.to(device), device)
+    rig.model.train()
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     gen = torch.Generator(device=device)
     gen.manual_seed(seed + 1)
 
@@ -133,40 +126,37 @@ def build_rig(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLAS
             for start in range(0, num_train, 1024):
                 rows = torch.arange(start, min(start + 1024, num_train), device=device)
                 method.apply_update(rows, torch.softmax(torch.randn(len(rows), num_classes, device=device), dim=1))
-    return Rig(name=name, method=method, model=model, opt=opt,
-               classifier=classifier(model) if method.needs.features else None, generator=gen, x=x, xp=xp, y=y,
-               idx=idx, amp=on_cuda, device=device, params=params,
-               counts=torch.zeros(2, device=device))
+    return Case(name=name, rig=rig, train=train, generator=gen, x=x, xp=xp, y=y, idx=idx, params=params,
+                counts=torch.zeros(2, device=device))
 
 
-def train_step(rig: Rig, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
-               mark: Callable[[], None] = lambda: None) -> None:
-    """One step of `train_trial`'s loop (harness.train.loop.train_step itself) on the rig's batch; `mark()` is
-    called once the loss exists."""
-    r, m = RECIPES["zipf"], rig.method
-    x, y, idx, xp = rig.x, rig.y, rig.idx, rig.xp
-    milestones = tuple(max(1, round(f * NUM_EPOCHS)) for f in r["milestones"])
-    lr = lr_at(EPOCH * steps_per_epoch + step, steps_per_epoch=steps_per_epoch, lr=r["lr"], milestones=milestones,
-               gamma=r["gamma"], warmup_epochs=r["warmup_epochs"])
-    ctx = StepContext(epoch=EPOCH, num_epochs=NUM_EPOCHS, indices=idx, generator=rig.generator)
-    trial_step(model=rig.model, method=m, opt=rig.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr, classifier=rig.classifier,
-               amp=rig.amp, sums=rig.sums, counts=rig.counts, params=[], after_loss=mark)
+def run_step(case: Case, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
+             mark: Callable[[], None] = lambda: None) -> None:
+    """One step of `train_trial`'s loop (harness.train.loop.train_step itself, with the learning rate and the
+    context `train_epoch` gives it) on the case's batch; `mark()` is called once the loss exists."""
+    t, r = case.train, case.rig
+    lr = lr_at(EPOCH * steps_per_epoch + step, steps_per_epoch=steps_per_epoch, lr=t.lr, milestones=t.milestones,
+               gamma=t.gamma, warmup_epochs=t.warmup_epochs)
+    ctx = StepContext(epoch=EPOCH, num_epochs=t.epochs, indices=case.idx, generator=case.generator)
+    loop.train_step(model=r.step_model, method=r.method, opt=r.opt, x=case.x, y=case.y, xp=case.xp, ctx=ctx, lr=lr,
+                    classifier=r.classifier, amp=r.amp, sums=case.sums, counts=case.counts, params=r.params,
+                    loss_fn=r.loss_fn, after_loss=mark)
 
 
-def timed_step(rig: Rig, step: int) -> tuple[float, float]:
+def timed_step(case: Case, step: int) -> tuple[float, float]:
     """(forward seconds, whole step seconds) of one step."""
-    dev = rig.device
+    dev = case.rig.device
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
         start.record()
-        train_step(rig, step=step, mark=mid.record)
+        run_step(case, step=step, mark=mid.record)
         end.record()
         end.synchronize()
         return start.elapsed_time(mid) / 1e3, start.elapsed_time(end) / 1e3
     marks: list[float] = []
     t0 = time.perf_counter()
-    train_step(rig, step=step, mark=lambda: marks.append(time.perf_counter()))
+    run_step(case, step=step, mark=lambda: marks.append(time.perf_counter()))
     t1 = time.perf_counter()
     return marks[0] - t0, t1 - t0
 
@@ -182,7 +172,7 @@ def _page_in_kernels() -> None:
     method's memory (the tensors are too small for the allocator to keep pages the rig could reuse)."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten(), nn.Linear(4, 3))
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    opt = make_optimizer(net.parameters(), bench_train(2, torch.device("cpu")))
     loss = nn.functional.cross_entropy(net(torch.randn(2, 3, 8, 8)).float(), torch.tensor([0, 1]))
     loss.backward()
     opt.step()
@@ -196,9 +186,9 @@ def rss_child(config: dict[str, Any]) -> dict[str, int]:
     _page_in_kernels()
     reset_peak_rss()
     before = rss_now()
-    rig = build_rig(device=torch.device("cpu"), **config)
+    case = build_case(device=torch.device("cpu"), **config)
     for i in range(2):
-        train_step(rig, step=i)
+        run_step(case, step=i)
     return {"before": before, "peak": peak_rss()}
 
 
@@ -264,23 +254,23 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
     used_threads = set_threads(threads, dev)
     machine = machine_line(dev, used_threads if dev.type == "cpu" else None)
     try:
-        rigs, peak = {}, {}
+        cases, peak = {}, {}
         for n in names:  # built one after the other, so each method's peak memory is its own
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 base = torch.cuda.memory_allocated(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
-            rigs[n] = build_rig(n, batch=batch, device=dev, seed=seed, **sizes)
+            cases[n] = build_case(n, batch=batch, device=dev, seed=seed, **sizes)
             for i in range(2):  # the second step is the steady one: momentum buffers exist during backward
-                train_step(rigs[n], step=i)
+                run_step(cases[n], step=i)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 peak[n] = torch.cuda.max_memory_allocated(dev) - base
         fwd: dict[str, list[float]] = {n: [] for n in names}
         full: dict[str, list[float]] = {n: [] for n in names}
         for r in range(warmup + repeats):
-            for n, rig in rigs.items():
-                f, t = timed_step(rig, r)
+            for n, case in cases.items():
+                f, t = timed_step(case, r)
                 if r >= warmup:
                     fwd[n].append(f)
                     full[n].append(t)
@@ -292,13 +282,13 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
         torch.set_num_threads(old_threads)
     ce_ms, ce_fwd = median(full["ce"]) * 1e3, median(fwd["ce"]) * 1e3
     rows = []
-    for n, rig in rigs.items():
-        ms, fwd_ms = median(full[n]) * 1e3, median(fwd[n]) * 1e3
+    for n, case in cases.items():
+        ms, fwd_ms, method = median(full[n]) * 1e3, median(fwd[n]) * 1e3, case.rig.method
         rows.append({"method": n, "ms": ms, "x_ce": ms / ce_ms, "fwd_ms": fwd_ms, "fwd_x_ce": fwd_ms / ce_fwd,
-                     "bwd_ms": ms - fwd_ms, "peak_bytes": peak.get(n), "state_bytes": rig.method.state_nbytes(),
-                     "forward_passes": forward_passes(rig.method), "maps": rig.method.needs.features,
-                     "params": rig.params, "images_per_s": batch / (ms / 1e3),
-                     "finite": all(math.isfinite(v.item()) for v in rig.sums.values())})
+                     "bwd_ms": ms - fwd_ms, "peak_bytes": peak.get(n), "state_bytes": method.state_nbytes(),
+                     "forward_passes": forward_passes(method), "maps": method.needs.features,
+                     "params": case.params, "images_per_s": batch / (ms / 1e3),
+                     "finite": all(math.isfinite(v.item()) for v in case.sums.values())})
     kind = ("cuda max_memory_allocated" if dev.type == "cuda" else
             "fresh-process peak RSS delta" if memory else "not measured")
     return StepBench(rows=rows, device=dev, model=sizes["model_name"], batch=batch, input_size=sizes["input_size"],
@@ -348,5 +338,5 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 
-__all__ = ["Rig", "StepBench", "bench_step", "build_rig", "builtin_methods", "cpu_peak_rss_delta",
-           "format_bench_step", "targets", "train_step"]
+__all__ = ["Case", "StepBench", "bench_step", "bench_train", "build_case", "builtin_methods", "cpu_peak_rss_delta",
+           "format_bench_step", "run_step", "targets"]

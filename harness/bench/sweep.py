@@ -102,8 +102,8 @@ def bench_sweep(*, trials: int = 4, epochs: int = 20, concurrency: Sequence[int]
     if smoke:
         trials, epochs, max_steps, measure_ray = 2, 1, 2, False
     if trials < 1 or epochs < 1 or not concurrency or min(concurrency) < 1:
-        raise UserError(f"bench sweep: --trials, --epochs and every concurrency must be >= 1, got {trials}, {epochs}, "
-                        f"{list(concurrency)}")
+        raise UserError(f"bench sweep: trials, epochs and every concurrency level must be >= 1, got {trials}, "
+                        f"{epochs}, {list(concurrency)}")
     machine = machine_line(torch.device("cpu"), 1)
     ray_init = ray_down = None
     if measure_ray:

@@ -1,9 +1,197 @@
-"""`tfbench bench TARGET`: benchmarks that print measured tables; the targets are harness.bench.targets.TARGETS."""
+"""`tfbench bench TARGET`: benchmarks that print measured tables. TARGETS is the one table of targets: per target
+its help line, its options and its runner, which checks the options (one line per mistake) and calls the
+target's plain function in harness/bench/: methods.py (a method's loss alone), step.py (a full training step),
+harness.py (train_trial against a bare loop), sweep.py (trials per hour on Ray Tune), gpu.py (the GPU check).
+
+Flags mean one thing in every target: --device (default auto), --threads, --method (repeatable, also `a,b`),
+--smoke, --tablefmt (tabulate's table style; `--format` elsewhere names a results file format).
+"""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
-from harness.bench.targets import TARGETS
+from harness.cli.common import add_device, resolved_device, split_list
+from harness.errors import UserError
+
+
+def _common(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    if device:
+        add_device(p)
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads on CPU (default 1, stated in the output; 0 keeps torch's default)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs, measures nothing")
+    p.add_argument("--tablefmt", default="github", help="tabulate table style (github, simple, latex, ...)")
+
+
+def _positive(args: argparse.Namespace, target: str, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"bench {target}: --{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _device(args: argparse.Namespace, target: str) -> str:
+    return resolved_device(args.device, f"bench {target}: --device")
+
+
+def _step_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=None, help="images per step (default 128 on CUDA, 32 on CPU)")
+    p.add_argument("--repeats", type=int, default=20, help="timed round-robin rounds (median reported; default 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
+    p.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or a,b; CE is always run as the reference)")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="CPU: skip the peak-memory probe (a fresh process per method)")
+    _common(p)
+
+
+def _step_run(args: argparse.Namespace) -> int:
+    from harness.bench.step import bench_step, format_bench_step
+
+    _positive(args, "step", "batch", "repeats")
+    if args.warmup < 0:
+        raise UserError(f"bench step: --warmup must be >= 0, got {args.warmup}")
+    result = bench_step(batch=args.batch, repeats=args.repeats, warmup=args.warmup, device=_device(args, "step"),
+                        threads=args.threads, smoke=args.smoke, methods=split_list(args.methods),
+                        memory=args.memory)
+    print(format_bench_step(result, tablefmt=args.tablefmt))
+    return 0
+
+
+def _harness_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
+    p.add_argument("--dataset", default="cifar-like",
+                   help="cifar-like (default: the synthetic set at CIFAR-100's shape, crop + flip) or a registered "
+                        "in-memory dataset (synthetic, digits, cifar100 when its files are present, ...)")
+    p.add_argument("--model", default=None, help="default cifar_preact_resnet18")
+    p.add_argument("--batch", type=int, default=None, help="default 128 on CUDA, 32 on CPU")
+    p.add_argument("--per-class", type=int, default=None,
+                   help="cifar-like: training images per class (default 500 on CUDA = 50,000 images, 8 on CPU)")
+    p.add_argument("--steps", type=int, default=0, help="cap the steps per epoch (default 0: whole epochs)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating harness / bare rounds; the best of each counts")
+    _common(p)
+
+
+def _harness_run(args: argparse.Namespace) -> int:
+    from harness.bench.harness import bench_harness, format_bench_harness
+
+    _positive(args, "harness", "epochs", "batch", "per_class", "rounds")
+    if args.steps < 0:
+        raise UserError(f"bench harness: --steps must be >= 0, got {args.steps}")
+    result = bench_harness(epochs=args.epochs, dataset=args.dataset, model=args.model, batch=args.batch,
+                           per_class=args.per_class, max_steps=args.steps, rounds=args.rounds,
+                           device=_device(args, "harness"), threads=args.threads, smoke=args.smoke)
+    print(format_bench_harness(result, tablefmt=args.tablefmt))
+    return 0
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", type=int, default=4, help="trials per concurrency level (default 4)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per trial (default 20)")
+    p.add_argument("--method", default="ce", help="the method every trial trains (default ce)")
+    p.add_argument("--concurrent", type=int, nargs="+", default=[1, 2], metavar="K",
+                   help="concurrency levels (default 1 2); the speed-up is the last over the first")
+    p.add_argument("--no-ray-startup", dest="measure_ray", action="store_false",
+                   help="skip timing ray.init / ray.shutdown on their own")
+    _common(p, device=False)
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from harness.bench.sweep import bench_sweep, format_bench_sweep
+    from methods import METHODS
+
+    _positive(args, "sweep", "trials", "epochs")
+    if min(args.concurrent) < 1:
+        raise UserError(f"bench sweep: --concurrent levels must be >= 1, got {args.concurrent}")
+    METHODS.get(args.method)  # an unknown name is one line before Ray starts
+    result = bench_sweep(trials=args.trials, epochs=args.epochs, concurrency=args.concurrent, method=args.method,
+                         smoke=args.smoke, measure_ray=args.measure_ray)
+    print(format_bench_sweep(result, tablefmt=args.tablefmt))
+    return 0
+
+
+def _size(text: str) -> tuple[int, int, int]:
+    try:
+        b, c, v = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be BxCxV, e.g. 256x10000x49, got {text!r}") from None
+    return b, c, v
+
+
+def _methods_arguments(p: argparse.ArgumentParser) -> None:
+    from harness.bench.methods import SIZES
+
+    p.add_argument("--size", dest="sizes", type=_size, action="append", metavar="BxCxV",
+                   help="batch x classes x votes (repeatable; default: "
+                        + ", ".join("x".join(map(str, s)) for s in SIZES) + ")")
+    p.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or a,b; CE is always timed as the reference; 'zipf+votes' "
+                        "adds the dense classifier)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per method and size (median reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    _common(p)
+
+
+def _methods_run(args: argparse.Namespace) -> int:
+    from harness.bench.methods import SIZES, bench_methods, format_bench_methods
+
+    if args.repeats < 1 or args.warmup < 0:
+        raise UserError(f"bench methods: --repeats must be >= 1 and --warmup >= 0, got {args.repeats}, {args.warmup}")
+    device = _device(args, "methods")
+    try:
+        rows = bench_methods(sizes=args.sizes or SIZES, repeats=args.repeats, warmup=args.warmup, smoke=args.smoke,
+                             methods=split_list(args.methods), device=device, threads=args.threads)
+    except ValueError as e:  # e.g. a V that is not a square
+        raise UserError(str(e)) from e
+    print(format_bench_methods(rows, tablefmt=args.tablefmt))
+    return 0
+
+
+def _gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=100, help="training steps per epoch measured (default 100)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default 2)")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers on the DataLoader path (default 8)")
+    p.add_argument("--method", dest="methods", action="append", metavar="NAME",
+                   help="only this method (repeatable, or a,b; default all; CE is always run as the reference)")
+    p.add_argument("--mode", dest="modes", action="append", choices=["eager", "compiled"],
+                   help="eager and/or compiled (train.compile) rows (repeatable; default both)")
+    p.add_argument("--path", dest="paths", action="append", choices=["fast", "loader"],
+                   help="the in-memory fast path and/or the DataLoader path (repeatable; default both)")
+    p.add_argument("--out", type=Path, default=None, help="also write bench_gpu.md and bench_gpu.json here")
+
+
+def _gpu_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.bench.gpu import ALL_METHODS
+    from harness.bench.gpu import run as bench_gpu
+
+    if not torch.cuda.is_available():
+        raise UserError("bench gpu: no CUDA device is visible; this benchmark needs one")
+    if min(args.steps, args.epochs) < 1 or args.workers < 0:
+        raise UserError("bench gpu: --steps and --epochs must be >= 1 and --workers >= 0")
+    methods = split_list(args.methods) or list(ALL_METHODS)
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise UserError(f"bench gpu: unknown method {unknown[0]!r}; allowed: {', '.join(ALL_METHODS)}")
+    bench_gpu(steps=args.steps, epochs=args.epochs, workers=args.workers, out=args.out, methods=tuple(methods),
+              modes=tuple(dict.fromkeys(args.modes or ["eager", "compiled"])),
+              paths=tuple(dict.fromkeys(args.paths or ["fast", "loader"])))
+    return 0
+
+
+# target -> (help, add_arguments, run)
+TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
+    "step": ("a full training step of every method vs CE on the CIFAR ResNet-18", _step_arguments, _step_run),
+    "harness": ("train_trial's images/s against a bare PyTorch loop of the same work", _harness_arguments,
+                _harness_run),
+    "sweep": ("trials per hour of a small sweep with 1 and 2 concurrent trials", _sweep_arguments, _sweep_run),
+    "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
+            "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

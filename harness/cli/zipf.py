@@ -12,8 +12,6 @@ elsewhere: <trial dir>/zipf/), to results/toy/zipf/ for the toy, or to --out.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import numpy as np
 
 from harness.cli.common import DEVICE_HELP, resolved_device
 from harness.errors import UserError
-from harness.io import atomic_write_json, atomic_write_text, git_revision, write_csv
+from harness.io import atomic_write_json, atomic_write_text, csv_text, git_revision, write_csv
 
 FORMATS = {"md": "github", "tex": "latex_booktabs", "csv": "csv"}
 TOY_OUT = Path("results") / "toy" / "zipf"
@@ -211,9 +209,7 @@ def run_toy(args: argparse.Namespace) -> int:
 
 def format_table(header: list[str], rows: list[list[str]], fmt: str) -> str:
     if fmt == "csv":
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-        return buf.getvalue()
+        return csv_text(header, rows)
     from tabulate import tabulate
 
     return tabulate(rows, headers=header, tablefmt=FORMATS[fmt], disable_numparse=True) + "\n"

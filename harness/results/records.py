@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.errors import UserError
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, csv_text
 
 if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module for trials.csv
     import pandas as pd
@@ -95,12 +95,8 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
 
 def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
     param_names = sorted({k for r in rows for k in r if k.startswith("p.")})
-    writer_buf = io.StringIO()
-    writer = csv.DictWriter(writer_buf, fieldnames=[*LEAD_COLUMNS, *param_names, *RESULT_COLUMNS],
-                            extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return writer_buf.getvalue()
+    header = [*LEAD_COLUMNS, *param_names, *RESULT_COLUMNS]
+    return csv_text(header, ([r.get(c, "") for c in header] for r in rows))  # a column a row lacks: empty
 
 
 def write_trials_csv(folder: Path, specs: Iterable[tuple[str, dict[str, Any]]], *,

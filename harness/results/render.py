@@ -1,13 +1,12 @@
-"""A `Table` (display strings plus a mark per cell) and its renderers: GitHub markdown, LaTeX booktabs, CSV
-(tabulate), with the cell formatters every table shares. The renderers only decorate: which cell is marked
-and what a cell says is decided by harness/results/tables.py.
+"""A `Table` (display strings plus a mark per cell) and its renderers: GitHub markdown and LaTeX booktabs
+(tabulate), CSV (harness.io.csv_text, also for a DataFrame: summary.csv), with the cell formatters every
+table shares. The renderers only decorate: which cell is marked and what a cell says is decided by
+harness/results/tables.py.
 
 Marks: `better` renders bold with a ▲ (LaTeX: bold with a black triangle), `worse` with a ▼ (LaTeX: a
 black down-triangle); both LaTeX symbols come from amssymb. CSV spells the mark out after the cell text."""
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from tabulate import tabulate
+
+from harness.io import csv_text
 
 MARKS = ("better", "worse")
 MD_MARKS = {"better": " ▲", "worse": " ▼"}
@@ -135,9 +136,23 @@ def to_latex(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.headers)
-    w.writerows([[f"{c} ({m})" if m and c else c for c, m in zip(row, mrow, strict=True)]
-                 for row, mrow in zip(table.rows, table.marks, strict=True)])
-    return buf.getvalue()
+    return csv_text(table.headers, [[f"{c} ({m})" if m and c else c for c, m in zip(row, mrow, strict=True)]
+                                    for row, mrow in zip(table.rows, table.marks, strict=True)])
+
+
+def frame_rows(frame: Any) -> list[list]:
+    """A frame's rows for `csv_text`, cell for cell what `DataFrame.to_csv` wrote: a missing value (NaN, None,
+    NA) is None, an empty cell. Why numpy columns keep their own scalars: a float32 then writes its own
+    shortest digits, not those of the float64 it would become; extension columns (Int64, strings) give Python
+    values, so an Int64 stays an integer."""
+    columns = []
+    for name in frame.columns:
+        col = frame[name]
+        values = col.to_numpy() if isinstance(col.dtype, np.dtype) else col.to_numpy(dtype=object)
+        columns.append([None if missing else v for v, missing in zip(values, col.isna().to_numpy(), strict=True)])
+    return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in range(len(frame))]
+
+
+def frame_csv(frame: Any) -> str:
+    """A DataFrame as CSV text through the one writer (`harness.io.csv_text`): columns, then `frame_rows`."""
+    return csv_text(list(frame.columns), frame_rows(frame))

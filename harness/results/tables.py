@@ -48,6 +48,7 @@ from harness.results.render import (  # noqa: F401 (format_mean_std, human_bytes
     format_mean_std,
     format_p,
     format_ratio,
+    frame_csv,
     human_bytes,
     is_finite,
     to_csv,
@@ -541,7 +542,7 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     if failed:
         md.append("## Failed and pending trials\n")
         md.append("\n".join(failed) + "\n")
-    return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": groups.to_csv(index=False)}
+    return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups)}
 
 
 def write_outputs(results_dir: str | Path, outputs: dict[str, str], *, stem: str = "summary") -> list[Path]:

@@ -37,7 +37,7 @@ from harness.config.search import SearchSpec
 from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
-from harness.io import atomic_write_json, atomic_write_text
+from harness.io import atomic_write_json, atomic_write_text, csv_text
 from harness.results import records
 
 METRIC, MODE, TIME_ATTR = "val_top1", "max", "epoch"
@@ -476,16 +476,9 @@ def write_search_record(folder: Path, sweep: SweepSpec, groups: list[Group]) -> 
 
 
 def search_csv_text(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
     names = sorted({p for r in rows for p in r["params"]})
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["key", "status", "selected", "method", "dataset", "model", "seed", "epochs", "epochs_trained",
-                "val_top1", *[f"p.{n}" for n in names]])
-    for r in rows:
-        w.writerow([r["key"], r["status"], r["selected"], r["method"], r["dataset"], r["model"], r["seed"],
-                    r["epochs"], r["epochs_trained"], "" if r["val"] is None else r["val"],
-                    *[r["params"].get(n, "") for n in names]])
-    return buf.getvalue()
+    header = ["key", "status", "selected", "method", "dataset", "model", "seed", "epochs", "epochs_trained",
+              "val_top1", *[f"p.{n}" for n in names]]
+    return csv_text(header, ([r["key"], r["status"], r["selected"], r["method"], r["dataset"], r["model"], r["seed"],
+                              r["epochs"], r["epochs_trained"], "" if r["val"] is None else r["val"],
+                              *[r["params"].get(n, "") for n in names]] for r in rows))

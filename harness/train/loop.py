@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config.spec import TrialSpec
+from harness.config.spec import TrainConfig, TrialSpec
 from harness.io import append_jsonl, atomic_write_json, environment, write_jsonl
 from harness.train.checkpoint import (
     BEST,
@@ -45,6 +45,7 @@ from harness.train.distributed import (
 )
 from harness.train.memory import reset_peak_rss
 from harness.train.metrics import ece_counts, ece_from_counts, evaluate, lr_at
+from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
 from harness.train.selection import diagnose, is_better
 from harness.train.splits import make_splits
@@ -107,8 +108,9 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
 
 
 @dataclass
-class Rig:
-    """Everything one trial trains with, built once from the spec (`build_rig`)."""
+class StepRig:
+    """What `train_step` runs with, built from a model and a method (`build_step_rig`). Why a part of its own:
+    `tfbench bench step` builds its rigs with it, so the benchmark times the step a trial takes."""
 
     model: torch.nn.Module
     step_model: torch.nn.Module    # the model, or (train.compile) its compiled forward, maps included
@@ -117,15 +119,21 @@ class Rig:
     extra: torch.nn.Module | None  # the method's trainable modules
     params: list[Tensor]
     opt: torch.optim.Optimizer
+    classifier: torch.nn.Module | None
+    device: torch.device
+    amp: bool
+
+
+@dataclass
+class Rig(StepRig):
+    """Everything one trial trains with, built once from the spec (`build_rig`)."""
+
     generator: torch.Generator     # data order and augmentation
     method_gen: torch.Generator    # the method's random draws
     plan: BatchPlan
     loaders: Loaders
-    classifier: torch.nn.Module | None
     bundle: Any
     select_labels: Tensor          # labels of the split the epoch is selected on (its size and class counts)
-    device: torch.device
-    amp: bool
     rank: int
     world: int
 
@@ -244,17 +252,10 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
         torch.use_deterministic_algorithms(True)
     seed_everything(spec.seed)
     bundle, model, method = build_parts(spec, device, bundle)
-    extra = method.extra_modules()
-    if extra is not None:
-        extra.to(device)
+    step = build_step_rig(t, model, method, device)  # draws no random number
     # why: a method that drew numbers from the global generator when built (Zipf's extra layer) must not
     # shift the draws that come later from it (DataLoader augmentation, worker seeds)
     torch.manual_seed(spec.seed + GLOBAL_STREAM)
-    amp = t.amp and device.type == "cuda"
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
-    opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     fast = t.fast_path and bundle.memory is not None
     generator = torch.Generator(device=device if fast else "cpu")
     generator.manual_seed(spec.seed + LOADER_STREAM)
@@ -263,21 +264,35 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     splits = make_splits(bundle.train_labels, protocol=t.protocol, holdout=t.holdout, holdout_seed=t.holdout_seed)
     fit = splits.fit if splits.select is not None else None
     plan = BatchPlan(bundle.train_labels, t.batch_size, generator, method, rank, world, t.max_steps_per_epoch, fit)
+    return Rig(**vars(step), generator=generator, method_gen=method_gen, plan=plan,
+               loaders=make_loaders(bundle, spec, plan, splits, device, generator), bundle=bundle,
+               select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
+               rank=rank, world=world)
+
+
+def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device) -> StepRig:
+    """The step's half of a rig, from a model and a method already on `device`: the method's extra modules
+    moved there, channels_last and bf16 autocast on CUDA, the optimiser over the model's and the extra
+    modules' parameters, and under train.compile the compiled forward and loss."""
     from harness.models import MapsForward
     from harness.models import classifier as get_classifier
 
+    extra = method.extra_modules()
+    if extra is not None:
+        extra.to(device)
+    amp = t.amp and device.type == "cuda"
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
     # train.compile compiles the whole step for every method: the forward (with the maps a method declared,
     # as one module) and the loss (a method may give a compile-friendly form: Method.compiled_loss)
     step_model, loss_fn = model, method.loss
     if t.compile:
         step_model = torch.compile(MapsForward(model) if method.needs.features else model)
         loss_fn = method.compiled_loss()
-    return Rig(model=model, step_model=step_model, loss_fn=loss_fn, method=method, extra=extra,
-               params=params, opt=opt, generator=generator, method_gen=method_gen, plan=plan,
-               loaders=make_loaders(bundle, spec, plan, splits, device, generator),
-               classifier=get_classifier(model) if method.needs.features else None, bundle=bundle,
-               select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
-               device=device, amp=amp, rank=rank, world=world)
+    return StepRig(model=model, step_model=step_model, method=method, loss_fn=loss_fn, extra=extra, params=params,
+                   opt=make_optimizer(params, t), classifier=get_classifier(model) if method.needs.features else None,
+                   device=device, amp=amp)
 
 
 def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict, list[dict]]:

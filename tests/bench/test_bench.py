@@ -13,12 +13,12 @@ from harness.bench.harness import bench_harness, format_bench_harness
 from harness.bench.step import (
     SMOKE,
     bench_step,
-    build_rig,
+    build_case,
     builtin_methods,
     cpu_peak_rss_delta,
     format_bench_step,
+    run_step,
     targets,
-    train_step,
 )
 from harness.bench.sweep import bench_sweep, format_bench_sweep, steady_window
 from harness.cli import main
@@ -80,34 +80,57 @@ def _count_calls(model: torch.nn.Module, name: str) -> list[int]:
 
 @pytest.mark.parametrize("method, forwards, maps", [("ce", 1, 0), ("cskd", 2, 0), ("zipf", 0, 1)])
 def test_step_runs_the_forward_passes_train_trial_runs(method, forwards, maps):
-    rig = build_rig(method, **SMALL)
-    plain, with_maps = _count_calls(rig.model, "forward"), _count_calls(rig.model, "forward_intermediates")
-    train_step(rig)
+    case = build_case(method, **SMALL)
+    model = case.rig.model
+    plain, with_maps = _count_calls(model, "forward"), _count_calls(model, "forward_intermediates")
+    run_step(case)
     assert (plain[0], with_maps[0]) == (forwards, maps)
 
 
 def test_step_optimises_extra_modules_and_writes_the_pskd_table():
-    rig = build_rig("zipf", **SMALL)
-    extra = rig.method.extra_modules()
+    case = build_case("zipf", **SMALL)
+    extra = case.rig.method.extra_modules()
     before = extra.weight.detach().clone()
-    train_step(rig)
+    run_step(case)
     assert not torch.equal(before, extra.weight)  # the extra classifier is in the optimiser
 
-    rig = build_rig("pskd", **SMALL)
+    case = build_case("pskd", **SMALL)
     with torch.no_grad():  # train mode, like the step: BN uses the batch's statistics, deterministic on CPU
-        expected = torch.softmax(rig.model(rig.x).float(), dim=1)
-    train_step(rig)
-    assert torch.allclose(rig.method.table[rig.idx], expected, atol=1e-6)
+        expected = torch.softmax(case.rig.model(case.x).float(), dim=1)
+    run_step(case)
+    assert torch.allclose(case.rig.method.table[case.idx], expected, atol=1e-6)
 
 
 def test_ce_steps_on_a_fixed_batch_lower_its_loss():
-    rig = build_rig("ce", **SMALL)
+    case = build_case("ce", **SMALL)
     losses = []
     for i in range(6):
-        before = dict(rig.sums)
-        train_step(rig, step=i)
-        losses.append((rig.sums["ce"] - before.get("ce", 0)).item() / len(rig.y))
+        before = dict(case.sums)
+        run_step(case, step=i)
+        losses.append((case.sums["ce"] - before.get("ce", 0)).item() / len(case.y))
     assert losses[-1] < losses[0]
+
+
+def test_step_times_the_training_loops_own_step_and_optimiser(monkeypatch):
+    # the rig is the loop's (build_step_rig), its optimiser the trial's (make_optimizer under the recipe)
+    from harness.config.spec import RECIPES
+    from harness.train import loop
+
+    case = build_case("zipf", **SMALL)
+    assert isinstance(case.rig, loop.StepRig)
+    extra = case.rig.method.extra_modules()
+    (group,) = case.rig.opt.param_groups
+    assert [id(p) for p in group["params"]] == [id(p) for p in [*case.rig.model.parameters(), *extra.parameters()]]
+    r = RECIPES["zipf"]
+    assert type(case.rig.opt) is torch.optim.SGD
+    assert {k: group[k] for k in ("momentum", "weight_decay", "nesterov")} == {
+        k: r[k] for k in ("momentum", "weight_decay", "nesterov")}
+    # a step is loop.train_step itself: a change there is what the benchmark measures
+    calls = []
+    original = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda **kw: calls.append(kw) or original(**kw))
+    run_step(case)
+    assert len(calls) == 1 and calls[0]["opt"] is case.rig.opt and calls[0]["lr"] == r["lr"]
 
 
 def test_cpu_memory_probe_sees_the_pskd_table_and_not_its_parent():
