@@ -393,7 +393,7 @@ def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> tuple[
     tables = across_tables(result)
     tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
                            f"per data set / model; rank 1 = best.", tables[0].note)
-    return tables
+    return tables, ""
 
 
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,

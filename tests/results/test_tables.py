@@ -296,3 +296,21 @@ def test_cmd_table(tmp_path, capsys):
     assert (tmp_path / "summary-last_top1.md").exists() and (tmp_path / "summary-last_top1.csv").exists()
     assert cmd_table.run(_args(str(tmp_path))) == 0
     assert (tmp_path / "summary.md").exists() and "Verdicts on the primary metric" in capsys.readouterr().out
+
+
+def test_the_summary_ranks_methods_across_data_sets(tmp_path):
+    """Three data sets x three methods: the summary's mean ranks by hand, its Friedman chi2 and p as scipy's."""
+    top1 = {"a": {"ce": 0.70, "ls": 0.72, "zipf": 0.74},   # ranks 3, 2, 1
+            "b": {"ce": 0.60, "ls": 0.59, "zipf": 0.65},   # ranks 2, 3, 1
+            "c": {"ce": 0.50, "ls": 0.52, "zipf": 0.51}}   # ranks 3, 1, 2
+    rows = [dict(trial(m, s, v + 0.001 * s, dataset=d), selected_top1=v + 0.001 * s, val_selected_top1=0.9,
+                 protocol="clean") for d, by in top1.items() for m, v in by.items() for s in range(3)]
+    pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
+    md = re.sub(r" +", " ", write_summary(tmp_path))
+    assert "## Mean ranks across data sets" in md
+    # mean ranks by hand: Zipf (1 + 1 + 2) / 3, LS (2 + 3 + 1) / 3, CE (3 + 2 + 3) / 3
+    assert "| Zipf's LS | 1.33 | 1 | 1 | 2 |" in md and "| LS | 2.00 | 2 | 3 | 1 |" in md
+    assert "| CE | 2.67 | 3 | 2 | 3 |" in md
+    chi2, p = stats.friedmanchisquare([0.70, 0.60, 0.50], [0.72, 0.59, 0.52], [0.74, 0.65, 0.51])
+    assert f"Friedman chi2 = {chi2:.2f} (df 2), p = {p:.3f}" in md
+    assert (tmp_path / "summary.tex").read_text().count("Mean ranks across data sets") == 1
