@@ -70,17 +70,30 @@ class Method:
         num_classes: int,
         num_train: int = 0,
         feature_channels: tuple[int, int] | None = None,  # (final D, previous stage D')
+        check: bool = True,
     ):
+        """`check=False`: `params` were checked when the trial was resolved (`Method.check` with this class
+        count), so the harness does not check them again on every worker."""
         self.params = params if params is not None else self.Params()
         self.num_classes = int(num_classes)
         self.num_train = int(num_train)
         self.feature_channels = feature_channels
-        self._check_choices()
-        self.validate()
+        if check:
+            self._check_choices()
+            self.validate()
 
     # --- hyper-parameters -------------------------------------------------------------------
+    @classmethod
+    def check(cls, params: Any, *, num_classes: int | None) -> None:
+        """`validate` on typed `params` without building the method (no modules, no state): what a trial's
+        resolution runs. `num_classes` None (not known before the data is read) skips the checks that need it."""
+        probe = cls.__new__(cls)
+        probe.params, probe.num_classes, probe.num_train, probe.feature_channels = params, num_classes, 0, None
+        probe.validate()
+
     def validate(self) -> None:
-        """Raise `MethodParamError` (via `self.fail`) for a bad value. Called on construction."""
+        """Raise `MethodParamError` (via `self.fail`) for a bad value. Called when a trial is resolved
+        (`Method.check`) and when a method is built by hand; `self.num_classes` may be None (unknown yet)."""
 
     def fail(self, param: str, message: str) -> typing.NoReturn:
         raise MethodParamError(f"method {self.name!r}: parameter {param!r} {message}")
@@ -177,9 +190,12 @@ def param_problem(method: str, loc: tuple, what: str) -> str:
     return f"method {method!r}: parameter {key!r} {'is ' + what[6:] if what.startswith('found ') else what}"
 
 
-def build_method(name: str, params: dict[str, Any] | None = None, **context: Any) -> Method:
-    """The one factory: `build_method("zipf", {"lam": 0.1}, num_classes=100, ...)`."""
+def build_method(name: str, params: dict[str, Any] | None = None, *, trusted: bool = False, **context: Any) -> Method:
+    """The one factory: `build_method("zipf", {"lam": 0.1}, num_classes=100, ...)`. `trusted`: the params
+    come from a resolved trial (every field present, checked then): built as they are, not checked again."""
     cls = METHODS.get(name)
+    if trusted:
+        return cls(cls.Params(**dict(params or {})), check=False, **context)
     return cls(make_params(cls, params), **context)
 
 

@@ -75,6 +75,8 @@ class Zipf(Method):
         self.needs = Needs(features=self.uses_votes or p.extra_dense_layer)
         self.extra: nn.Linear | None = None
         if p.extra_dense_layer:
+            if self.feature_channels is None or len(self.feature_channels) < 2:
+                self.fail("extra_dense_layer", "needs feature_channels=(D, D') from the model to size its classifier")
             self.extra = nn.Linear(self.feature_channels[1], self.num_classes)
 
     def validate(self) -> None:
@@ -88,7 +90,10 @@ class Zipf(Method):
         if p.distribution == "linear_decay":
             if p.smallest_prob is None:
                 self.fail("smallest_prob", "is required by distribution 'linear_decay'")
-            if not 0.0 <= p.smallest_prob <= 1.0 / c:
+            if c is None:  # the class count is not known yet: the smallest bound that holds for any C >= 2
+                if not 0.0 <= p.smallest_prob <= 0.5:
+                    self.fail("smallest_prob", f"must be in [0, 1/C] (at most 0.5), got {p.smallest_prob}")
+            elif not 0.0 <= p.smallest_prob <= 1.0 / c:
                 self.fail("smallest_prob", f"must be in [0, 1/C] = [0, {1.0 / c:.6g}] for C = {c}, got {p.smallest_prob}")
         elif p.smallest_prob is not None:
             self.fail("smallest_prob", f"is only used by distribution 'linear_decay', not {p.distribution!r}")
@@ -99,8 +104,6 @@ class Zipf(Method):
                 self.fail("exp_lambda", f"must be >= 0, got {p.exp_lambda}")
         elif p.exp_lambda is not None:
             self.fail("exp_lambda", f"is only used by distribution 'exponential_decay', not {p.distribution!r}")
-        if p.extra_dense_layer and (self.feature_channels is None or len(self.feature_channels) < 2):
-            self.fail("extra_dense_layer", "needs feature_channels=(D, D') from the model to size its classifier")
 
     def extra_modules(self) -> nn.Module | None:
         return self.extra

@@ -17,7 +17,6 @@ other work.
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -31,6 +30,7 @@ from tabulate import tabulate
 
 from harness.bench.common import bench_device, load_average, machine_line, set_threads, sync, verdict
 from harness.errors import UserError
+from harness.folders import TrialFolder
 
 MODEL = "cifar_preact_resnet18"
 CIFAR_LIKE = "cifar-like"
@@ -51,7 +51,7 @@ def harness_run(spec: Any, folder: Path) -> dict[str, float]:
     from harness.train.loop import train_trial
 
     train_trial(spec, folder, log=lambda line: None)
-    result = json.loads((folder / "result.json").read_text())
+    result = TrialFolder(folder).result()
     return {"step_time_s": result["step_time_s"], "images_per_s": result["images_per_s"]}
 
 

@@ -48,7 +48,8 @@ from harness.bench.common import (
     verdict,
 )
 from harness.config.presets import method_preset
-from harness.config.spec import TrainConfig, resolve_train
+from harness.config.resolve import resolve_train
+from harness.config.spec import TrainConfig
 from harness.models import create_model, feature_channels
 from harness.results.tables import human_bytes
 from harness.train import loop

@@ -27,6 +27,7 @@ from tabulate import tabulate
 
 from harness.bench.common import load_average, machine_line, verdict
 from harness.errors import UserError
+from harness.folders import TrialFolder
 
 TARGET_SPEEDUP = 1.7  # issue 8: at least 1.7x the trials per hour with 2 concurrent trials on 2 cores
 
@@ -49,9 +50,9 @@ def steady_window(folder: Path) -> tuple[float, float, list[float]]:
     """(first trial's start, last trial's end, as epoch seconds; each trial's own wall time), from the files
     every trial writes: config.json when it starts training, result.json when it is done."""
     trials = sorted(p for p in (folder / "trials").iterdir() if p.is_dir())
-    starts = [(t / "config.json").stat().st_mtime for t in trials]
-    ends = [(t / "result.json").stat().st_mtime for t in trials]
-    walls = [json.loads((t / "result.json").read_text())["wall_time_s"] for t in trials]
+    starts = [(t / TrialFolder.CONFIG).stat().st_mtime for t in trials]
+    ends = [(t / TrialFolder.RESULT).stat().st_mtime for t in trials]
+    walls = [json.loads((t / TrialFolder.RESULT).read_text())["wall_time_s"] for t in trials]
     return min(starts), max(ends), walls
 
 
@@ -59,12 +60,12 @@ def ray_startup() -> tuple[float, float]:
     """(seconds of `ray.init` with the runner's settings, seconds of `ray.shutdown`)."""
     import ray
 
-    from harness.sweep.runner import init_ray
+    from harness.sweep.cluster import start_local
 
     if ray.is_initialized():
         raise UserError("bench sweep: Ray is already running in this process; run the benchmark in a fresh one")
     t0 = time.perf_counter()
-    init_ray(None, 1, 0)
+    start_local(False)  # what a sweep's TuneSession starts on this machine
     t1 = time.perf_counter()
     ray.shutdown()
     return t1 - t0, time.perf_counter() - t1

@@ -27,6 +27,7 @@ import pandas as pd
 
 from harness.cli.common import add_device, resolved_device, split_list
 from harness.errors import UserError
+from harness.folders import ResultsFolder, TrialFolder
 from harness.io import atomic_write_bytes, atomic_write_json, atomic_write_text, environment, write_csv
 from harness.progress import Progress, fmt_duration
 from methods.registry import did_you_mean
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     picks = select_trials(read_trials(results), results=results, methods=args.methods, dataset=args.dataset,
                           model=args.model, seeds=args.seeds)
     for p in picks:
-        if not (results / "trials" / p.key / "checkpoint.pt").exists():
+        if not (ResultsFolder(results).trial(p.key) / TrialFolder.CHECKPOINT).exists():
             raise UserError(f"{results}/trials/{p.key}: no checkpoint.pt (the landscape needs the final weights; "
                             f"run the sweep with train.checkpoint: true)")
     device = resolved_device(args.device)

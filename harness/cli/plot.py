@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness.errors import UserError
 from harness.results.aggregate import DEFAULT_METRIC, TABLE_METRICS
@@ -17,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {args.metric!r} for `tfbench plot`; allowed: {', '.join(TABLE_METRICS)}")
+    from harness.folders import ResultsFolder
     from harness.results.plots import write_plots  # matplotlib only when used
-    from harness.results.records import remove_stale_temporaries
 
-    remove_stale_temporaries(Path(args.dir))
+    ResultsFolder(args.dir).remove_temporaries()
     paths = write_plots(args.dir, metric=args.metric)
     for p in paths:
         print(p)

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise UserError(f"unknown format {args.format!r} for `tfbench table`; allowed: {', '.join(FORMATS)}")
     from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
-    from harness.results.records import remove_stale_temporaries, sweep_primary
+    from harness.folders import ResultsFolder
+    from harness.results.records import sweep_primary
     from harness.results.tables import render_summary, write_outputs  # pandas/tabulate only when used
 
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if into is not None and into.exists() and not into.is_dir():
         raise UserError(f"--out {into}: exists and is not a folder")
     if args.out is None and len(folders) == 1:  # writing into the results folder: a killed writer's leftovers go
-        remove_stale_temporaries(folders[0])
+        ResultsFolder(folders[0]).remove_temporaries()
     outputs = render_summary(folders[0] if len(folders) == 1 else folders, metric=args.metric, alpha=args.alpha,
                              effect=args.effect, write=args.out is None)
     if into is not None:

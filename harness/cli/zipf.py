@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.cli.common import DEVICE_HELP, resolved_device
 from harness.errors import UserError
+from harness.folders import TrialFolder
 from harness.io import atomic_write_json, atomic_write_text, csv_text, git_revision, write_csv
 
 FORMATS = {"md": "github", "tex": "latex_booktabs", "csv": "csv"}
@@ -106,7 +107,7 @@ def out_dir_for(trial_dir: Path, out: Path | None) -> Path:
 def _check_trial_dir(trial_dir: Path) -> None:
     if not trial_dir.is_dir():
         raise UserError(f"{trial_dir}: not a folder; pass a trial folder such as results/<name>/trials/<key>")
-    if not (trial_dir / "checkpoint.pt").exists():
+    if not (trial_dir / TrialFolder.CHECKPOINT).exists():
         raise UserError(f"{trial_dir}: no checkpoint.pt (was the trial run with train.checkpoint: true?)")
 
 
@@ -306,8 +307,8 @@ def find_ce_trial(trial_dir: Path, spec: Any) -> Path:
                         f"next to it; pass --ce-trial")
     found = []
     for d in sorted(trials.iterdir()):
-        cfg = d / "config.json"
-        if not (cfg.exists() and (d / "checkpoint.pt").exists()):
+        cfg = d / TrialFolder.CONFIG
+        if not (cfg.exists() and (d / TrialFolder.CHECKPOINT).exists()):
             continue
         s = json.loads(cfg.read_text())["spec"]
         if s["method"] == "ce" and s["dataset"] == spec.dataset and s["model"] == spec.model:

@@ -7,6 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.config.spec import TrainSettings
+
+# Training recipes of the official repositories (METHODS.md, "Training recipes"): values of the training
+# settings. Milestones are fractions of the run so that short runs keep the schedule's shape.
+RECIPES: dict[str, TrainSettings] = {
+    # Zipf's LS and CS-KD: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, x0.1 at 50% and 75%.
+    "zipf": TrainSettings(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=128,
+                          milestones=(0.5, 0.75), gamma=0.1, warmup_epochs=0),
+    # PS-KD and OLS: nesterov, wd 5e-4, x0.1 at epochs 150 and 225 of 300.
+    "pskd": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, batch_size=128,
+                          milestones=(0.5, 0.75), gamma=0.1, warmup_epochs=0),
+    # TF-KD: wd 5e-4, x0.2 at epochs 60, 120, 160 of 200, one warm-up epoch.
+    "tfkd": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
+                          milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup_epochs=1),
+    # ImageNet / INAT21: batch 256, 0.1 * 0.1^(epoch // 30) over 100 epochs.
+    "imagenet": TrainSettings(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=256,
+                              milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),
+}
+
 # The seed's Table 2 (alpha = 1 everywhere) plus the official commands' bilinear vote upsampling on the
 # low-resolution sets. The small embedded sets have even smaller maps, so they get the low-resolution preset.
 _LOW_RES_ZIPF = dict(alpha=1.0, lam=0.1, beta=0.1, extra_dense_layer=True, upsample="bilinear")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from harness.config.presets import (
+    RECIPES,
     default_epochs,
     default_holdout,
     default_model,
@@ -21,8 +21,8 @@ from harness.config.presets import (
     method_preset,
 )
 from harness.config.problems import render
-from harness.config.schema import MAX_SEED, TrainSettings
-from harness.config.spec import NOT_IN_KEY_DATASET, TrialSpec, resolve_train
+from harness.config.schema import MAX_SEED
+from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrainSettings, TrialSpec
 from harness.errors import UserError
 from methods import METHODS, make_params
 from methods.params import check_params, explain
@@ -98,6 +98,19 @@ def resolve_dataset_params(dataset: str, given: dict[str, Any]) -> dict[str, Any
     return resolved
 
 
+def resolve_train(epochs: int, recipe: str = "zipf", **overrides: Any) -> TrainConfig:
+    """The recipe's values, then explicit overrides; milestones given as fractions become epochs."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(RECIPES)}")
+    values: dict[str, Any] = RECIPES[recipe].model_dump(exclude_none=True)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    ms = values.get("milestones", ())
+    if all(isinstance(m, float) and 0 < m < 1 for m in ms):
+        ms = tuple(max(1, round(m * epochs)) for m in ms)
+    values["milestones"] = tuple(int(m) for m in ms)
+    return TrainConfig(epochs=int(epochs), recipe=recipe, **values)
+
+
 def request_hash(**given: Any) -> str:
     """What was asked for, before any default is filled (the seed apart): a finished trial with the same
     request and seed as a current one but another key is stale. Roots and downloads are left out like in the key."""
@@ -111,8 +124,12 @@ def request_hash(**given: Any) -> str:
 def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = None,
                   method_params: dict[str, Any] | None = None, dataset_params: dict[str, Any] | None = None,
                   model_params: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-                  imports: tuple[str, ...] = ()) -> TrialSpec:
-    """Every default filled: the trial's key hashes the result (see TrialSpec)."""
+                  imports: tuple[str, ...] = (), typed: bool = False) -> TrialSpec:
+    """Every default filled and every value checked, once: the trial's key hashes the result (see TrialSpec)
+    and the workers that train it check nothing again. `typed`: `method_params` were type-checked already
+    (a sweep file's values, each where it stands); then only the method's own range checks run here."""
+    from harness.data import DATASETS
+
     cls = METHODS.get(method)
     given_model = model
     model = model or default_model(dataset)
@@ -121,14 +138,13 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
         raise UserError(" | ".join(f"model {model}{'.' + render(p) if p else ''}: {w}" for p, w in model_problems))
     preset = {k: v for k, v in method_preset(method, dataset, model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
-    typed = make_params(cls, {**preset, **(method_params or {})})
-    # catch bad values now, before any data is read: the checks that depend on the class count are
-    # repeated with the real count when the trial starts (2 classes gives the loosest bounds)
-    cls(typed, num_classes=2, num_train=1, feature_channels=(1, 1))
-    params = dataclasses.asdict(typed)
-    for key, value in params.items():  # range checks written as `x >= 0` let nan (and often inf) through
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"method {method!r}: parameter {key!r} is {value!r}; allowed: a finite number")
+    values = {**preset, **(method_params or {})}
+    params_obj = cls.Params(**values) if typed else make_params(cls, values)  # nan and inf refused as types
+    resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
+    data_cls = DATASETS.get(dataset)
+    # before any data is read; a class count known only from the files is checked when the trial starts
+    cls.check(params_obj, num_classes=data_cls.class_count(data_cls.Params(**resolved_data)))
+    params = dataclasses.asdict(params_obj)
     given_train = check_train(train or {})
     values = dict(given_train)
     epochs = values.pop("epochs", default_epochs(dataset))
@@ -137,7 +153,6 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     config = resolve_train(epochs, recipe, **values)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed: found {seed!r}; allowed: a whole number in [0, {MAX_SEED}]")
-    resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
     request = request_hash(method=method, dataset=dataset, model=given_model,
                            method_params=dict(method_params or {}), dataset_params=dict(dataset_params or {}),
                            model_params=dict(model_params or {}), train=given_train)
@@ -147,19 +162,19 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     return with_seed(base, seed)
 
 
-SEED_SPACE = 2**32  # split seeds stay in numpy's (and scikit-learn's) seed range
+SEED_SPACE = 2**31  # split seeds stay whole numbers that torch, numpy and scikit-learn all take
 
 
 def with_seed(spec: TrialSpec, seed: int) -> TrialSpec:
     """The same trial at another seed. With `train.split_per_seed` the holdout split's seed and the data
-    set's own split seed (its `split_seed_param`) move with the trial seed, as (given + seed) mod 2**32:
+    set's own split seed (its `split_seed_param`) move with the trial seed, as (given + seed) mod 2**31:
     every method at seed s sees the same splits, and another seed draws other ones."""
     if not spec.train.split_per_seed:
         return dataclasses.replace(spec, seed=seed)
     from harness.data import DATASETS
 
     shift = seed - spec.seed
-    train = dataclasses.replace(spec.train, holdout_seed=(spec.train.holdout_seed + shift) % SEED_SPACE)
+    train = spec.train.replace(holdout_seed=(spec.train.holdout_seed + shift) % SEED_SPACE)
     data = dict(spec.dataset_params)
     name = DATASETS.get(spec.dataset).split_seed_param
     if name is not None:

@@ -6,21 +6,18 @@ dataclass (`methods.params`), because which keys exist depends on the name given
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.config.spec import RECIPES
+from harness.config.spec import NonNegative, Positive, TrainSettings, Whole
 
 SCHEMA_VERSION = 1
-MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
 MAX_SEED = 2**32 - 1         # numpy's seed range; torch's is wider
 MAX_TRIALS = 10_000          # a larger grid is a typo; the product of the axes is checked before expanding
 MAX_NAME = 100               # `name` becomes a folder name: portable file-name length, with room for suffixes
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-DEVICE_RULE = r"^(auto|cpu|cuda(:\d+)?)$"
 # The metrics a sweep's verdicts can be made on: reported-split numbers, at the selected or the last epoch.
 PRIMARY_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
                    "selected_ece", "last_ece")
@@ -29,76 +26,6 @@ DEFAULT_PRIMARY = "selected_top1"
 
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
-
-
-Whole = Annotated[int, Field(ge=0, le=MAX_INT)]
-Positive = Annotated[int, Field(ge=1, le=MAX_INT)]
-NonNegative = Annotated[float, Field(ge=0)]
-
-
-class TrainSettings(Strict):
-    """Training settings for every trial. A value left out (or null) is the recipe's or TrainConfig's default."""
-
-    epochs: Positive | None = Field(None, description="training epochs (default: the data set's preset)")
-    recipe: Literal[tuple(RECIPES)] | None = Field(  # type: ignore[valid-type]
-        None, description="the official recipe whose optimiser/schedule defaults apply "
-                          "(default: imagenet for imagenet/inat21, else zipf)")
-    batch_size: Positive | None = Field(None, description="images per step (all workers together)")
-    lr: NonNegative | None = Field(None, description="SGD learning rate")
-    momentum: NonNegative | None = Field(None, description="SGD momentum")
-    weight_decay: NonNegative | None = Field(None, description="L2 weight decay")
-    nesterov: bool | None = Field(None, description="Nesterov momentum")
-    milestones: list[float] | None = Field(
-        None, description="learning-rate steps: fractions of the run in (0, 1), or epochs >= 1")
-    gamma: NonNegative | None = Field(None, description="learning-rate factor at each milestone")
-    warmup_epochs: Whole | None = Field(None, description="linear warm-up epochs")
-    fast_path: bool | None = Field(None, description="whole data set as one tensor on the device (in-memory sets)")
-    deterministic: bool | None = Field(None, description="torch.use_deterministic_algorithms")
-    device: Annotated[str, Field(pattern=DEVICE_RULE)] | None = Field(None, description="auto, cpu, cuda or cuda:N")
-    threads: Whole | None = Field(None, description="torch.set_num_threads; 0 = torch's default (in the key)")
-    num_workers: Whole | None = Field(None, description="DataLoader workers (file-based sets; in the key)")
-    compile: bool | None = Field(None, description="torch.compile the step: the forward with the maps a method declared, and its loss")
-    amp: bool | None = Field(None, description="bf16 autocast on CUDA (never on CPU)")
-    checkpoint: bool | None = Field(None, description="write checkpoint.pt every epoch")
-    max_steps_per_epoch: Whole | None = Field(None, description="0 = whole epochs; > 0 caps each epoch")
-    workers: Positive | None = Field(None, description="data-parallel workers (set from resources.workers_per_trial)")
-    sync_debug: bool | None = Field(None, description="CUDA: raise on a host synchronisation inside a step")
-    protocol: Literal["clean", "paper"] | None = Field(
-        None, description="clean: select the epoch on a held-out validation split, test once; "
-                          "paper: select on the evaluation split (default clean)")
-    holdout: float | None = Field(
-        None, description="clean protocol's validation split: a fraction in (0, 1) or a whole number of "
-                          "images >= 1, stratified (default 0.1; cifar10/cifar100 5000)")
-    holdout_seed: Whole | None = Field(None, description="the seed of the holdout split (default 0)")
-    select: Literal["top1", "nll", "last"] | None = Field(
-        None, description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
-                          "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
-    split_per_seed: bool | None = Field(
-        None, description="draw the holdout split (and a data set's own split, e.g. digits' split_seed) from "
-                          "the trial seed, so that paired tests cover data-split variance (default false)")
-
-    @field_validator("milestones", mode="before")
-    @classmethod
-    def _milestones(cls, v: Any) -> Any:
-        ok = isinstance(v, list) and bool(v) and all(
-            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= MAX_INT for m in v)  # nan fails
-        if ok and not (all(isinstance(m, float) and m < 1 for m in v) or all(float(m).is_integer() for m in v)):
-            ok = False
-        if v is not None and not ok:
-            raise ValueError(f"found {_short(v)}; allowed: a list of fractions of the run in (0, 1) "
-                             f"or of whole epochs >= 1")
-        return v
-
-    @field_validator("holdout", mode="before")
-    @classmethod
-    def _holdout(cls, v: Any) -> Any:
-        if v is None:
-            return v
-        fraction = isinstance(v, float) and math.isfinite(v) and 0 < v < 1
-        count = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT
-        if not (fraction or count):
-            raise ValueError(f"found {_short(v)}; allowed: a fraction in (0, 1) or a whole number of images >= 1")
-        return float(v) if count else v
 
 
 class Resources(Strict):

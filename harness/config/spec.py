@@ -5,55 +5,117 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-# Training recipes of the official repositories (METHODS.md, "Training recipes").
-# Milestones are fractions of the run so that short runs keep the schedule's shape.
-RECIPES: dict[str, dict[str, Any]] = {
-    # Zipf's LS and CS-KD: SGD 0.1, momentum 0.9, wd 1e-4, batch 128, x0.1 at 50% and 75%.
-    "zipf": dict(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=128,
-                 milestones=(0.5, 0.75), gamma=0.1, warmup_epochs=0),
-    # PS-KD and OLS: nesterov, wd 5e-4, x0.1 at epochs 150 and 225 of 300.
-    "pskd": dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, batch_size=128,
-                 milestones=(0.5, 0.75), gamma=0.1, warmup_epochs=0),
-    # TF-KD: wd 5e-4, x0.2 at epochs 60, 120, 160 of 200, one warm-up epoch.
-    "tfkd": dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
-                 milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup_epochs=1),
-    # ImageNet / INAT21: batch 256, 0.1 * 0.1^(epoch // 30) over 100 epochs.
-    "imagenet": dict(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=256,
-                     milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),
-}
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+Strict = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
+RECIPE_NAMES = ("zipf", "pskd", "tfkd", "imagenet")  # harness/config/presets.py holds their values
+DEVICE_RULE = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 200
-    recipe: str = "zipf"
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-    milestones: tuple[int, ...] = (100, 150)  # absolute epochs (resolved from the recipe's fractions)
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    fast_path: bool = True          # whole dataset as one tensor on the device, augmentation batched there
-    deterministic: bool = False     # torch.use_deterministic_algorithms
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
-    threads: int = 0                # torch.set_num_threads; 0 leaves torch's default
-    num_workers: int = 0            # DataLoader workers (DataLoader path only)
-    compile: bool = False           # torch.compile the model (CUDA)
-    amp: bool = True                # bf16 autocast on CUDA (never on CPU)
-    checkpoint: bool = True         # write checkpoint.pt every epoch
-    max_steps_per_epoch: int = 0    # 0 = the whole epoch; >0 caps it (smoke tests, benchmarks)
-    workers: int = 1                # data-parallel workers (Ray Train); 1 = plain single process
-    sync_debug: bool = False        # CUDA: raise on any host synchronisation inside a training step
-    protocol: str = "clean"         # clean: select the epoch on a held-out split | paper: on the test split
-    holdout: float = 0.1            # clean: held-out share of the training split (fraction, or a number of images)
-    holdout_seed: int = 0           # clean: the split's seed, independent of the trial seed
-    select: str = "top1"            # the epoch's selection rule on the selection split (harness/train/selection.py)
-    split_per_seed: bool = False    # the holdout split and the data set's own split drawn per trial seed
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _milestones(v: Any) -> Any:
+    """A list of fractions of the run in (0, 1), or of whole epochs >= 1; as a tuple."""
+    if v is None:
+        return v
+    ok = isinstance(v, (list, tuple)) and bool(v) and all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= MAX_INT for m in v)  # nan fails
+    if ok and not (all(isinstance(m, float) and m < 1 for m in v) or all(float(m).is_integer() for m in v)):
+        ok = False
+    if not ok:
+        raise ValueError(f"found {_short(v)}; allowed: a list of fractions of the run in (0, 1) or of whole "
+                         f"epochs >= 1")
+    return tuple(v)
+
+
+def _holdout(v: Any) -> Any:
+    """A fraction in (0, 1), or a whole number of images >= 1 (kept as a float either way)."""
+    if v is None:
+        return v
+    fraction = isinstance(v, float) and math.isfinite(v) and 0 < v < 1
+    count = isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 1 <= v <= MAX_INT
+    if not (fraction or count):
+        raise ValueError(f"found {_short(v)}; allowed: a fraction in (0, 1) or a whole number of images >= 1")
+    return float(v)
+
+
+Whole = Annotated[int, Field(ge=0, le=MAX_INT)]
+Positive = Annotated[int, Field(ge=1, le=MAX_INT)]
+NonNegative = Annotated[float, Field(ge=0)]
+Milestones = Annotated[tuple[int | float, ...], BeforeValidator(_milestones)]
+Holdout = Annotated[float, BeforeValidator(_holdout)]
+
+
+class TrainConfig(BaseModel):
+    """Training settings: the one definition. A resolved trial holds every field; the sweep file's `train:`
+    section (`TrainSettings`) is the same fields, each optional; the recipes (harness/config/presets.py) are
+    values of those fields. Fields without a default here get theirs from the data set and the recipe when a
+    trial is resolved (harness/config/resolve.py)."""
+
+    model_config = Strict
+
+    epochs: Positive = Field(description="training epochs (default: the data set's preset)")
+    recipe: Literal[RECIPE_NAMES] = Field(  # type: ignore[valid-type]
+        description="the official recipe whose optimiser/schedule defaults apply (default: imagenet for "
+                    "imagenet/inat21, else zipf)")
+    batch_size: Positive = Field(description="images per step (all workers together)")
+    lr: NonNegative = Field(description="SGD learning rate")
+    momentum: NonNegative = Field(description="SGD momentum")
+    weight_decay: NonNegative = Field(description="L2 weight decay")
+    nesterov: bool = Field(description="Nesterov momentum")
+    milestones: Milestones = Field(description="learning-rate steps: fractions of the run in (0, 1), or epochs >= 1")
+    gamma: NonNegative = Field(description="learning-rate factor at each milestone")
+    warmup_epochs: Whole = Field(description="linear warm-up epochs")
+    fast_path: bool = Field(True, description="whole data set as one tensor on the device (in-memory sets)")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+    device: Annotated[str, Field(pattern=DEVICE_RULE)] = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: Whole = Field(0, description="torch.set_num_threads; 0 = torch's default (in the key)")
+    num_workers: Whole = Field(0, description="DataLoader workers (file-based sets; in the key)")
+    compile: bool = Field(False, description="torch.compile the step: the forward with the maps a method "
+                                             "declared, and its loss")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
+    checkpoint: bool = Field(True, description="write checkpoint.pt every epoch")
+    max_steps_per_epoch: Whole = Field(0, description="0 = whole epochs; > 0 caps each epoch")
+    workers: Positive = Field(1, description="data-parallel workers (set from resources.workers_per_trial)")
+    sync_debug: bool = Field(False, description="CUDA: raise on a host synchronisation inside a step")
+    protocol: Literal["clean", "paper"] = Field(
+        "clean", description="clean: select the epoch on a held-out validation split, test once; paper: select "
+                             "on the evaluation split (default clean)")
+    holdout: Holdout = Field(0.1, description="clean protocol's validation split: a fraction in (0, 1) or a "
+                                              "whole number of images >= 1, stratified (default 0.1; cifar10/cifar100 "
+                                              "5000)")
+    holdout_seed: Whole = Field(0, description="the seed of the holdout split (default 0)")
+    select: Literal["top1", "nll", "last"] = Field(
+        "top1", description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
+                            "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
+    split_per_seed: bool = Field(
+        False, description="draw the holdout split (and a data set's own split, e.g. digits' split_seed) from "
+                           "the trial seed, so that paired tests cover data-split variance (default false)")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes`, validated like the original."""
+        return TrainConfig(**{**self.model_dump(), **changes})
+
+
+def partial(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """`model` with every field optional (None: not given), the same types, constraints and descriptions."""
+    fields = {}
+    for field_name, f in model.model_fields.items():
+        kind = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+        fields[field_name] = (kind | None, Field(None, description=f.description))
+    return create_model(name, __config__=Strict, __doc__=doc, **fields)
+
+
+TrainSettings = partial(TrainConfig, "TrainSettings", "Training settings for every trial. A value left out (or "
+                                                      "null) is the recipe's, the data set's or the default.")
 
 
 SPEC_VERSION = 3  # bump when the meaning of a stored spec changes: every key changes with it
@@ -62,6 +124,8 @@ SPEC_VERSION = 3  # bump when the meaning of a stored spec changes: every key ch
 # order, which worker augments which sample), so they are in the key.
 NOT_IN_KEY_TRAIN = ("device", "checkpoint", "sync_debug")
 NOT_IN_KEY_DATASET = ("root", "download")
+# What a stored spec from before a setting existed meant by it (TrialSpec.from_dict(stored=True)).
+LEGACY_TRAIN: dict[str, Any] = {"select": "top1", "split_per_seed": False}
 
 
 @dataclass(frozen=True)
@@ -79,28 +143,32 @@ class TrialSpec:
     method_params: dict[str, Any] = field(default_factory=dict)
     dataset_params: dict[str, Any] = field(default_factory=dict)
     model_params: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = None  # type: ignore[assignment]  (always given: resolve_trial builds it)
     imports: tuple[str, ...] = ()
     method_source: str = ""
     request: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["imports"] = list(self.imports)
-        d["train"]["milestones"] = list(self.train.milestones)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = json.loads(json.dumps({**d, "train": self.train.model_dump()}, default=list))  # plain, deep copies
         d["spec_version"] = SPEC_VERSION
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
+    def from_dict(cls, d: dict[str, Any], *, stored: bool = False) -> TrialSpec:
+        """The spec of `to_dict`, every field required: a worker trusts exactly what was resolved.
+
+        `stored=True` reads a spec an older tfbench stored (analyses of old trial folders): settings it lacks
+        take the values that reproduce its behaviour (`LEGACY_TRAIN`, else the field's default) and settings
+        this version lacks are dropped. Whether such a trial is still current is decided by its key."""
         d = dict(d)
         d.pop("spec_version", None)
         train = dict(d.pop("train", {}))
+        if stored:
+            known = TrainConfig.model_fields
+            train = {**LEGACY_TRAIN, **{k: v for k, v in train.items() if k in known}}
+            d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         train["milestones"] = tuple(train.get("milestones", ()))
-        # a spec stored by another version may name settings this one lacks (or the reverse): loading it
-        # for analysis keeps what exists; whether it is still current is decided by its key, not here
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        train = {k: v for k, v in train.items() if k in known}
         return cls(train=TrainConfig(**train), imports=tuple(d.pop("imports", ())), **d)
 
     def key_dict(self) -> dict[str, Any]:
@@ -117,16 +185,3 @@ class TrialSpec:
         """Stable across runs, folders and machines: sha256 of the canonical JSON of `key_dict()`."""
         blob = json.dumps(self.key_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return f"{self.method}-{self.dataset}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def resolve_train(epochs: int, recipe: str = "zipf", **overrides: Any) -> TrainConfig:
-    """Recipe defaults, then explicit overrides; milestones given as fractions become epochs."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; allowed: {', '.join(RECIPES)}")
-    values: dict[str, Any] = dict(RECIPES[recipe])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    ms = values.get("milestones", ())
-    if all(isinstance(m, float) and 0 < m < 1 for m in ms):
-        ms = tuple(max(1, round(m * epochs)) for m in ms)
-    values["milestones"] = tuple(int(m) for m in ms)
-    return TrainConfig(epochs=int(epochs), recipe=recipe, **values)

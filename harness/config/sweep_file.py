@@ -86,6 +86,11 @@ class SweepSpec:
     lines: dict[tuple, int] = field(default_factory=dict)  # YAML path -> line, for later problems (resources)
     search: SearchSpec | None = None  # `search:`: the trials are the base configurations (docs/tuning.md)
 
+    def record(self, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """What results/<name>/sweep.yaml holds: the file as run, the --set overrides and the resolved trials."""
+        return {"source": str(self.source), "sets": list(sets), "file": self.raw,
+                "trials": [{"key": t.key(), "spec": t.to_dict()} for t in self.trials]}
+
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     """Read, validate and expand a sweep file. Raises SweepError listing every problem found, each once."""
@@ -126,11 +131,17 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
 
     methods = _entries(P, "methods", raw.get("methods") if ok("methods") else [], METHODS, "method")
     datasets = _entries(P, "datasets", raw.get("datasets") if ok("datasets") else [], DATASETS, "dataset")
-    for mi, (m, params) in methods:
-        _check_grid(P, ("methods", mi, "params"), m, params)
-    for di, (d, params) in datasets:
-        _check_dataset_params(P, ("datasets", di, "params"), d, {**params, **overrides["dataset"]},
-                              set(overrides["dataset"]))
+    # every check below runs whatever the others found, so that one pass reports every problem; what the
+    # trials are expanded from is only what passed its own checks (`sound`)
+    sound: dict[str, bool] = {}
+    typed_methods = [(mi, (m, _check_grid(P, ("methods", mi, "params"), m, params))) for mi, (m, params) in methods]
+    methods = [(mi, (m, grid if grid is not None else params)) for (mi, (m, grid)), (_, (_, params))
+               in zip(typed_methods, methods, strict=True)]
+    sound_methods = [(mi, (m, grid)) for mi, (m, grid) in typed_methods if grid is not None]
+    sound_datasets = [(di, (d, params)) for di, (d, params) in datasets
+                      if _check_dataset_params(P, ("datasets", di, "params"), d, {**params, **overrides["dataset"]},
+                                               set(overrides["dataset"]))]
+    count = len(P.found)
 
     models = raw.get("models") if ok("models") else None
     if models:
@@ -143,12 +154,15 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
         if key in HARNESS_MODEL_KEYS:
             P.add((), f"--set model.{key}: set by the harness ({HARNESS_MODEL_KEYS[key]}); allowed: other keyword "
                       f"arguments of the model, e.g. drop_rate")
+    sound["models"] = len(P.found) == count
 
     seeds = _seeds(P, raw.get("seeds", [0]))
     train = (raw.get("train") or {}) if ok("train") else {}
-    per_dataset = (raw.get("dataset_defaults") or {}) if ok("dataset_defaults") else {}
+    sound["train"] = ok("train") and ok("dataset_defaults")
+    # copies: the typed method values replace the file's own below, and sweep.yaml records the file as given
+    per_dataset = {d: dict(block or {}) for d, block in
+                   ((raw.get("dataset_defaults") or {}) if ok("dataset_defaults") else {}).items()}
     for d, block in per_dataset.items():
-        block = block or {}
         if d not in DATASETS:
             P.add(("dataset_defaults", d), f"unknown dataset {d!r}{did_you_mean(d, DATASETS.names())}; "
                                            f"allowed: {', '.join(DATASETS.names())}")
@@ -157,10 +171,13 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
                 P.add(("dataset_defaults", d, "methods", m),
                       f"unknown method {m!r}{did_you_mean(m, METHODS.names())}; allowed: {', '.join(METHODS.names())}")
             else:
-                _check_grid(P, ("dataset_defaults", d, "methods", m), m, params)
+                grid = _check_grid(P, ("dataset_defaults", d, "methods", m), m, params)
+                sound["dataset_defaults"] = sound.get("dataset_defaults", True) and grid is not None
+                block["methods"] = {**block["methods"], m: grid if grid is not None else params}
         if block.get("model"):
             for _sub, what in check_model(block["model"], {}):
                 P.add(("dataset_defaults", d, "model"), what)
+                sound["dataset_defaults"] = False
 
     resources = _resources(P, raw.get("resources") or {} if ok("resources") else {})
     search = None
@@ -174,21 +191,28 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
             check_train({key: value}, "--set train")
         except UserError as e:
             P.add((), str(e))
+            sound["--set train"] = False
     method_fields = {m: {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for _, (m, _) in methods}
+    typed_sets: dict[str, dict[str, Any]] = {m: {} for m in method_fields}  # --set method.x, as each method types it
     for key, value in overrides["method"].items():
         owners = [m for m, names in method_fields.items() if key in names]
         if not owners:
             P.add((), f"--set method.{key}: no method of this sweep has a parameter {key!r}")
         for m in owners:
-            _, problems = check_params(METHODS.get(m).Params, {key: value})
+            checked, problems = check_params(METHODS.get(m).Params, {key: value})
             for _loc, what in problems:
                 P.add((), f"--set method.{key}: {what} (method {m!r})")
+                sound["--set method"] = False
+            if checked is not None:
+                typed_sets[m][key] = checked[key]
 
     # how many trials before expanding: a 100 x 100 x 100 grid with 1,000 seeds is refused in microseconds
-    if not P.found:
+    expand = all(sound.values()) and bool(sound_methods) and bool(sound_datasets)
+    seeds = seeds or [0]  # a broken seeds list is reported above; one seed still expands the grid for its checks
+    if expand:
         total, parts = 0, []
-        for mi, (m, m_params) in methods:
-            for _, (d, _) in datasets:
+        for mi, (m, m_params) in sound_methods:
+            for _, (d, _) in sound_datasets:
                 grid = {**((per_dataset.get(d) or {}).get("methods") or {}).get(m, {}), **m_params}
                 axes = [len(v) for v in grid.values() if isinstance(v, list)]
                 n = math.prod(axes) * len(models or [None]) * len(seeds)
@@ -198,10 +222,10 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
         if total > MAX_TRIALS:
             P.add((), f"the sweep expands to {total:,} trials ({'; '.join(parts[:4])}{'; ...' if len(parts) > 4 else ''}); "
                       f"allowed: at most {MAX_TRIALS:,} trials per sweep file (split it, or shrink the grid)")
+            expand = False
+    trials = _expand(P, sound_methods, sound_datasets, models, seeds, train, per_dataset, overrides, typed_sets,
+                     tuple(resolved_imports)) if expand else []
     P.raise_if_any()
-
-    trials = _expand(P, methods, datasets, models, seeds, train, per_dataset, overrides, method_fields,
-                     tuple(resolved_imports))
     keys = [t.key() for t in trials]
     if len(set(keys)) != len(keys):
         P.add((), "the axes produce the same trial more than once; remove the duplicated entries")
@@ -232,10 +256,15 @@ def _entries(P: Problems, what: str, value: list[Any], registry: Any, kind: str)
     return out
 
 
-def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) -> None:
-    """Each value of each axis against the method's Params (a list value is an axis of a grid)."""
+def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Each value of each axis against the method's Params (a list value is an axis of a grid), each where it
+    stands in the file. Returns the grid with every value as its type makes it (1 -> 1.0 for a float), so
+    that a trial is resolved from checked values only (None when some value is not); the method's range
+    checks run per grid point when the trials are resolved (`resolve_trial`)."""
     cls = METHODS.get(method)
     names = [f.name for f in dataclasses.fields(cls.Params)]
+    typed_grid: dict[str, Any] = {}
+    count = len(P.found)
     for key, value in params.items():
         if key not in names:
             P.add(where + (key,), f"unknown parameter {key!r}{did_you_mean(key, names)} of method {method!r}; "
@@ -247,33 +276,25 @@ def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) 
                 P.add(where + (key,), "found an empty list; allowed: a value or a non-empty list of values")
             elif len(set(map(repr, value))) != len(value):
                 P.add(where + (key,), f"found duplicated values {value!r:.80}; allowed: distinct values")
+        typed = []
         for i, v in enumerate(values):
             at = where + ((key, i) if isinstance(value, list) else (key,))
-            typed, problems = check_params(cls.Params, {key: v})
+            checked, problems = check_params(cls.Params, {key: v})
             for _loc, what in problems:
                 P.add(at, f"{key!r} of {method!r}: {what}")
-            if typed is not None and not problems:
-                # the method's own range checks, on this value among the entry's other (first) values; what
-                # depends on a preset or another grid point is found when the trials are expanded
-                context = {k: (w[0] if isinstance(w, list) and w else w) for k, w in params.items()
-                           if k != key and k in names}
-                built, bad = check_params(cls.Params, {**context, key: v})
-                if bad:
-                    continue
-                try:
-                    cls(cls.Params(**built), num_classes=2, num_train=1, feature_channels=(1, 1))
-                except MethodParamError as e:
-                    if f"{key!r}" in str(e):  # a message about another parameter is reported at that one
-                        P.add(at, str(e))
+            typed.append(checked[key] if checked is not None else v)
+        typed_grid[key] = typed if isinstance(value, list) else typed[0]
+    return typed_grid if len(P.found) == count else None
 
 
-def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[str, Any], from_set: set[str]) -> None:
+def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[str, Any], from_set: set[str]) -> bool:
     from harness.data import DATASETS
 
     _, problems = check_params(DATASETS.get(dataset).Params, params)
     for loc, what in problems:
         key = loc[0] if loc else "?"
         P.add((f"--set dataset.{key}",) if key in from_set else where + loc, f"dataset {dataset!r}: {what}")
+    return not problems
 
 
 def _seeds(P: Problems, value: Any) -> list[int]:
@@ -304,9 +325,11 @@ def _resources(P: Problems, value: dict[str, Any]) -> Resources:
     return r
 
 
-def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, overrides, method_fields,
+def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, overrides, typed_sets,
             imports) -> list[TrialSpec]:
-    """One resolve per (method entry, dataset, grid point, model); seeds are copies that differ in the seed."""
+    """One resolve per (method entry, dataset, grid point, model); seeds are copies that differ in the seed.
+    Every method value was type-checked where it stands (`_check_grid`); the method's range checks run here,
+    once per grid point, and a problem is reported at the axis value it names."""
     trials: list[TrialSpec] = []
     for (mi, (m, m_params)), (_, (d, d_params)) in itertools.product(methods, datasets):
         block = per_dataset.get(d) or {}
@@ -314,20 +337,31 @@ def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, o
         grid = {**(block.get("methods") or {}).get(m, {}), **m_params}
         keys = list(grid)
         axes = [v if isinstance(v, list) else [v] for v in grid.values()]
-        set_params = {k: v for k, v in overrides["method"].items() if k in method_fields[m]}
         for combo in itertools.product(*axes):
             for model in models or [block.get("model")]:
                 try:
                     spec = resolve_trial(method=m, dataset=d, model=model, seed=seeds[0],
-                                         method_params={**dict(zip(keys, combo, strict=True)), **set_params},
+                                         method_params={**dict(zip(keys, combo, strict=True)), **typed_sets[m]},
                                          dataset_params={**d_params, **overrides["dataset"]},
-                                         model_params=dict(overrides["model"]), train=d_train, imports=imports)
+                                         model_params=dict(overrides["model"]), train=d_train, imports=imports,
+                                         typed=True)
                 except (UserError, MethodParamError, RegistryError) as e:
-                    P.add(("methods", mi, "params"), str(e))
+                    P.add(_where(mi, keys, axes, combo, str(e), m_params), str(e))
                     continue
                 trials.extend(with_seed(spec, s) for s in seeds)
     return trials
 
 
+def _where(mi: int, keys: list[str], axes: list[list[Any]], combo: tuple, message: str,
+           entry: dict[str, Any]) -> tuple:
+    """The file path of a problem found at a grid point: the axis value of the parameter it names, when the
+    entry gives that parameter, else the entry's params."""
+    for key, values, value in zip(keys, axes, combo, strict=True):
+        if f"parameter {key!r}" in message and key in entry:
+            return ("methods", mi, "params", key, values.index(value)) if isinstance(entry[key], list) else \
+                ("methods", mi, "params", key)
+    return ("methods", mi, "params")
+
+
 def _with_workers(spec: TrialSpec, workers: int) -> TrialSpec:
-    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, workers=workers))
+    return dataclasses.replace(spec, train=spec.train.replace(workers=workers))

@@ -125,6 +125,8 @@ class _Cifar(DatasetDef):
 class Cifar10(_Cifar):
     """CIFAR-10: 32x32 colour, 10 classes, 50,000 + 10,000."""
 
+    known_classes = 10
+
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_file = "test_batch"
@@ -144,6 +146,8 @@ class Cifar10(_Cifar):
 @register_dataset("cifar100")
 class Cifar100(_Cifar):
     """CIFAR-100: 32x32 colour, 100 classes in 20 super-classes, 50,000 + 10,000."""
+
+    known_classes = 100
 
     folder = "cifar-100-python"
     train_files = ("train",)

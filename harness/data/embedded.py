@@ -41,6 +41,7 @@ class Digits(DatasetDef):
     needs_root = False
     in_memory = True
     split_seed_param = "split_seed"
+    known_classes = 10
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
         from sklearn.datasets import load_digits
@@ -94,6 +95,10 @@ class Synthetic(DatasetDef):
     layout = "generated in memory (no files)"
     needs_root = False
     in_memory = True
+
+    @classmethod
+    def class_count(cls, p: Any) -> int | None:
+        return p.num_classes
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
         for key in ("num_classes", "num_superclasses", "image_size", "channels", "train_per_class",

@@ -52,6 +52,8 @@ def image_folder_samples(folder: Path, classes: list[str]) -> list[tuple[str, in
 class TinyImageNet(DatasetDef):
     """Tiny ImageNet (200 classes, 64x64): trained and tested at 32x32 by default as in the official recipe."""
 
+    known_classes = 200
+
     @dataclass(frozen=True)
     class Params:
         root: str | None = None

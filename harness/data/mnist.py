@@ -59,6 +59,8 @@ def read_idx(path: Path, *, images: bool) -> Tensor:
 class FashionMNIST(DatasetDef):
     """Zalando's Fashion-MNIST (28x28 grey, 10 classes, 60,000 + 10,000) from its IDX files."""
 
+    known_classes = 10
+
     @dataclass(frozen=True)
     class Params:
         root: str | None = None

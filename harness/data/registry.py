@@ -151,6 +151,14 @@ class DatasetDef:
     # The parameter that seeds the data set's own train/evaluation split, if it draws one: with
     # train.split_per_seed it is offset by the trial seed like the holdout split (digits: split_seed).
     split_seed_param: ClassVar[str | None] = None
+    # The class count when it is fixed before any file is read (None: read from the files). Why: a trial's
+    # method parameters are checked against it once, when the trial is resolved, instead of on every worker.
+    known_classes: ClassVar[int | None] = None
+
+    @classmethod
+    def class_count(cls, p: Any) -> int | None:
+        """The class count with parameters `p`, when it is known without reading the data."""
+        return cls.known_classes
 
     @classmethod
     def env_var(cls) -> str:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
+from harness.folders import ResultsFolder
 from harness.results import records
 from harness.results.stats import (
     DEFAULT_ALPHA,
@@ -120,7 +121,8 @@ def load_curves(results_dir: str | Path, trials: pd.DataFrame, *,
     labels = config_labels(trials)
     frames = []
     for i, t in trials[trials["status"] == "finished"].iterrows():
-        lines = records.read_jsonl_records(Path(results_dir) / "trials" / str(t["key"]) / "metrics.jsonl",
+        trial = ResultsFolder(results_dir).trial(str(t["key"]))
+        lines = records.read_jsonl_records(trial / trial.METRICS,
                                            warn=warn)
         if not lines:
             continue

@@ -9,7 +9,6 @@ is one definition of its columns. Nothing here imports the runner.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -18,9 +17,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from harness.errors import UserError
+from harness.folders import STATUSES, ResultsFolder
 from harness.io import atomic_write_text, csv_text
 
 if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module for trials.csv
@@ -39,43 +37,18 @@ LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model",
 # Records written before train.select existed selected the first epoch of the highest validation top-1.
 LEGACY_SELECT = "top1_first"
 REQUIRED_COLUMNS = ("key", "status", "method", "dataset", "model", "seed")
-STATUSES = ("finished", "failed", "pending")
 
 
 def warn_stderr(message: str) -> None:
     print(f"tfbench: warning: {message}", file=sys.stderr, flush=True)
 
 
-# --- one trial folder ----------------------------------------------------------------------------
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A JSON record of a trial folder, or None when it is missing, truncated or not a JSON object.
-    Why never raise: one damaged file must not stop the aggregation of every other trial."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def trial_status(trial_dir: Path) -> str:
-    """finished | failed | pending, read from the trial folder (a corrupt record counts as not finished,
-    so the trial runs again and resumes from its checkpoint)."""
-    result = read_record(trial_dir / "result.json")
-    if result is not None and result.get("status") == "finished":
-        return "finished"
-    return "failed" if (trial_dir / "error.json").exists() else "pending"
-
-
-def error_of(trial_dir: Path) -> str:
-    record = read_record(trial_dir / "error.json") or {}
-    return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
-
+# --- trials.csv ----------------------------------------------------------------------------------
 
 def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = False) -> dict[str, Any]:
     """The trials.csv row of one trial: its resolved spec (as TrialSpec.to_dict) plus its record."""
-    tdir = folder / "trials" / key
-    status = trial_status(tdir)
+    trial = ResultsFolder(folder).trial(key)
+    status = trial.status()
     train = spec.get("train") or {}
     row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
                            "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
@@ -83,15 +56,13 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
                            "select": train.get("select", LEGACY_SELECT)}
     row.update({f"p.{k}": v for k, v in (spec.get("method_params") or {}).items()})
     if status == "finished":
-        result = read_record(tdir / "result.json") or {}
+        result = trial.result() or {}
         row.update({k: v for k, v in result.items() if k in RESULT_COLUMNS})
         row["protocol"] = result.get("protocol", row["protocol"])
     elif status == "failed":
-        row["error"] = error_of(tdir)
+        row["error"] = trial.error()
     return row
 
-
-# --- trials.csv ----------------------------------------------------------------------------------
 
 def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
     param_names = sorted({k for r in rows for k in r if k.startswith("p.")})
@@ -112,18 +83,15 @@ def write_trials_csv(folder: Path, specs: Iterable[tuple[str, dict[str, Any]]], 
 def recorded_specs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     """(key, spec) of the sweep: from sweep.yaml's trial list (pending trials included), else from
     every trials/<key>/config.json that can be read (a folder with neither is not a trial of ours)."""
-    try:
-        record = yaml.safe_load((folder / "sweep.yaml").read_text())
-        listed = [(str(t["key"]), dict(t["spec"])) for t in record["trials"]]
-        if listed:
-            return listed
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        pass
+    results = ResultsFolder(folder)
+    listed = results.recorded_trials()
+    if listed:
+        return listed
     out = []
-    for cfg in sorted((folder / "trials").glob("*/config.json")):
-        record = read_record(cfg)
-        if record and isinstance(record.get("spec"), dict):
-            out.append((str(record.get("key") or cfg.parent.name), record["spec"]))
+    for trial in results.trial_folders():
+        config = trial.config()
+        if config and isinstance(config.get("spec"), dict):
+            out.append((str(config.get("key") or trial.key), config["spec"]))
     return out
 
 
@@ -151,25 +119,6 @@ def damage_of(path: Path) -> str | None:
     return None
 
 
-def folder_is_locked(folder: Path) -> bool:
-    """True while a `tfbench run` holds the folder's lock (then only that run writes shared files)."""
-    lock = folder / ".lock"
-    if not lock.is_file():
-        return False
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: bool = True) -> pd.DataFrame:
     """trials.csv as a DataFrame, rebuilt from the trial records when it is missing or damaged (and written
     back unless `write` is False or a run holds the folder), without the stale rows (their count in
@@ -189,7 +138,7 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
                             f"to rebuild it from; rerun the sweep with `tfbench run` to rewrite it")
         rows = [trial_row(folder, key, spec) for key, spec in specs]
         text = trials_csv_text(rows)
-        if folder_is_locked(folder):
+        if ResultsFolder(folder).is_locked():
             where = "used as rebuilt, not written: a `tfbench run` holds this folder and rewrites it when done"
         elif not write:
             where = "used as rebuilt, not written (--out)"
@@ -205,9 +154,7 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
         trials = pd.read_csv(path)
     # against the sweep as last run: a folder whose spec another key now answers is stale even if the csv
     # (written before, or rebuilt from every record) does not say so
-    from harness.config.stale import stale_keys
-
-    stale = stale_keys(folder)
+    stale = ResultsFolder(folder).stale_keys()
     if stale and "key" in trials.columns:
         marked = trials["stale"].astype(str).str.strip().str.lower().isin(("true", "1", "yes")) \
             if "stale" in trials.columns else False
@@ -254,34 +201,9 @@ def read_jsonl_records(path: Path, *, warn: Warn = warn_stderr) -> list[dict[str
     return records
 
 
-def remove_stale_temporaries(folder: Path, *, lock_held: bool = False) -> int:
-    """Remove the half-written files of a killed writer (atomic writes' `.<name>.*.tmp`, write probes) at
-    every level of the folder (Ray's own `.ray/` aside); returns how many. Skipped while another process
-    runs a sweep here (its temporaries are live), unless the caller is that sweep (`lock_held`)."""
-    if not folder.is_dir() or (not lock_held and folder_is_locked(folder)):
-        return 0
-    removed = 0
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if d != ".ray"]
-        for name in files:
-            if (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".write-probe-"):
-                Path(root, name).unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-def sweep_value(folder: Path, key: str) -> Any:
-    """A top-level key of the sweep file as recorded in sweep.yaml (None when absent or unreadable)."""
-    try:
-        record = yaml.safe_load((folder / "sweep.yaml").read_text())
-        return (record.get("file") or {}).get(key, record.get(key))
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-
-
 def sweep_alpha(folder: Path, default: float) -> float:
     """The significance level of the sweep: `alpha:` of the sweep file recorded in sweep.yaml, else default."""
-    alpha = sweep_value(folder, "alpha")
+    alpha = ResultsFolder(folder).sweep_value("alpha")
     if alpha is None:
         return default
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
@@ -291,7 +213,7 @@ def sweep_alpha(folder: Path, default: float) -> float:
 
 def sweep_primary(folder: Path, default: str, allowed: Sequence[str]) -> str:
     """The metric the sweep's verdicts are made on: `primary_metric:` recorded in sweep.yaml, else default."""
-    primary = sweep_value(folder, "primary_metric")
+    primary = ResultsFolder(folder).sweep_value("primary_metric")
     if primary is None:
         return default
     if primary not in allowed:

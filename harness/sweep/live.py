@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.folders import TrialFolder
 
 TB_DIR = "tb"
 EXPERIMENT = "tfbench"
@@ -180,7 +181,7 @@ class LiveCurves:
         from harness.train.checkpoint import read_metrics
 
         self.caught_up = True
-        for row in read_metrics(self.trial_dir / "metrics.jsonl", lambda line: None):
+        for row in read_metrics(self.trial_dir / TrialFolder.METRICS, lambda line: None):
             if before is None or row["epoch"] < before:
                 self._write(int(row["epoch"]), epoch_scalars(row))
 

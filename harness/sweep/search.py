@@ -22,12 +22,9 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
-import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +34,12 @@ from harness.config.search import SearchSpec
 from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
+from harness.folders import ResultsFolder, TrialFolder
 from harness.io import atomic_write_json, atomic_write_text, csv_text
+from harness.progress import Progress
 from harness.results import records
+from harness.sweep.session import TuneSession, pause_for_tests
+from harness.sweep.trainables import run_one
 
 METRIC, MODE, TIME_ATTR = "val_top1", "max", "epoch"
 
@@ -48,7 +49,6 @@ def scheduler_metric(rule: str) -> tuple[str, str]:
     lower is better; otherwise validation top-1). Why only the first key: a scheduler compares one number;
     the tie-break applies when the finished trials are selected (`select_best`)."""
     return ("val_nll", "min") if rule == "nll" else (METRIC, MODE)
-STOPPED = "stopped.json"
 SEARCH_JSON, SEARCH_CSV = "search.json", "search.csv"
 SIGNIFICANT = 4  # sampled floats are rounded to 4 significant digits: readable keys and tables
 
@@ -133,26 +133,26 @@ def select_best(rows: list[dict[str, Any]], rule: str) -> dict[str, Any] | None:
 
 # --- trial records -------------------------------------------------------------------------------
 
-def search_status(tdir: Path) -> str:
+def search_status(trial: TrialFolder) -> str:
     """finished | stopped | failed | pending: `stopped` is an early stop by the scheduler, never a failure."""
-    status = records.trial_status(tdir)
+    status = trial.status()
     if status == "finished":
         return status
-    return "stopped" if (tdir / STOPPED).exists() else status
+    return "stopped" if (trial / trial.STOPPED).exists() else status
 
 
-def history(tdir: Path) -> list[dict[str, Any]]:
-    return records.read_jsonl_records(tdir / "metrics.jsonl")
+def history(trial: TrialFolder) -> list[dict[str, Any]]:
+    return records.read_jsonl_records(trial / trial.METRICS)
 
 
-def search_row(folder: Path, spec: TrialSpec, params: dict[str, Any]) -> dict[str, Any]:
+def search_row(folder: ResultsFolder, spec: TrialSpec, params: dict[str, Any]) -> dict[str, Any]:
     """One search trial: status, epochs trained, and its validation top-1 (the selected epoch's when
     finished, the best so far when stopped). Nothing from the test split."""
-    tdir = folder / "trials" / spec.key()
-    status = search_status(tdir)
-    epochs = history(tdir)
+    trial = folder.trial(spec.key())
+    status = search_status(trial)
+    epochs = history(trial)
     if status == "finished":
-        result = records.read_record(tdir / "result.json") or {}
+        result = trial.result() or {}
         val, val_nll = result.get("val_selected_top1"), result.get("val_selected_nll")
     else:  # the epoch train.select would have picked so far
         from harness.train.selection import select_epoch
@@ -166,15 +166,14 @@ def search_row(folder: Path, spec: TrialSpec, params: dict[str, Any]) -> dict[st
             "val": val, "val_nll": val_nll, "params": params}
 
 
-def members(folder: Path, base: TrialSpec) -> list[tuple[TrialSpec, dict[str, Any]]]:
+def members(folder: ResultsFolder, base: TrialSpec) -> list[tuple[TrialSpec, dict[str, Any]]]:
     """The search trials of `base` already in the folder (TPE: its proposals are not known in advance).
     A member is the base spec with other method parameters and a search request."""
     out = []
     want = {k: v for k, v in base.key_dict().items() if k != "method_params"}
-    for cfg in sorted((folder / "trials").glob("*/config.json")):
-        record = records.read_record(cfg) or {}
+    for trial in folder.trial_folders():
         try:
-            spec = TrialSpec.from_dict(record["spec"])
+            spec = TrialSpec.from_dict(trial.spec())
         except (KeyError, TypeError, ValueError):
             continue
         params = {k: v for k, v in spec.method_params.items() if v != base.method_params.get(k)}
@@ -186,23 +185,21 @@ def members(folder: Path, base: TrialSpec) -> list[tuple[TrialSpec, dict[str, An
 
 # --- the Ray side --------------------------------------------------------------------------------
 
-def _search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str, threads: int) -> None:
+def search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str, threads: int) -> None:
     """One search trial. A finished or stopped trial replays its epochs (ASHA sees the same history); a
     started one replays the epochs before its checkpoint, then trains on; a lock keeps two proposals of
     the same configuration (TPE may repeat one) from training the same folder at once."""
     from ray import tune
 
-    from harness.sweep.runner import _run_one
-
     params = dict(config.get("params", config))
     spec = search_trial(TrialSpec.from_dict(base), params)
     key = spec.key()
-    tdir = Path(folder) / "trials" / key
-    tdir.mkdir(parents=True, exist_ok=True)
-    with open(tdir / ".search-lock", "w") as lock:
+    trial = ResultsFolder(folder).trial(key)
+    trial.path.mkdir(parents=True, exist_ok=True)
+    with open(trial / trial.SEARCH_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if search_status(tdir) in ("finished", "stopped"):
-            for row in history(tdir):
+        if search_status(trial) in ("finished", "stopped"):
+            for row in history(trial):
                 tune.report({**row, "key": key, "replayed": True})
             return
         replayed = False
@@ -211,16 +208,16 @@ def _search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str,
             nonlocal replayed
             if not replayed:  # a resumed trial: the scheduler has not seen the epochs before its checkpoint
                 replayed = True
-                for row in history(tdir):
+                for row in history(trial):
                     if row.get("epoch", 0) < metrics["epoch"]:
                         tune.report({**row, "key": key, "replayed": True})
             tune.report({**metrics, "key": key})
 
-        (tdir / STOPPED).unlink(missing_ok=True)
-        _run_one(spec.to_dict(), str(tdir), threads, report=report)
+        (trial / trial.STOPPED).unlink(missing_ok=True)
+        run_one(spec.to_dict(), str(trial.path), threads, report=report)
 
 
-def make_scheduler(search: SearchSpec, folder: Path, epochs: int, rule: str = "top1") -> Any:
+def make_scheduler(search: SearchSpec, folder: ResultsFolder, epochs: int, rule: str = "top1") -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
     if search.scheduler == "fifo":
@@ -238,10 +235,12 @@ def make_scheduler(search: SearchSpec, folder: Path, epochs: int, rule: str = "t
             epoch = int(result.get(TIME_ATTR, 0))
             if epoch >= epochs:
                 return TrialScheduler.CONTINUE
-            tdir = folder / "trials" / str(result.get("key", ""))
-            if result.get("key") and records.trial_status(tdir) != "finished":
-                atomic_write_json(tdir / STOPPED, {"status": "stopped", "by": "asha", "epoch": epoch,
-                                                   metric: result.get(metric), "time": time.time()})
+            if result.get("key"):
+                folder_trial = folder.trial(str(result["key"]))
+                if folder_trial.status() != "finished":
+                    atomic_write_json(folder_trial / folder_trial.STOPPED,
+                                      {"status": "stopped", "by": "asha", "epoch": epoch,
+                                       metric: result.get(metric), "time": time.time()})
             return decision
 
     return RecordingASHA(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=epochs,
@@ -263,38 +262,35 @@ def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]], 
                         evaluated_rewards=[r[key] for r in evaluated] or None)
 
 
-def _run_group(group: Group, search: SearchSpec, folder: Path, sweep: SweepSpec, configs: list[dict] | None,
-               n_new: int, callbacks: list[Any]) -> Any:
-    """One Tune experiment over one group's search trials; returns the ResultGrid."""
+def run_group(session: TuneSession, group: Group, configs: list[dict] | None, n_new: int,
+              progress: Progress) -> Any:
+    """One Tune experiment over one group's search trials (ASHA compares the trials of one method only)."""
     from ray import tune
 
-    r = sweep.resources
+    sweep, folder = session.sweep, session.folder
+    search = sweep.search
+    assert search is not None
     rule = group.base.train.select
-    threads = max(1, int(r.cpus_per_trial))
-    trainable = tune.with_parameters(_search_trainable, base=group.base.to_dict(), folder=str(folder),
-                                     threads=threads)
-    trainable = tune.with_resources(trainable, {"CPU": r.cpus_per_trial, "GPU": r.gpus_per_trial})
+    trainable = tune.with_parameters(search_trainable, base=group.base.to_dict(), folder=str(folder.path),
+                                     threads=max(1, int(sweep.resources.cpus_per_trial)))
     if configs is not None:  # random: the configurations are fixed in advance
         param_space, search_alg, samples = {"params": tune.grid_search(configs)}, None, 1
     else:
         done = [search_row(folder, s, p) for s, p in members(folder, group.base)]
         done = [d for d in done if d["status"] in ("finished", "stopped")]
         param_space, search_alg, samples = {}, _tpe(ray_space(group.space), search, done, rule), n_new
-    tuner = tune.Tuner(
-        trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(scheduler=make_scheduler(search, folder, group.base.train.epochs, rule),
-                                    search_alg=search_alg, num_samples=samples,
-                                    max_concurrent_trials=r.max_concurrent or None, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                                  storage_path=str(folder / ".ray"), verbose=0, callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=sweep.retries)),
-    )
-    return tuner.fit()
+
+    def key_of(trial: Any) -> str:
+        return search_trial(group.base, dict(trial.config.get("params", trial.config))).key()
+
+    return session.fit(trainable, name="search", param_space=param_space, progress=progress, key_of=key_of,
+                       scheduler=make_scheduler(search, folder, group.base.train.epochs, rule),
+                       search_alg=search_alg, num_samples=samples)
 
 
 # --- search, select, confirm ---------------------------------------------------------------------
 
-def group_trials(group: Group, search: SearchSpec, folder: Path) -> list[tuple[TrialSpec, dict[str, Any]]]:
+def group_trials(group: Group, search: SearchSpec, folder: ResultsFolder) -> list[tuple[TrialSpec, dict[str, Any]]]:
     """The group's search trials known now: all of them for random search, those on record for TPE."""
     if search.algorithm == "random" or not group.space:
         return [(search_trial(group.base, c), c) for c in sample_configs(group.space, search.budget, search.seed)]
@@ -310,13 +306,21 @@ def budget_of(group: Group, search: SearchSpec) -> int:
     return search.budget
 
 
-def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str | None, show: bool) -> int:
-    """Search every group, select on validation, confirm with the sweep's seeds; write search.json,
-    search.csv, trials.csv (confirm trials) and the summary. Returns the exit code (stopped trials are
-    not failures; 130 when interrupted)."""
-    from harness.progress import Progress
-    from harness.sweep import runner
+@dataclass
+class Outcome:
+    """What the runner needs back from a searched sweep: the confirm trials it summarises, whether Ctrl-C
+    stopped it (and in which phase), and whether every group found and confirmed a configuration."""
 
+    confirm: list[TrialSpec]
+    interrupted: bool
+    phase: str
+    ok: bool
+
+
+def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], address: str | None,
+               show: bool) -> Outcome:
+    """Search every group, select on validation, confirm with the sweep's seeds (all in one Tune session);
+    write search.json, search.csv and the confirm trials' sweep record. Stopped trials are not failures."""
     search = sweep.search
     assert search is not None
     groups = groups_of(sweep)
@@ -330,7 +334,7 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
     todo = []
     for g in groups:
         known = group_trials(g, search, folder)
-        statuses = [search_status(folder / "trials" / s.key()) for s, _ in known]
+        statuses = [search_status(folder.trial(s.key())) for s, _ in known]
         open_ = sum(st not in ("finished", "stopped") for st in statuses)
         missing = budget_of(g, search) - len(known) if search.algorithm == "tpe" and g.space else 0
         if open_ or missing > 0:
@@ -338,36 +342,38 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
     total = sum(budget_of(g, search) for g in groups)
     print(f"sweep {sweep.name}: search of {len(groups)} method(s), budget {search.budget} per method "
           f"({search.algorithm}, {search.scheduler}); {len(todo)} with trials to run", flush=True)
-    interrupted = False
-    if todo:
-        try:
-            interrupted = _search_groups(sweep, folder, todo, total, address, show, Progress)
-        except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
-            interrupted = True
-    record = write_search_record(folder, sweep, groups)
+    interrupted, phase, confirm = False, "search", []
+    try:
+        with TuneSession(sweep, folder, address=address, show=show) as session:
+            if todo:
+                interrupted = search_groups(session, todo, total)
+            if not interrupted:
+                record = write_search_record(folder, sweep, groups)
+                phase = "confirm trials"
+                confirm = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
+                folder.write_sweep_record(dataclasses.replace(sweep, trials=confirm).record(sets))
+                pending = [t for t in confirm if folder.trial(t.key()).status() != "finished"]
+                print(f"sweep {sweep.name}: confirm: {len(confirm)} trials (best of each method x "
+                      f"{len(groups[0].seeds)} seeds), {len(confirm) - len(pending)} already finished, "
+                      f"{len(pending)} to run", flush=True)
+                if pending:
+                    progress = Progress(sweep.name, len(confirm), done_before=len(confirm) - len(pending))
+                    try:
+                        session.run_trials(pending, progress)
+                    finally:
+                        progress.close()
+                    interrupted = session.interrupted
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
+        interrupted = True
     if interrupted:
-        print(f"tfbench: sweep {sweep.name} interrupted during the search; finished and stopped search trials "
-              f"are kept; rerun the same command to continue; {folder / SEARCH_CSV}", file=sys.stderr, flush=True)
-        return 130
-    confirm = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
-    confirm_sweep = dataclasses.replace(sweep, trials=confirm)
-    runner.write_sweep_record(folder, confirm_sweep, sets)
-    pending = [t for t in confirm if records.trial_status(folder / "trials" / t.key()) != "finished"]
-    print(f"sweep {sweep.name}: confirm: {len(confirm)} trials (best of each method x {len(groups[0].seeds)} "
-          f"seeds), {len(confirm) - len(pending)} already finished, {len(pending)} to run", flush=True)
-    if pending:
-        try:
-            interrupted = runner._tune(confirm_sweep, folder, pending, len(confirm) - len(pending), address, show)
-        except KeyboardInterrupt:
-            interrupted = True
-    runner.write_trials_csv(folder, confirm)
-    if interrupted:
-        print(f"tfbench: sweep {sweep.name} interrupted during the confirm trials; rerun the same command to "
-              f"continue; {folder / 'trials.csv'}", file=sys.stderr, flush=True)
-        return 130
-    runner._summarise(folder)
+        if phase == "search":
+            write_search_record(folder, sweep, groups)
+            print(f"tfbench: sweep {sweep.name} interrupted during the search; finished and stopped search "
+                  f"trials are kept; rerun the same command to continue; {folder / SEARCH_CSV}", file=sys.stderr,
+                  flush=True)
+        return Outcome(confirm, True, phase, False)
     failed_search = [r for g in record["groups"] for r in g["rows"] if r["status"] == "failed"]
-    failed = [t for t in confirm if records.trial_status(folder / "trials" / t.key()) != "finished"]
+    failed = [t for t in confirm if folder.trial(t.key()).status() != "finished"]
     unselected = [g for g in record["groups"] if g["best"] is None]
     stopped = sum(r["status"] == "stopped" for g in record["groups"] for r in g["rows"])
     print(f"sweep {sweep.name}: search {sum(len(g['rows']) for g in record['groups'])} trials ({stopped} stopped "
@@ -377,78 +383,36 @@ def run_search(sweep: SweepSpec, folder: Path, *, sets: list[str], address: str 
         print(f"  no finished search trial for {g['method']} on {g['dataset']} / {g['model']}: nothing to "
               f"confirm (see {folder / SEARCH_CSV})", flush=True)
     for r in failed_search:
-        print(f"  failed search trial: {r['key']}: {records.error_of(folder / 'trials' / r['key'])}", flush=True)
-    for t in failed:
-        print(f"  failed: {t.key()}: {records.error_of(folder / 'trials' / t.key())}", flush=True)
-    return 1 if (failed or failed_search or unselected) else 0
+        print(f"  failed search trial: {r['key']}: {folder.trial(r['key']).error()}", flush=True)
+    return Outcome(confirm, False, phase, not (failed_search or unselected))
 
 
-def _search_groups(sweep: SweepSpec, folder: Path, todo: list, total: int, address: str | None, show: bool,
-                   Progress: Any) -> bool:
-    """Run the groups that have search trials left, one Tune experiment each (ASHA compares the trials of
-    one method only). Returns True when Ctrl-C stopped it."""
-    from harness.sweep import runner
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    r = sweep.resources
-    runner.init_ray(address, r.cpus_per_trial, r.gpus_per_trial)
-    for name in ("ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+def search_groups(session: TuneSession, todo: list, total: int) -> bool:
+    """Run the groups that have search trials left, one Tune experiment each. True when Ctrl-C stopped it."""
+    sweep, folder = session.sweep, session.folder
     progress = Progress(f"{sweep.name} (search)", total, done_before=0)
     try:
-        with runner._CtrlC() as ctrl_c:
-            for g, known, n_new in todo:
-                if ctrl_c.pressed:
-                    break
-                callbacks = [_progress_callback(progress, g.base)] if show else []
-                if sweep.search.algorithm == "random" or not g.space:
-                    _run_group(g, sweep.search, folder, sweep, [p for _, p in known], 0, callbacks)
-                    runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
-                    continue
-                # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
-                # the rest of the budget knowing every result on record
-                started = [p for s, p in known if search_status(folder / "trials" / s.key()) not in
-                           ("finished", "stopped")]
-                if started:
-                    _run_group(g, sweep.search, folder, sweep, started, 0, callbacks)
-                if n_new and not ctrl_c.pressed:
-                    _run_group(g, sweep.search, folder, sweep, None, n_new, callbacks)
-                runner._test_pause("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
+        for g, known, n_new in todo:
+            if session.interrupted:
+                break
+            if sweep.search.algorithm == "random" or not g.space:
+                run_group(session, g, [p for _, p in known], 0, progress)
+                pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
+                continue
+            # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
+            # the rest of the budget knowing every result on record
+            started = [p for s, p in known if search_status(folder.trial(s.key())) not in ("finished", "stopped")]
+            if started:
+                run_group(session, g, started, 0, progress)
+            if n_new and not session.interrupted:
+                run_group(session, g, None, n_new, progress)
+            pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
     finally:
         progress.close()
-        if not address and not os.environ.get("RAY_ADDRESS"):
-            ray.shutdown()
-    return ctrl_c.pressed
+    return session.interrupted
 
 
-def _progress_callback(progress: Any, base: TrialSpec) -> Any:
-    """The runner's live status line, naming each search trial by its key (a stopped trial counts as done)."""
-    from ray import tune
-
-    def key(trial: Any) -> str:
-        return search_trial(base, dict(trial.config.get("params", trial.config))).key()
-
-    class _Cb(tune.Callback):
-        def on_step_end(self, iteration, trials, **info):
-            progress.tick()
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            progress.start(key(trial))
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.finish(key(trial))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            progress.fail(key(trial))
-
-    return _Cb()
-
-
-def write_search_record(folder: Path, sweep: SweepSpec, groups: list[Group]) -> dict[str, Any]:
+def write_search_record(folder: ResultsFolder, sweep: SweepSpec, groups: list[Group]) -> dict[str, Any]:
     """search.json (per group: budget, trials, the selected one, its confirm trials) and search.csv (one
     row per search trial). Selection reads validation numbers only."""
     search = sweep.search

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from harness.folders import TrialFolder
 from harness.io import atomic_write_bytes
 
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
+CHECKPOINT, BEST = TrialFolder.CHECKPOINT, TrialFolder.BEST
 
 # Each checkpoint file is torch.save's bytes followed by a sha256 trailer. Why: torch.load accepts a
 # file with a flipped byte inside a tensor and returns wrong weights without a word (zip entries are

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from harness.config.spec import TrainConfig, TrialSpec
-from harness.io import append_jsonl, atomic_write_json, environment, write_jsonl
+from harness.folders import TrialFolder
+from harness.io import append_jsonl, environment, write_jsonl
 from harness.train.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -152,15 +153,16 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     `bundle`: the data set already built (a data-parallel trial's driver builds it once for its workers).
     """
     entered = time.time()
-    out, t = Path(out_dir), spec.train
+    trial, t = TrialFolder(out_dir), spec.train
+    out = trial.path
     r = build_rig(spec, bundle)
     lead, clean = r.rank == 0, t.protocol == "clean"
     keeps_best = clean and t.select != "last"  # `last` selects the final weights: no best.pt to keep
     quiet = log if lead else (lambda s: None)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "config.json", {"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
-                                                "env": environment(str(r.device)), "world_size": r.world})
+        trial.write_config({"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
+                            "env": environment(str(r.device)), "world_size": r.world})
     start_epoch, best, timing, history = resume(r, spec, out, quiet)
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.device)
@@ -183,7 +185,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             if keeps_best and lead:  # before the checkpoint that records it: see checkpoint.restore_best
                 save_best(out / BEST, model=r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
         if lead:
-            append_jsonl(out / "metrics.jsonl", metrics)
+            append_jsonl(trial / trial.METRICS, metrics)
             if t.checkpoint:
                 save_checkpoint(out / CHECKPOINT, **_state(r, spec, epoch + 1, best, timing))
             log(f"epoch {epoch + 1:>3}/{t.epochs}  loss {metrics['train_loss']:.4f}  train {metrics['train_top1']:.3f}"
@@ -232,7 +234,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             files = r.bundle.skipped_files()
             log(f"warning: skipped {result['skipped_images']} undecodable image(s) (on_bad_image=skip): "
                 + ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
-        atomic_write_json(out / "result.json", result)
+        trial.write_result(result)
         # the final checkpoint and best.pt are what analyses load; the previous ones only served a resume
         previous_checkpoint(out / CHECKPOINT).unlink(missing_ok=True)
         previous_checkpoint(out / BEST).unlink(missing_ok=True)
@@ -299,7 +301,7 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
     """(start epoch, best so far, timing, the epochs' records) from the newest usable checkpoint, or a fresh
     start; the record and the weights must agree, so the checkpoint may be no newer than the intact record."""
     t, lead = spec.train, r.rank == 0
-    history = read_metrics(out / "metrics.jsonl", log) if t.checkpoint else []
+    history = read_metrics(out / TrialFolder.METRICS, log) if t.checkpoint else []
     state = load_checkpoint(out / CHECKPOINT, log, rename=lead, max_epoch=len(history)) if t.checkpoint else None
     if state is not None and t.protocol == "clean" and t.select != "last":
         ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=True) if lead else True
@@ -310,7 +312,7 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
     fresh = (0, {"top1": -1.0, "nll": math.inf, "epoch": 0}, {"steps": 0, "seconds": 0.0}, [])
     if state is None:
         if lead:  # a fresh start leaves nothing of an earlier attempt behind
-            for name in ("metrics.jsonl", BEST, previous_checkpoint(Path(BEST)).name):
+            for name in (TrialFolder.METRICS, BEST, previous_checkpoint(Path(BEST)).name):
                 (out / name).unlink(missing_ok=True)
         if r.world > 1:
             broadcast(r.params + list(r.model.buffers()))
@@ -326,7 +328,7 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     if lead:  # the metrics file may hold an epoch the checkpoint does not (a kill between the two writes)
-        write_jsonl(out / "metrics.jsonl", history[:state["epoch"]])
+        write_jsonl(out / TrialFolder.METRICS, history[:state["epoch"]])
         log(f"resuming {spec.key()} from epoch {state['epoch']}")
     if r.world > 1:
         broadcast(r.params + list(r.model.buffers()))

@@ -20,7 +20,7 @@ def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
     """Dataset, model and method of a spec. Seeded by the caller; the model is built before the method, so
     a method that draws random numbers when built (Zipf's extra layer) leaves the model's initial weights
     equal to every other method's under the same seed."""
-    from harness.data import build_dataset
+    from harness.data import DATASETS, build_dataset
     from harness.models import create_model, feature_channels
 
     for ref in spec.imports:
@@ -33,9 +33,13 @@ def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
         channels = feature_channels(model)
     except (UserError, AttributeError, KeyError, IndexError, TypeError):
         channels = None  # a model without stage information: methods that need maps will say so
-    # num_train is the whole training split: indices stay the dataset's own under both protocols
-    method = build_method(spec.method, dict(spec.method_params), num_classes=bundle.num_classes,
+    # num_train is the whole training split: indices stay the dataset's own under both protocols. The params
+    # were checked when the trial was resolved; only a class count read from the files is checked here.
+    method = build_method(spec.method, dict(spec.method_params), trusted=True, num_classes=bundle.num_classes,
                           num_train=len(bundle.train_labels), feature_channels=channels)
+    data_cls = DATASETS.get(spec.dataset)
+    if data_cls.class_count(data_cls.Params(**spec.dataset_params)) is None:
+        method.validate()
     return bundle, model.to(device), method.to(device)
 
 

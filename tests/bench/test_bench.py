@@ -113,7 +113,7 @@ def test_ce_steps_on_a_fixed_batch_lower_its_loss():
 
 def test_step_times_the_training_loops_own_step_and_optimiser(monkeypatch):
     # the rig is the loop's (build_step_rig), its optimiser the trial's (make_optimizer under the recipe)
-    from harness.config.spec import RECIPES
+    from harness.config.presets import RECIPES
     from harness.train import loop
 
     case = build_case("zipf", **SMALL)
@@ -124,13 +124,13 @@ def test_step_times_the_training_loops_own_step_and_optimiser(monkeypatch):
     r = RECIPES["zipf"]
     assert type(case.rig.opt) is torch.optim.SGD
     assert {k: group[k] for k in ("momentum", "weight_decay", "nesterov")} == {
-        k: r[k] for k in ("momentum", "weight_decay", "nesterov")}
+        k: getattr(r, k) for k in ("momentum", "weight_decay", "nesterov")}
     # a step is loop.train_step itself: a change there is what the benchmark measures
     calls = []
     original = loop.train_step
     monkeypatch.setattr(loop, "train_step", lambda **kw: calls.append(kw) or original(**kw))
     run_step(case)
-    assert len(calls) == 1 and calls[0]["opt"] is case.rig.opt and calls[0]["lr"] == r["lr"]
+    assert len(calls) == 1 and calls[0]["opt"] is case.rig.opt and calls[0]["lr"] == r.lr
 
 
 def test_cpu_memory_probe_sees_the_pskd_table_and_not_its_parent():

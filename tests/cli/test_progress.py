@@ -133,12 +133,13 @@ def test_the_sweep_runners_tune_callback_drives_progress(tmp_path):
     loss is not retried) counts as failed."""
     import types
 
-    from harness.sweep.runner import _make_callback
+    from harness.folders import ResultsFolder
+    from harness.sweep.session import progress_callback
 
     clock = FakeClock()
     out = io.StringIO()
     p = Progress("q", 3, stream=out, tty=False, heartbeat_s=60, clock=clock)
-    cb = _make_callback(p, tmp_path)
+    cb = progress_callback(p, ResultsFolder(tmp_path), lambda trial: trial.config["key"])
     trial = {k: types.SimpleNamespace(config={"key": k}) for k in ("a", "b", "c", "d")}
     for k in ("a", "b"):
         cb.on_trial_start(iteration=1, trials=[], trial=trial[k])

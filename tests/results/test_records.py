@@ -17,8 +17,8 @@ import yaml
 
 from harness.cli import main
 from harness.errors import UserError
+from harness.folders import ResultsFolder, ResultsLock
 from harness.results import records
-from harness.sweep.runner import ResultsLock, write_trials_csv
 
 # (method, seed) -> selected_top1; LS is CE + 2, 3, 4 points on the same seeds.
 VALUES = {("ce", 0): 0.70, ("ce", 1): 0.72, ("ce", 2): 0.74, ("ls", 0): 0.72, ("ls", 1): 0.75, ("ls", 2): 0.78}
@@ -178,13 +178,13 @@ def test_temporaries_of_a_running_sweep_are_left_alone(tmp_path):
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert records.folder_is_locked(folder)
-        assert records.remove_stale_temporaries(folder) == 0 and tmp.exists()
+        assert ResultsFolder(folder).is_locked()
+        assert ResultsFolder(folder).remove_temporaries() == 0 and tmp.exists()
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
-    assert not records.folder_is_locked(folder)
-    assert records.remove_stale_temporaries(folder) == 1 and not tmp.exists()
+    assert not ResultsFolder(folder).is_locked()
+    assert ResultsFolder(folder).remove_temporaries() == 1 and not tmp.exists()
 
 
 def test_lock_that_is_a_directory_is_one_clear_line(tmp_path, capsys):
@@ -200,9 +200,9 @@ def test_lock_that_is_a_directory_is_one_clear_line(tmp_path, capsys):
 
 def test_stale_rows_are_left_out_with_one_line(tmp_path, capsys):
     folder = make_folder(tmp_path)
-    from harness.config.spec import TrialSpec
+    from harness.config.resolve import resolve_trial
 
-    specs = [TrialSpec.from_dict(spec(m, s)) for m, s in VALUES]
+    specs = [resolve_trial(method=m, dataset="digits", model="tiny_cnn", seed=s, train={"epochs": 2}) for m, s in VALUES]
     # keys here are TrialSpec's own: point the records at them
     for t in specs:
         src = folder / "trials" / f"{t.method}-digits-s{t.seed}-0123456789"
@@ -211,7 +211,7 @@ def test_stale_rows_are_left_out_with_one_line(tmp_path, capsys):
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"source": "x.yaml", "file": {"name": "sweep"},
                                                        "trials": [{"key": t.key(), "spec": t.to_dict()} for t in specs]}))
     ls0 = next(t.key() for t in specs if (t.method, t.seed) == ("ls", 0))
-    write_trials_csv(folder, specs, stale={ls0})
+    records.write_trials_csv(folder, [(t.key(), t.to_dict()) for t in specs], stale={ls0})
     trials = pd.read_csv(folder / "trials.csv")
     assert trials.set_index("key")["stale"].to_dict()[ls0] and trials["stale"].sum() == 1
     code, out, err = table(folder, capsys)

@@ -1,4 +1,4 @@
-"""Live curves: a real short trial through the runner's _run_one, its event files read back with
+"""Live curves: a real short trial through the Ray side's run_one, its event files read back with
 TensorBoard's own reader and compared with what the trial recorded (metrics.jsonl, result.json,
 config.json); a killed and resumed trial; MLflow where it is installed."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from helpers import event_scalars
 
 from harness.config.resolve import resolve_trial
 from harness.sweep.live import check_mlflow, tag_of
-from harness.sweep.runner import _run_one
+from harness.sweep.trainables import run_one
 
 EPOCHS = 3
 # the tag and the factor of each fixed metrics.jsonl key, written out here, not taken from live.py;
@@ -58,7 +58,7 @@ def test_a_trials_event_files_hold_its_epochs_test_numbers_and_hparams(tmp_path)
 
     tdir = tmp_path / "trial"
     reported = []
-    _run_one(spec().to_dict(), str(tdir), 1, reported.append)
+    run_one(spec().to_dict(), str(tdir), 1, reported.append)
     assert [m["epoch"] for m in reported] == [1, 2, 3]
 
     acc = EventAccumulator(str(tdir / "tb"))
@@ -109,7 +109,7 @@ def test_a_trials_event_files_hold_its_epochs_test_numbers_and_hparams(tmp_path)
 def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
     tdir = tmp_path / "trial"
     with pytest.raises(stop):
-        _run_one(spec().to_dict(), str(tdir), 1, stop_after_two(stop))
+        run_one(spec().to_dict(), str(tdir), 1, stop_after_two(stop))
     first = rows(tdir)
     assert [r["epoch"] for r in first] == [1, 2]
     # the stopped run's writer was closed: epoch 2 reached the disk
@@ -122,7 +122,7 @@ def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
             path.unlink()
 
     reported = []
-    _run_one(spec().to_dict(), str(tdir), 1, reported.append)
+    run_one(spec().to_dict(), str(tdir), 1, reported.append)
     assert [m["epoch"] for m in reported] == ([1, 2, 3] if lost == "checkpoint" else [3])
     assert len(list((tdir / "tb").glob("events.out.tfevents.*"))) == (1 if lost == "curves" else 2)
 
@@ -152,8 +152,8 @@ def test_mlflow_sqlite_store_gets_one_run_per_trial_with_params_metrics_and_stat
     monkeypatch.setenv(MLFLOW_ENV, check_mlflow(tmp_path / "mlruns"))
     tdir = tmp_path / "trial"
     with pytest.raises(KeyboardInterrupt):  # a resumed trial reuses its run
-        _run_one(spec("ce").to_dict(), str(tdir), 1, stop_after_two(KeyboardInterrupt))
-    _run_one(spec("ce").to_dict(), str(tdir), 1, lambda m: None)
+        run_one(spec("ce").to_dict(), str(tdir), 1, stop_after_two(KeyboardInterrupt))
+    run_one(spec("ce").to_dict(), str(tdir), 1, lambda m: None)
     client = mlflow.MlflowClient(tracking_uri=check_mlflow(tmp_path / "mlruns"))
     runs = client.search_runs([client.get_experiment_by_name("tfbench").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -28,8 +28,9 @@ from harness.cli import main
 from harness.config.resolve import resolve_trial
 from harness.config.sweep_file import load_sweep
 from harness.errors import UserError
+from harness.folders import ResultsLock, TrialFolder
 from harness.io import atomic_write_json, atomic_write_text
-from harness.sweep.runner import ResultsLock, trial_status, write_trials_csv
+from harness.results.records import write_trials_csv
 from harness.train.loop import train_trial
 from harness.train.trained import load_trained
 
@@ -205,14 +206,14 @@ def test_a_truncated_result_json_counts_as_not_finished_and_is_rebuilt_from_the_
     before = (tdir / "metrics.jsonl").read_text()
     text = (tdir / "result.json").read_text()
     (tdir / "result.json").write_text(text[: len(text) // 2])
-    assert trial_status(tdir) == "pending"
-    rows = read_csv(write_trials_csv(tmp_path, [spec]))  # aggregation does not trip over it
+    assert TrialFolder(tdir).status() == "pending"
+    rows = read_csv(write_trials_csv(tmp_path, [(spec.key(), spec.to_dict())]))  # aggregation does not trip over it
     assert [r["status"] for r in rows] == ["pending"]
     lines: list[str] = []
     again = train_trial(spec, tdir, log=lines.append)
     assert f"resuming {spec.key()} from epoch 2" in "\n".join(lines)  # nothing retrained
     assert (tdir / "metrics.jsonl").read_text() == before
-    assert trial_status(tdir) == "finished"
+    assert TrialFolder(tdir).status() == "finished"
     for k in ("best_top1", "best_epoch", "last_top1", "last_nll", "train_top1"):
         assert again[k] == first[k]
 
@@ -222,7 +223,7 @@ def test_a_damaged_error_record_still_reads_as_a_failure(tmp_path):
     tdir = tmp_path / "trials" / spec.key()
     tdir.mkdir(parents=True)
     (tdir / "error.json").write_text('{"status": "failed", "err')
-    rows = read_csv(write_trials_csv(tmp_path, [spec]))
+    rows = read_csv(write_trials_csv(tmp_path, [(spec.key(), spec.to_dict())]))
     assert rows[0]["status"] == "failed" and "unreadable" in rows[0]["error"]
 
 
@@ -237,7 +238,7 @@ def test_analyses_refuse_a_damaged_final_checkpoint(tmp_path):
 # --- the results folder ------------------------------------------------------------------------------------
 
 def test_a_full_disk_is_a_clear_error_before_anything_runs(tmp_path, monkeypatch, capsys):
-    import harness.sweep.runner
+    import harness.sweep.session
 
     path = sweep_file(tmp_path, """\
         name: full
@@ -253,7 +254,7 @@ def test_a_full_disk_is_a_clear_error_before_anything_runs(tmp_path, monkeypatch
         raise AssertionError("training started on a full disk")
 
     monkeypatch.setattr(os, "fsync", no_space)
-    monkeypatch.setattr(harness.sweep.runner, "_tune", must_not_run)
+    monkeypatch.setattr(harness.sweep.session.TuneSession, "fit", must_not_run)
     code = main(["run", str(path), "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
@@ -307,7 +308,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_whole(tmp_path):
 def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(tmp_path, monkeypatch, capsys):
     """Finished trials are never recomputed; leftovers of a killed writer are removed; a damaged learning
     curve line is skipped with one warning naming file and line, never costing the table or the exit code."""
-    import harness.sweep.runner
+    import harness.sweep.session
 
     path = sweep_file(tmp_path, """\
         name: done
@@ -329,7 +330,7 @@ def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(
     def must_not_run(*a, **k):
         raise AssertionError("finished trials were trained again")
 
-    monkeypatch.setattr(harness.sweep.runner, "_tune", must_not_run)
+    monkeypatch.setattr(harness.sweep.session.TuneSession, "fit", must_not_run)
     code = main(["run", str(path), "--results", str(tmp_path / "results"), "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, err

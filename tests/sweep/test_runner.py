@@ -11,7 +11,8 @@ import pytest
 
 from harness.cli import main
 from harness.config.sweep_file import load_sweep
-from harness.sweep.runner import ResultsLock, run_sweep
+from harness.folders import ResultsLock
+from harness.sweep.runner import run_sweep
 from harness.train.loop import train_trial
 
 pytestmark = pytest.mark.slow

@@ -13,6 +13,7 @@ from helpers import event_scalars
 
 from harness.config.problems import SweepError
 from harness.config.sweep_file import load_sweep
+from harness.folders import ResultsFolder
 from harness.sweep.search import sample_configs, select_best
 
 # A test method whose one parameter scales the loss (a small scale is a small learning rate: clearly worse
@@ -333,5 +334,5 @@ def test_tpe_finds_its_earlier_trials_by_their_specs(tmp_path):
     other_method = resolve_trial(method="ce", dataset="digits", model="tiny_cnn", seed=0, train={"epochs": 2})
     for spec in (mine, other_seed, other_method):
         atomic_write_json(tmp_path / "trials" / spec.key() / "config.json", {"key": spec.key(), "spec": spec.to_dict()})
-    found = members(tmp_path, base)
+    found = members(ResultsFolder(tmp_path), base)
     assert [(s.key(), p) for s, p in found] == [(mine.key(), {"epsilon": 0.2})]

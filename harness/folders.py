@@ -1,0 +1,317 @@
+"""The folders tfbench writes: a results folder (`results/<sweep>/`) and its trial folders (`trials/<key>/`).
+
+One object per kind of folder owns its file names, its status, its lock, its temporaries and which of its
+trials are stale, so that the trainer, the runner and the readers never spell a file name themselves.
+
+Why the trial folders are the source of truth: each trial writes its own `config.json`, `result.json` or
+`error.json` atomically, so they survive what can damage one shared file (a full disk, a copy cut short).
+`trials.csv`, `summary.*` and `plots/` are derived from them (harness/results/records.py).
+
+Staleness: a trial's key hashes its fully resolved spec, so a changed default (a dataset's Params, a
+preset, a recipe) gives the same request a new key and the old folder is never reused for it. The old
+folders (same request and seed as a current trial, another key) are stale: `tfbench run` reports them,
+`--rerun-stale` moves them to `stale/`, the readers leave them out. Folders written before keys were
+resolved (no `request` in their config.json) are matched on method, dataset, model, seed and method params.
+
+This module imports nothing of the harness but io and errors: every package may use it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UserError
+from harness.io import atomic_write_json, atomic_write_text
+
+STATUSES = ("finished", "failed", "pending")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object record, or None when it is missing, truncated or not a JSON object. Why never raise:
+    one damaged file must not stop the aggregation of every other trial."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class TrialFolder:
+    """`results/<sweep>/trials/<key>/`, or a `tfbench train --out` folder: one trial's files."""
+
+    CONFIG, RESULT, ERROR = "config.json", "result.json", "error.json"
+    METRICS, LOG = "metrics.jsonl", "train.log"
+    CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
+    TB, STOPPED, SEARCH_LOCK = "tb", "stopped.json", ".search-lock"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TrialFolder({str(self.path)!r})"
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # --- reading ---
+    def config(self) -> dict[str, Any] | None:
+        return read_json(self.path / self.CONFIG)
+
+    def result(self) -> dict[str, Any] | None:
+        return read_json(self.path / self.RESULT)
+
+    def spec(self) -> dict[str, Any] | None:
+        """The resolved spec stored in config.json (as TrialSpec.to_dict wrote it), or None."""
+        config = self.config()
+        return config["spec"] if config and isinstance(config.get("spec"), dict) else None
+
+    def status(self) -> str:
+        """finished | failed | pending (a corrupt result counts as not finished, so the trial runs again and
+        resumes from its checkpoint)."""
+        result = self.result()
+        if result is not None and result.get("status") == "finished":
+            return "finished"
+        return "failed" if (self.path / self.ERROR).exists() else "pending"
+
+    def error(self) -> str:
+        record = read_json(self.path / self.ERROR) or {}
+        return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
+
+    # --- writing (atomic) ---
+    def write_config(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.CONFIG, record)
+
+    def write_result(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.RESULT, record)
+
+    def write_error(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.ERROR, record)
+
+    def clear_error(self) -> None:
+        (self.path / self.ERROR).unlink(missing_ok=True)
+
+
+class ResultsLock:
+    """One sweep per results folder at a time: a second `tfbench run` gets a clear message, not a mix-up."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> ResultsLock:
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise UserError(f"{self.path} is a directory, not tfbench's lock file; if no tfbench run is using "
+                            f"{self.path.parent}, remove it (rmdir {self.path}) and rerun") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise UserError(f"{self.path.parent}: another tfbench run (pid {holder}) is using this results folder; "
+                            f"wait for it to finish, or give this sweep another name") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+class ResultsFolder:
+    """`results/<sweep>/`: the sweep record, the trial folders, trials.csv, the summary, the lock."""
+
+    SWEEP, TRIALS_CSV, TRIALS, STALE, LOCK = "sweep.yaml", "trials.csv", "trials", "stale", ".lock"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def trial(self, key: str) -> TrialFolder:
+        return TrialFolder(self.path / self.TRIALS / key)
+
+    def trial_folders(self) -> Iterator[TrialFolder]:
+        for path in sorted((self.path / self.TRIALS).glob("*")):
+            if path.is_dir():
+                yield TrialFolder(path)
+
+    # --- the sweep record ---
+    def sweep_record(self) -> dict[str, Any] | None:
+        try:
+            record = yaml.safe_load((self.path / self.SWEEP).read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def write_sweep_record(self, record: dict[str, Any]) -> None:
+        atomic_write_text(self.path / self.SWEEP, yaml.safe_dump(record, sort_keys=False))
+
+    def sweep_value(self, key: str) -> Any:
+        """A top-level key of the sweep file as recorded in sweep.yaml (None when absent or unreadable)."""
+        record = self.sweep_record() or {}
+        file = record.get("file")
+        return (file if isinstance(file, dict) else {}).get(key, record.get(key))
+
+    def recorded_trials(self) -> list[tuple[str, dict[str, Any]]]:
+        """(key, spec) of the sweep as last run: sweep.yaml's trial list (pending trials included)."""
+        trials = (self.sweep_record() or {}).get("trials")
+        if not isinstance(trials, list):
+            return []
+        return [(str(t["key"]), dict(t["spec"])) for t in trials
+                if isinstance(t, dict) and "key" in t and isinstance(t.get("spec"), dict)]
+
+    # --- the lock, the write probe, temporaries ---
+    def lock(self) -> ResultsLock:
+        return ResultsLock(self.path)
+
+    def is_locked(self) -> bool:
+        """True while a `tfbench run` holds the folder's lock (then only that run writes shared files)."""
+        lock = self.path / self.LOCK
+        if not lock.is_file():
+            return False
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def write_probe(self) -> None:
+        """Fail before any training if results cannot be written (read-only folder, full disk)."""
+        probe = self.path / f".write-probe-{os.getpid()}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(probe, "wb") as f:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:  # a full disk fails in write or fsync: leave nothing behind either way
+                probe.unlink(missing_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot write results to {self.path}: {e.strerror or e}; free space or choose another "
+                            f"folder with --results") from None
+
+    def remove_temporaries(self, *, lock_held: bool = False) -> int:
+        """Remove the half-written files of a killed writer (atomic writes' `.<name>.*.tmp`, write probes) at
+        every level of the folder (Ray's own `.ray/` aside); returns how many. Skipped while another process
+        runs a sweep here (its temporaries are live), unless the caller is that sweep (`lock_held`)."""
+        if not self.path.is_dir() or (not lock_held and self.is_locked()):
+            return 0
+        removed = 0
+        for root, dirs, files in os.walk(self.path):
+            dirs[:] = [d for d in dirs if d != ".ray"]
+            for name in files:
+                if (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".write-probe-"):
+                    Path(root, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    # --- staleness ---
+    def finished_specs(self) -> dict[str, dict[str, Any]]:
+        """{key: stored spec} of every finished trial folder."""
+        return {t.key: spec for t in self.trial_folders()
+                if t.status() == "finished" and (spec := t.spec()) is not None}
+
+    def find_stale(self, current: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict, dict]]:
+        """{old key: (current key, old spec, current spec)} for finished folders that answer a current trial's
+        request (or, for old folders, its identity) under another key. `current` is {key: spec dict}."""
+        by_request: dict[tuple, str] = {}
+        for key, spec in current.items():
+            by_request[_identity(spec)] = key
+            legacy = dict(spec)
+            legacy.pop("request", None)
+            by_request.setdefault(_identity(legacy), key)
+        out = {}
+        for key, spec in self.finished_specs().items():
+            if key in current:
+                continue
+            match = by_request.get(_identity(spec))
+            if match is not None:
+                out[key] = (match, spec, current[match])
+        return out
+
+    def stale_keys(self) -> set[str]:
+        """Keys of the stale trial folders, against the sweep as last run (its sweep.yaml)."""
+        current = dict(self.recorded_trials())
+        return set(self.find_stale(current)) if current else set()
+
+    def move_aside(self, keys: set[str] | list[str]) -> list[Path]:
+        """Rename trials/<key> to stale/<key> (one atomic rename each; a name already there gets a suffix)."""
+        moved = []
+        (self.path / self.STALE).mkdir(exist_ok=True)
+        for key in sorted(keys):
+            src = self.path / self.TRIALS / key
+            if not src.is_dir():
+                continue
+            dst, n = self.path / self.STALE / key, 1
+            while dst.exists():
+                dst, n = self.path / self.STALE / f"{key}.{n}", n + 1
+            os.rename(src, dst)
+            moved.append(dst)
+        return moved
+
+
+_IGNORED = {"imports", "request", "spec_version"}
+
+
+def _identity(spec: dict[str, Any]) -> tuple:
+    if spec.get("request"):
+        return ("request", spec["request"], spec.get("seed"))
+    return ("legacy", spec.get("method"), spec.get("dataset"), spec.get("model"), spec.get("seed"),
+            json.dumps(spec.get("method_params"), sort_keys=True, default=str))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if not prefix and k in _IGNORED:
+                continue
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def describe_stale(stale: dict[str, tuple[str, dict, dict]]) -> list[str]:
+    """One line per group (method, dataset, model, what changed): how many trials, and the differences."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for old_key, (_new_key, old, new) in stale.items():
+        a, b = _flatten(old), _flatten(new)
+        diffs = [f"{k} {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
+                 if a.get(k) != b.get(k) and k != "seed"]
+        if "spec_version" not in old:
+            diffs.insert(0, "stored by an older tfbench (keys now hash the resolved spec)")
+        groups[(old.get("method"), old.get("dataset"), old.get("model"), tuple(diffs[:4]))].append(old_key)
+    lines = []
+    for (method, dataset, model, diffs), keys in groups.items():
+        lines.append(f"{len(keys)} finished trial(s) of {method} on {dataset} ({model}) no longer match what the "
+                     f"sweep now means ({'; '.join(diffs) or 'settings changed'}): kept, not reused "
+                     f"(e.g. trials/{keys[0]})")
+    return lines
