@@ -57,11 +57,26 @@ class NoParams:
 
 
 class Method:
-    """Base class. Subclasses set `Params` (a dataclass) and `needs`, and implement `loss`."""
+    """Base class. Subclasses set `Params` (a dataclass) and `needs`, and implement `loss`.
+
+    What the harness shows and presets about a method is declared here too, beside its math (as timm keeps
+    a model's `default_cfgs` beside the model): `label` and `color` in tables and figures, `order` among the
+    methods of a table, `recipe` (its authors' training recipe, by name: harness/config/presets.py), and
+    `preset(dataset, model)`, the parameter values its authors used there (a sweep's or --set's values win).
+    """
 
     name: ClassVar[str] = "?"
     Params: ClassVar[type] = NoParams
     needs: ClassVar[Needs] = Needs()
+    label: ClassVar[str] = ""              # display name; '' = the registered name
+    color: ClassVar[str | None] = None     # a matplotlib colour; None = the next free palette colour
+    order: ClassVar[int] = 100             # position in tables (the built-ins: the paper's order, 0..6)
+    recipe: ClassVar[str] = "zipf"         # the training recipe of its official code (informational)
+
+    @classmethod
+    def preset(cls, dataset: str, model: str) -> dict[str, Any]:
+        """Parameter values its authors used for `dataset` / `model` (applied before the Params defaults)."""
+        return {}
 
     def __init__(
         self,

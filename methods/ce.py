@@ -13,6 +13,8 @@ from .base import Method, StepContext, register
 class CE(Method):
     """L = mean_i -log softmax(z_i)[y_i]."""
 
+    label, color, order = "CE", "#4d4d4d", 0  # the reference: a neutral grey
+
     @dataclass(frozen=True)
     class Params:
         pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,11 @@ class CSKD(Method):
     """L = CE(z_a, y) + lam * sum KL(softmax(z_p / T) || softmax(z_a / T)) * T^2 / B."""
 
     needs = Needs(pairs=True)
+    label, color, order = "CS-KD", "#2ca02c", 3
+
+    @classmethod
+    def preset(cls, dataset: str, model: str) -> dict[str, Any]:
+        return {"lam": 3.0} if dataset == "inat21" else {}  # lambda 3 on fine-grained sets
 
     @dataclass(frozen=True)
     class Params:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,10 +19,17 @@ class LS(Method):
     form `others`:  u = 1/(C-1) on the non-target classes (the Zipf's LS and TF-KD repositories).
     """
 
+    label, color, order = "LS", "#1f77b4", 1
+
     @dataclass(frozen=True)
     class Params:
         epsilon: float = 0.1
         form: Literal["uniform", "others"] = "uniform"
+
+    @classmethod
+    def preset(cls, dataset: str, model: str) -> dict[str, Any]:
+        # the Zipf's LS and TF-KD repositories' baseline spreads eps over the other classes
+        return {"form": "others"}
 
     def validate(self) -> None:
         if not 0.0 <= self.params.epsilon < 1.0:

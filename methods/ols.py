@@ -28,6 +28,7 @@ class OLS(Method):
     """
 
     needs = Needs(epoch=True)
+    label, color, order, recipe = "OLS", "#8c564b", 5, "pskd"  # OLS trains with PS-KD's recipe
 
     @dataclass(frozen=True)
     class Params:

@@ -35,6 +35,7 @@ class PSKD(Method):
     """
 
     needs = Needs(indices=True, epoch=True)
+    label, color, order, recipe = "PS-KD", "#9467bd", 4, "pskd"
 
     @dataclass(frozen=True)
     class Params:

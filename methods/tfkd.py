@@ -7,6 +7,7 @@ uses PyTorch's element-wise 'mean' (divided by B*C), which `multiplier` undoes. 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,6 +19,18 @@ from .functional import tfkd_kd, tfkd_teacher
 @register("tfkd")
 class TFKD(Method):
     """L = (1 - alpha) * CE + alpha * multiplier * kd."""
+
+    label, color, order, recipe = "TF-KD", "#ff7f0e", 2, "tfkd"
+    # the official CIFAR-100 settings per architecture (METHODS.md section 3), matched in the model's name
+    BY_MODEL: ClassVar[dict[str, dict[str, float]]] = {
+        "resnet18": dict(temperature=20.0, alpha=0.1, multiplier=100.0),
+        "densenet121": dict(temperature=40.0, alpha=0.1, multiplier=1.0),
+        "mobilenetv2": dict(temperature=40.0, alpha=0.95, multiplier=1.0),
+    }
+
+    @classmethod
+    def preset(cls, dataset: str, model: str) -> dict[str, Any]:
+        return next((dict(v) for arch, v in cls.BY_MODEL.items() if arch in model.replace("_", "")), {})
 
     @dataclass(frozen=True)
     class Params:

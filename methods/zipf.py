@@ -20,7 +20,7 @@ Against the official code (megvii-research/zipfls, pytorch_zipfls/losses.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,21 @@ class Zipf(Method):
     """
 
     needs = Needs(features=True)  # the default (dense) form; __init__ narrows it per instance
+    label, color, order = "Zipf's LS", "#d62728", 6  # the seed paper's method: red
+
+    # The seed's Table 2 (alpha = 1 everywhere) plus the official commands' bilinear vote upsampling on the
+    # low-resolution sets; the small embedded sets have even smaller maps, so they get the low-resolution preset.
+    LOW_RES: ClassVar[dict[str, Any]] = dict(alpha=1.0, lam=0.1, beta=0.1, extra_dense_layer=True, upsample="bilinear")
+    BY_DATASET: ClassVar[dict[str, dict[str, Any]]] = {
+        "cifar100": LOW_RES, "cifar10": LOW_RES, "digits": LOW_RES, "fashion_mnist": LOW_RES, "synthetic": LOW_RES,
+        "tinyimagenet": dict(alpha=1.0, lam=1.0, beta=0.5, extra_dense_layer=True, upsample="bilinear"),
+        "imagenet": dict(alpha=1.0, lam=0.1, extra_dense_layer=False, upsample="none"),
+        "inat21": dict(alpha=1.0, lam=1.0, extra_dense_layer=False, upsample="none"),
+    }
+
+    @classmethod
+    def preset(cls, dataset: str, model: str) -> dict[str, Any]:
+        return dict(cls.BY_DATASET.get(dataset, {}))
 
     @dataclass(frozen=True)
     class Params:

@@ -1,11 +1,11 @@
-"""Per-dataset and per-model method settings from the papers, applied before a method's own defaults.
+"""Training presets: the official recipes (values of the training settings) and each data set's defaults
+(epochs, held-out split, recipe, model).
 
-Order of precedence when a trial is resolved: explicit value (sweep file or --set) > these presets >
-the method's dataclass defaults. Presets only name parameters the method has.
+A method's own parameter presets per data set and model live on the method (`Method.preset`). Order of
+precedence when a trial is resolved: explicit value (sweep file or --set) > dataset_defaults > the
+method's preset > its Params defaults; for training settings: explicit > the recipe > the data set's default.
 """
 from __future__ import annotations
-
-from typing import Any
 
 from harness.config.spec import TrainSettings
 
@@ -26,50 +26,8 @@ RECIPES: dict[str, TrainSettings] = {
                               milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),
 }
 
-# The seed's Table 2 (alpha = 1 everywhere) plus the official commands' bilinear vote upsampling on the
-# low-resolution sets. The small embedded sets have even smaller maps, so they get the low-resolution preset.
-_LOW_RES_ZIPF = dict(alpha=1.0, lam=0.1, beta=0.1, extra_dense_layer=True, upsample="bilinear")
-ZIPF_BY_DATASET: dict[str, dict[str, Any]] = {
-    "cifar100": _LOW_RES_ZIPF,
-    "cifar10": _LOW_RES_ZIPF,
-    "tinyimagenet": dict(alpha=1.0, lam=1.0, beta=0.5, extra_dense_layer=True, upsample="bilinear"),
-    "imagenet": dict(alpha=1.0, lam=0.1, extra_dense_layer=False, upsample="none"),
-    "inat21": dict(alpha=1.0, lam=1.0, extra_dense_layer=False, upsample="none"),
-    "digits": _LOW_RES_ZIPF,
-    "fashion_mnist": _LOW_RES_ZIPF,
-    "synthetic": _LOW_RES_ZIPF,
-}
-
-# TF-KD's official CIFAR-100 settings per architecture (METHODS.md section 3).
-TFKD_BY_MODEL: dict[str, dict[str, Any]] = {
-    "resnet18": dict(temperature=20.0, alpha=0.1, multiplier=100.0),
-    "densenet121": dict(temperature=40.0, alpha=0.1, multiplier=1.0),
-    "mobilenetv2": dict(temperature=40.0, alpha=0.95, multiplier=1.0),
-}
-
-# CS-KD uses lambda 3 on fine-grained sets.
-CSKD_BY_DATASET: dict[str, dict[str, Any]] = {"inat21": dict(lam=3.0)}
-
-# The Zipf's LS and TF-KD repositories' label-smoothing baseline spreads eps over the other classes.
-LS_PAPER = dict(form="others")
-
 # Datasets whose official recipe is the ImageNet step schedule.
 IMAGENET_RECIPE_DATASETS = {"imagenet", "inat21"}
-
-
-def method_preset(method: str, dataset: str, model: str) -> dict[str, Any]:
-    if method == "zipf":
-        return dict(ZIPF_BY_DATASET.get(dataset, {}))
-    if method == "tfkd":
-        for arch, values in TFKD_BY_MODEL.items():
-            if arch in model.replace("_", ""):
-                return dict(values)
-        return {}
-    if method == "cskd":
-        return dict(CSKD_BY_DATASET.get(dataset, {}))
-    if method == "ls":
-        return dict(LS_PAPER)
-    return {}
 
 
 def default_recipe(dataset: str) -> str:

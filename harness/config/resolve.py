@@ -18,7 +18,6 @@ from harness.config.presets import (
     default_holdout,
     default_model,
     default_recipe,
-    method_preset,
 )
 from harness.config.problems import render
 from harness.config.schema import MAX_SEED
@@ -136,7 +135,7 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     model_problems = check_model(model, model_params or {})
     if model_problems:
         raise UserError(" | ".join(f"model {model}{'.' + render(p) if p else ''}: {w}" for p, w in model_problems))
-    preset = {k: v for k, v in method_preset(method, dataset, model).items()
+    preset = {k: v for k, v in cls.preset(dataset, model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
     values = {**preset, **(method_params or {})}
     params_obj = cls.Params(**values) if typed else make_params(cls, values)  # nan and inf refused as types

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import catalog
 from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
 from harness.folders import ResultsFolder
@@ -84,16 +85,14 @@ def companion(metric: str) -> str | None:
         if metric.startswith(a) and b + metric[len(a):] in METRICS:
             return b + metric[len(a):]
     return None
+
+
 # Records written before protocols existed have the best epoch on the evaluation split (paper) as best_*.
 LEGACY = "legacy"
 _LEGACY_FALLBACK = {"selected_top1": "best_top1", "selected_top5": "best_top5", "val_selected_top1": "best_top1",
                     "selected_epoch": "best_epoch"}
 SHARPNESS = MetricSpec("sharpness", "sharpness", 1.0, 3, False)
 
-# Built-in methods in the paper's order (baseline first, the seed's method last) and their display names.
-METHOD_ORDER = ("ce", "ls", "tfkd", "cskd", "pskd", "ols", "zipf")
-METHOD_LABELS = {"ce": "CE", "ls": "LS", "tfkd": "TF-KD", "cskd": "CS-KD", "pskd": "PS-KD", "ols": "OLS",
-                 "zipf": "Zipf's LS"}
 BASELINE = "ce"
 CURVE_COLUMNS = ("val_top1", "train_loss")
 
@@ -176,12 +175,8 @@ def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
     return trials
 
 
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
-
-
-def method_sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+# A method's display name and place in a table are declared on the method (harness/catalog.py reads them).
+method_label, method_sort_key = catalog.label, catalog.order
 
 
 def fmt_value(v: Any) -> str:
