@@ -79,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sp = sub.add_parser("examples", help="Fig. 4: Zipf soft labels vs a CE model's top-5 on val images",
                         description="Fig. 4: for val images, the trial's Zipf soft label (top-5 non-target "
                                     "classes, from its own dense votes) and a CE model's top-5 predictions; "
-                                    "dark green = ground truth, light green = same super-class, red = other.")
+                                    "dark green = ground truth, light green = same super-class, red = another "
+                                    "super-class; on a data set without super-classes, grey = another class.")
     sp.add_argument("trial_dir", type=Path, help="a trained trial folder (its model makes the soft labels)")
     sp.add_argument("--ce-trial", type=Path, default=None,
                     help="the CE trial (default: a finished CE trial of the same dataset and model in the same "
@@ -324,6 +325,7 @@ def run_examples(args: argparse.Namespace) -> int:
 
     from harness.analysis.zipf_models import build_examples, pick_indices
     from harness.analysis.zipf_plots import examples_figure
+    from harness.results.aggregate import method_label
     from harness.results.plots import save_figure
     from harness.train.trained import load_trained
 
@@ -350,19 +352,29 @@ def run_examples(args: argparse.Namespace) -> int:
     examples = build_examples(zipf_model=zt.model, ce_model=ct.model, dataset=b.val, indices=indices,
                               superclasses=b.superclasses, mean=b.mean, std=b.std, device=device, **kw)
     out = out_dir_for(args.trial_dir, args.out)
-    fig = examples_figure(examples, b.classes, zipf_title=f"Zipf's soft label ({zt.spec.method} model, top-5 non-target)",
-                          ce_title="CE prediction (top-5)")
+    supers = b.superclasses is not None
+    # ce-wrong tops up with correct images when CE misses fewer than --n: the title counts, never assumes
+    wrong = sum(e.ce_top[0][0] != e.label for e in examples)
+    picked = f"{wrong} misclassified by CE" if args.pick == "ce-wrong" else f"random, seed {args.seed}"
+    fig = examples_figure(examples, b.classes, has_superclasses=supers, dataset=zt.spec.dataset,
+                          zipf_title=f"Zipf's soft label ({method_label(zt.spec.method)} model, seed "
+                                     f"{zt.spec.seed}): top-5 non-target",
+                          ce_title=f"CE model's prediction (seed {ct.spec.seed}): top-5",
+                          title=f"{zt.spec.dataset} / {zt.spec.model}: {len(examples)} val images ({picked})")
     paths = save_figure(fig, out / "fig4_examples")
+
+    def top5(top: list, cats: list[str]) -> list:  # without super-classes 'unrelated' claims an unchecked relation
+        return [[b.classes[c], v, cat if supers or cat == "gt" else "other"] for (c, v), cat in zip(top, cats, strict=True)]
+
     record = {"trial": _describe_trial(zt), "ce_trial": _describe_trial(ct), "seed": args.seed, "pick": args.pick,
+              "superclasses": supers,
               "soft_label": {k: v for k, v in kw.items() if k != "extra"} | {"extra_dense_layer": extra is not None},
-              "examples": [{"index": e.index, "label": b.classes[e.label],
-                            "zipf_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.zipf_top, e.zipf_categories, strict=True)],
-                            "ce_top5": [[b.classes[c], v, cat] for (c, v), cat in zip(e.ce_top, e.ce_categories, strict=True)]}
-                           for e in examples]}
+              "examples": [{"index": e.index, "label": b.classes[e.label], "zipf_top5": top5(e.zipf_top, e.zipf_categories),
+                            "ce_top5": top5(e.ce_top, e.ce_categories)} for e in examples]}
     atomic_write_json(out / "examples.json", record)
     print(f"soft-label examples: {len(examples)} val images of {zt.spec.dataset}; soft labels from {zt.trial_dir} "
           f"({zt.spec.method}), CE predictions from {ct.trial_dir}"
-          + ("" if b.superclasses else "; the dataset has no super-classes, so no class is marked similar"))
+          + ("" if supers else "; no super-classes: non-target classes are 'other', neither similar nor unrelated"))
     for e in record["examples"]:
         z = ", ".join(f"{n} {v:.3f} ({c})" for n, v, c in e["zipf_top5"])
         c = ", ".join(f"{n} {v:.3f} ({k})" for n, v, k in e["ce_top5"])

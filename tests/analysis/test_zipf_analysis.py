@@ -292,6 +292,85 @@ def test_examples_figure_panels_and_colours():
     assert [name for _, name in ticks] == ["cat", "dog", "bus"]  # the first entry at the top
 
 
+def test_examples_figure_legend_and_values_with_super_classes():
+    classes = ["cat", "dog", "car", "bus"]
+    ex = [zm.Example(index=0, image=np.zeros((4, 4, 3)), label=0, zipf_top=[(1, 0.6), (2, 0.4)],
+                     ce_top=[(0, 0.9996), (1, 0.0004)], zipf_categories=["similar", "unrelated"],
+                     ce_categories=["gt", "similar"])]
+    fig = zp.examples_figure(ex, classes, title="cifar100 / resnet18: 1 val image")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "ground truth", "same super-class as the ground truth", "another super-class"]
+    assert legend.get_title().get_text() == ""
+    assert fig.get_suptitle() == "cifar100 / resnet18: 1 val image"
+    zipf_ax, ce_ax = fig.get_axes()[1:]
+    assert [t.get_text() for t in zipf_ax.texts] == ["0.600", "0.400"]
+    assert [t.get_text() for t in ce_ax.texts] == ["1.000", "<0.001"]  # a bar too short to see still reads
+    assert zipf_ax.get_xlabel().startswith("soft-label weight") and ce_ax.get_xlabel() == "CE softmax probability"
+
+
+def test_examples_figure_without_super_classes_colours_nothing_unrelated():
+    """digits has no super-classes: its Example categories say 'unrelated' for every non-target class (there
+    is nothing to relate them by), and the figure must not paint them as such."""
+    classes = [str(d) for d in range(10)]
+    supers = None
+    ce_top, ce_cats = zm.top_classes(np.array([0.05, 0.0, 0.0, 0.9, 0.0, 0.05, 0, 0, 0, 0]), k=3, label=3,
+                                     superclasses=supers)
+    z_top, z_cats = zm.top_classes(np.array([0.5, 0.0, 0.3, 0.0, 0.2, 0, 0, 0, 0, 0]), k=3, label=3,
+                                   superclasses=supers, exclude_label=True)
+    assert set(z_cats) == {"unrelated"}  # what the data layer says, and what the figure must not show
+    ex = [zm.Example(index=0, image=np.zeros((8, 8)), label=3, zipf_top=z_top, ce_top=ce_top,
+                     zipf_categories=z_cats, ce_categories=ce_cats)]
+    fig = zp.examples_figure(ex, classes, has_superclasses=False, dataset="digits")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["ground truth", "another class"]
+    assert "digits has no super-classes" in legend.get_title().get_text().replace("\n", " ")
+    _, zipf_ax, ce_ax = fig.get_axes()
+    grey, dark, red = to_rgba(zp.OTHER_COLOR), to_rgba("darkgreen"), to_rgba("red")
+    assert [p.get_facecolor() for p in zipf_ax.patches] == [grey, grey, grey]
+    assert [p.get_facecolor() for p in ce_ax.patches] == [dark, grey, grey]
+    assert red not in [p.get_facecolor() for ax in (zipf_ax, ce_ax) for p in ax.patches]
+
+
+def _trained_pair(folder):
+    """A Zipf's LS and a CE trial on digits (no super-classes), one short epoch each, trained without Ray."""
+    from harness.config.resolve import resolve_trial
+    from harness.train.loop import train_trial
+
+    dirs = {}
+    for method in ("zipf", "ce"):
+        spec = resolve_trial(method=method, dataset="digits", model="tiny_cnn", seed=0,
+                             train={"epochs": 1, "batch_size": 64, "max_steps_per_epoch": 3, "threads": 1})
+        dirs[method] = folder / "trials" / spec.key()
+        train_trial(spec, dirs[method], log=lambda line: None)
+    return dirs
+
+
+def test_cli_examples_on_a_data_set_without_super_classes(tmp_path, monkeypatch, capsys):
+    import json
+
+    from harness.cli import main
+    from harness.results import plots
+
+    dirs = _trained_pair(tmp_path / "sweep")
+    figures = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: figures.append(fig) or real(fig, stem))
+    assert main(["zipf", "examples", str(dirs["zipf"]), "--n", "3", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "no super-classes" in out and "(unrelated)" not in out
+    (fig,) = figures
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["ground truth", "another class"]
+    assert "digits has no super-classes" in legend.get_title().get_text().replace("\n", " ")
+    assert fig.get_suptitle().startswith("digits / tiny_cnn: 3 val images")
+    record = json.loads((tmp_path / "o" / "examples.json").read_text())
+    assert record["superclasses"] is False
+    cats = {c for e in record["examples"] for key in ("zipf_top5", "ce_top5") for *_, c in e[key]}
+    assert cats <= {"gt", "other"} and "other" in cats
+    assert (tmp_path / "o" / "fig4_examples.png").exists() and (tmp_path / "o" / "fig4_examples.pdf").exists()
+
+
 def test_snr_and_rank_figures(tmp_path):
     fig = zp.snr_figure(np.linspace(5, 0.1, 100), top=40)
     a, b = fig.get_axes()

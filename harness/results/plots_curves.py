@@ -1,0 +1,179 @@
+"""Learning curves: what the epoch is selected on (validation top-1) and one training objective per axis.
+
+Every method logs its loss parts per epoch as `train_<part>` in metrics.jsonl; `train_loss` is each method's
+own objective (LS's smoothed loss, TF-KD's KD-weighted sum, ...), which are different functions and not
+comparable on one axis. `train_ce`, the plain cross-entropy on the hard labels, is logged by every built-in,
+so that is the shared loss axis; a method without it gets its own panel of its own objective.
+`aggregate.load_curves` keeps only val_top1 and train_loss, hence this module's loader, which keeps every
+`train_*` and `val_*` column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from harness.results import records
+from harness.results.aggregate import config_columns, config_labels, sort_groups
+from harness.results.plots_style import (
+    LINESTYLES,
+    SPREAD,
+    _figure,
+    legend_below,
+    method_colors,
+    n_phrase,
+    protocol_phrase,
+    styled,
+    with_n,
+)
+
+COMMON_LOSS = "train_ce"
+
+
+def load_epoch_curves(results_dir: str | Path, trials: pd.DataFrame, *,
+                      warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
+    """Per-epoch records of every finished trial, one row per (trial, epoch), with its config columns,
+    `label`, `seed`, `key`, `epoch` and every `val_*` and `train_*` column its metrics.jsonl has (a column
+    a trial does not log is NaN in its rows); a damaged line is skipped with one warning."""
+    cfg = config_columns(trials)
+    labels = config_labels(trials)  # from the whole table, so that they match the tables' rows
+    frames = []
+    for i, t in trials[trials["status"] == "finished"].iterrows():
+        lines = records.read_jsonl_records(Path(results_dir) / "trials" / str(t["key"]) / "metrics.jsonl",
+                                           warn=warn)
+        if not lines:
+            continue
+        df = pd.DataFrame.from_records(lines)
+        keep = ["epoch", *[c for c in df.columns if c.startswith(("val_", "train_"))]]
+        df = df.reindex(columns=keep)
+        for c in (*cfg, "seed", "key"):
+            df[c] = t[c]
+        df["label"] = labels.loc[i]
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=[*cfg, "label", "seed", "key", "epoch", "val_top1", "train_loss"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def epoch_stats(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and epoch: `<col>_mean`, `<col>_std` (sample, ddof=1; NaN for one seed) and `<col>_n`
+    over seeds of every `val_*` and `train_*` column (finite values only, as aggregate.mean_std_n)."""
+    cfg = config_columns(curves)
+    cols = [c for c in curves.columns if c.startswith(("val_", "train_"))]
+    keys = [*cfg, "label", "epoch"]
+    if curves.empty:
+        return pd.DataFrame(columns=keys + [f"{c}_{s}" for c in cols for s in ("mean", "std", "n")])
+    if "label" not in curves.columns:
+        curves = curves.assign(label=config_labels(curves))
+    values = curves[cols].apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan)
+    grouped = pd.concat([curves[keys], values], axis=1).groupby(keys, dropna=False, sort=False)
+    out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()}, axis=1)
+    out.columns = [f"{c}_{s}" for s, c in out.columns]
+    out = out.reset_index()
+    return sort_groups(out.sort_values("epoch", kind="stable")).reset_index(drop=True)
+
+
+def _select_split(protocols: list[str]) -> tuple[str, str]:
+    """(axis label, caption phrase) of the per-epoch val_* curves: under `clean` the held-out split carved
+    from train, under `paper` (and legacy records) the evaluation split itself."""
+    if protocols and all(p == "clean" for p in protocols):
+        return "val top-1 (%)", "val: the held-out split that selects the epoch"
+    return "eval-split top-1 (%)", "eval split: selects the epoch and is reported (paper protocol)"
+
+
+@styled
+def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: list[str] | None = None,
+                    colors: dict[str, str] | None = None, selected: pd.DataFrame | None = None) -> Figure:
+    """Per epoch, one line per configuration label (`labels` restricts them; `stats` from `epoch_stats`, or
+    `aggregate.curve_stats`): the mean over seeds with a band of +-1 sample std over seeds (none for one seed).
+
+    - Top: top-1 on the selection split (what `train.select` picks the epoch on).
+    - Middle, with `selected` (aggregate rows, e.g. `best_per_method`): each configuration's selected epoch,
+      one row per configuration in legend order (top to bottom), a dot at the mean over its seeds
+      (`selected_epoch_mean`, gid `selected:<label>`) and a bar of +-1 sample std (where n >= 2). A strip of
+      its own rather than dots on the curves: on a saturated split the curves lie on one another and so
+      would the dots. Its legend entries carry the finished seeds (`n`); without it, n is the curve's
+      largest per-epoch count.
+    - Bottom: the plain cross-entropy on the hard labels (`train_ce`), on one log axis, when every shown
+      configuration logs it; otherwise one panel per configuration with its own objective (`train_loss`),
+      since different objectives on one axis would read as one quantity."""
+    s = stats[(stats["dataset"].astype(str) == dataset) & (stats["model"].astype(str) == model)]
+    if labels is not None:
+        s = s[s["label"].isin(labels)]
+    colors = colors or method_colors(s["method"])
+    shown = list(dict.fromkeys(s["label"]))
+    common = COMMON_LOSS + "_mean" in s.columns and all(
+        np.isfinite(s.loc[s["label"] == lab, COMMON_LOSS + "_mean"].astype(float)).any() for lab in shown)
+    sel = selected.set_index("label") if selected is not None and len(selected) else None
+    n_loss = 1 if common else max(len(shown), 1)
+    heights = [1.5] + ([0.25 + 0.09 * len(shown)] if sel is not None else []) + [1.2 if common else 0.75] * n_loss
+    fig, axes = _figure(0.45 + sum(heights), nrows=len(heights), sharex=True, height_ratios=heights)
+    ax_acc = axes[0]
+    ax_sel = axes[1] if sel is not None else None
+    loss_axes = axes[2:] if sel is not None else axes[1:]
+    protocols = sorted(set(s["protocol"].astype(str))) if "protocol" in s.columns else []
+    acc_label, split_phrase = _select_split(protocols)
+    seen: dict[str, int] = {}
+    handles, texts = [], []
+    for k, label in enumerate(shown):
+        g = s[s["label"] == label].sort_values("epoch")
+        method = str(g["method"].iloc[0])
+        style = LINESTYLES[seen.get(method, 0) % len(LINESTYLES)]
+        seen[method] = seen.get(method, 0) + 1
+        color = colors[method]
+        epoch = g["epoch"].to_numpy(float)
+        loss_col = COMMON_LOSS if common else "train_loss"
+        for ax, col, scale in ((ax_acc, "val_top1", 100.0), (loss_axes[0 if common else k], loss_col, 1.0)):
+            mean = g[f"{col}_mean"].to_numpy(float) * scale
+            std = g[f"{col}_std"].to_numpy(float) * scale
+            line, = ax.plot(epoch, mean, color=color, linestyle=style)
+            # NaN std (one seed) leaves no band rather than a zero-width one.
+            ax.fill_between(epoch, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            if ax is ax_acc:
+                handles.append(line)
+        has_sel = sel is not None and label in sel.index
+        n = int(sel.at[label, "n"]) if has_sel else int(g["val_top1_n"].max())
+        texts.append(with_n(label, n_phrase([n])))
+        if has_sel:
+            x = float(sel.at[label, "selected_epoch_mean"])
+            sd = float(sel.at[label, "selected_epoch_std"]) if int(sel.at[label, "selected_epoch_n"]) >= 2 else np.nan
+            # clipped to the epochs run: a bar past the last epoch would mark epochs that do not exist
+            xerr = [[x - max(x - sd, epoch.min())], [min(x + sd, epoch.max()) - x]] if np.isfinite(sd) else None
+            c = ax_sel.errorbar([x], [k], xerr=xerr, fmt="o", markersize=3, color=color, capsize=1.5,
+                                elinewidth=0.9, gid=f"selected:{label}")
+            for bar in c.lines[2]:
+                bar.set_linestyle(style)
+        if not common:
+            ax = loss_axes[k]
+            ax.set_ylabel("train loss")
+            ax.set_title(f"{label}: its own objective (train_loss)", loc="left")
+    ax_acc.set_ylabel(acc_label)
+    lo, hi = ax_acc.get_ylim()
+    ax_acc.set_ylim(lo, min(hi, 100.5))  # a +-std band may pass 100%; the axis need not follow it
+    if ax_sel is not None:
+        ax_sel.set_ylim(len(shown) - 0.5, -0.5)  # the legend's order, top to bottom
+        ax_sel.set_yticks([])
+        ax_sel.spines["left"].set_visible(False)
+        ax_sel.set_ylabel("selected\nepoch", fontsize=7, linespacing=1.0)
+        ax_sel.grid(axis="x", linewidth=0.3, alpha=0.5)
+    if common:
+        ax = loss_axes[0]
+        ax.set_ylabel("train CE (nats)")
+        if (s[COMMON_LOSS + "_mean"].astype(float) > 0).all():
+            ax.set_yscale("log")  # the plain CE of CE itself falls by decades; the smoothed methods' does not
+            ax.set_ylabel("train CE (nats, log)")
+    loss_axes[-1].set_xlabel("epoch")
+    loss_axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.set_title(f"{dataset} / {model}, {protocol_phrase(protocols)}: learning curves")
+    banded = bool(np.isfinite(s["val_top1_std"].astype(float)).any())
+    notes = [f"lines: mean, band {SPREAD}" if banded else "lines: one seed each (n = 1: no bands)", split_phrase]
+    if ax_sel is not None:
+        notes.append((f"selected epoch: mean, bar {SPREAD} (within the epochs run)" if banded else
+                      "selected epoch") + ", rows in legend order")
+    if common:
+        notes.append("train CE: the cross-entropy on the hard labels that every method logs, not its objective")
+    legend_below(fig, handles, texts, caption="; ".join(notes))
+    return fig
