@@ -7,7 +7,7 @@ modules on the device, SGD from `make_optimizer` over the model's and the extra 
 and channels_last on CUDA), under the Zipf's LS recipe's train config (`resolve_train`), with the learning
 rate of `lr_at` and a `StepContext` per step as `train_epoch` makes them. Only the model and the method are
 built here (`create_model`, `build_method` with the CIFAR-100 settings a sweep would give it:
-`harness.config.presets.method_preset`: Zipf's LS with its extra dense layer and bilinear votes, LS
+`Method.preset`: Zipf's LS with its extra dense layer and bilinear votes, LS
 spreading over the others, TF-KD's ResNet-18 values), because there is no data set: each method gets one
 fixed random batch (CS-KD a second one, its partners) already on the device, and the data pipeline is not
 part of the step. PS-KD's table is filled (epoch >= 1 reads it) and sized for 50,000 training images.
@@ -47,7 +47,6 @@ from harness.bench.common import (
     sync,
     verdict,
 )
-from harness.config.presets import method_preset
 from harness.config.resolve import resolve_train
 from harness.config.spec import TrainConfig
 from harness.models import create_model, feature_channels
@@ -104,7 +103,7 @@ def bench_train(batch: int, device: torch.device) -> TrainConfig:
 def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
                input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Case:
     torch.manual_seed(seed)
-    params = method_preset(name, PRESET_DATASET, model_name)
+    params = METHODS.get(name).preset(PRESET_DATASET, model_name)
     model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
     method = build_method(name, params, num_classes=num_classes, num_train=num_train,
                           feature_channels=feature_channels(model))

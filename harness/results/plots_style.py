@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness import catalog
 from harness.results.aggregate import METRICS
 
 COLUMN_WIDTH_IN = 3.3
@@ -26,9 +27,8 @@ STYLE = {
 SUPTITLE_PT = 8.5
 
 _TAB10 = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab10"].colors]
-# Fixed colours of the built-ins; CE (the reference) is a neutral grey, the seed's method red.
-BUILTIN_COLORS = {"ce": "#4d4d4d", "ls": _TAB10[0], "tfkd": _TAB10[1], "cskd": _TAB10[2], "pskd": _TAB10[4],
-                  "ols": _TAB10[5], "zipf": _TAB10[3]}
+# The built-ins' colours, declared on each method (CE a neutral grey, the seed's method red).
+BUILTIN_COLORS = {name: record["color"] for name, record in catalog.builtins().items() if record.get("color")}
 # For other methods: the rest of tab10, then the light half of tab20, then repeat.
 _EXTRA = [c for c in _TAB10 if c not in BUILTIN_COLORS.values()] + [
     matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors[1::2]]
@@ -43,7 +43,7 @@ CAPTION_CHARS = 66
 
 
 def method_colors(methods: Iterable[str]) -> dict[str, str]:
-    """Built-ins get their fixed colour; other methods, in name order, the next palette colour."""
+    """Built-ins get their declared colour; other methods, in name order, the next free palette colour."""
     methods = set(map(str, methods))
     colors = {m: BUILTIN_COLORS[m] for m in methods if m in BUILTIN_COLORS}
     for i, m in enumerate(sorted(methods - set(BUILTIN_COLORS))):

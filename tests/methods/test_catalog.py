@@ -17,7 +17,7 @@ def test_the_catalog_file_is_what_the_classes_declare():
 def test_labels_colours_and_order_come_from_the_methods():
     from methods import METHODS
 
-    for name, record in catalog.builtins().items():
+    for name in catalog.builtins():
         cls = METHODS.get(name)
         assert (catalog.label(name), catalog.color(name), catalog.order(name)[0]) == (cls.label, cls.color, cls.order)
     assert sorted(catalog.builtins(), key=catalog.order) == ["ce", "ls", "tfkd", "cskd", "pskd", "ols", "zipf"]

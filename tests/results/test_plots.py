@@ -86,7 +86,7 @@ def test_method_colors_fixed_and_deterministic():
     a = method_colors(["zipf", "mine", "ce", "another"])
     b = method_colors(["another", "ce", "mine", "zipf"])
     assert a == b
-    assert a["zipf"] == BUILTIN_COLORS["zipf"] and a["ce"] == BUILTIN_COLORS["ce"]
+    assert a["zipf"] == BUILTIN_COLORS["zipf"] == "#d62728" and a["ce"] == BUILTIN_COLORS["ce"] == "#4d4d4d"
     assert a["another"] != a["mine"] and not {a["another"], a["mine"]} & set(BUILTIN_COLORS.values())
     assert len(set(BUILTIN_COLORS.values())) == len(BUILTIN_COLORS)
 
