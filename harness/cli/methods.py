@@ -1,7 +1,7 @@
 """`tfbench methods`: every registered method with its parameters, defaults and the values its presets give
 each data set; `tfbench methods NAME --dataset D` prints what a trial of NAME on D uses.
 
-The built-ins are listed from harness/catalog.json (generated from their classes: no torch import, so the
+The built-ins are listed from harness/config/catalog.json (generated from their classes: no torch import, so the
 listing is instant); `--import` and `--dataset` import the methods and describe them live.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def format_record(r: dict[str, Any]) -> str:
 
 
 def format_methods(names: list[str] | None = None, *, live: bool = False) -> str:
-    from harness import catalog
+    from harness.config import catalog
 
     if live:
         from methods import METHODS

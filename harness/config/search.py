@@ -181,7 +181,7 @@ def _check_dimension(P: Problems, where: tuple, cls: type, p: str, dim: Dimensio
             ok = False
         if typed is not None and not problems:
             try:
-                cls(cls.Params(**typed), num_classes=2, num_train=1, feature_channels=(1, 1))
+                cls.check(cls.Params(**typed), num_classes=None)  # the data set is not known here
             except MethodParamError as e:
                 P.add(where + (i,), str(e))
                 ok = False

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import catalog
+from harness.config import catalog
 from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
 from harness.folders import ResultsFolder
@@ -175,7 +175,7 @@ def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
     return trials
 
 
-# A method's display name and place in a table are declared on the method (harness/catalog.py reads them).
+# A method's display name and place in a table are declared on the method (harness/config/catalog.py reads them).
 method_label, method_sort_key = catalog.label, catalog.order
 
 
@@ -423,7 +423,7 @@ def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str) -> pd.Dat
     the most finished seeds, the best mean validation top-1 at the selected epoch, ties to the lower
     validation NLL (`train.select`'s order; by NLL first under `nll`). Never by a test-split number.
     Figures with one line or point per method use these; an ablation sweep would otherwise crowd them."""
-    from harness.train.selection import config_order
+    from harness.config.selection import config_order
 
     g = groups[(groups["dataset"].astype(str) == dataset) & (groups["model"].astype(str) == model)]
     keep = []

@@ -37,12 +37,12 @@ from harness.results.plots_style import (
     BUILTIN_COLORS,
     COLUMN_WIDTH_IN,
     STYLE,
-    _figure,
+    new_figure,
     method_colors,
     styled,
 )
 
-__all__ = ["BUILTIN_COLORS", "COLUMN_WIDTH_IN", "STYLE", "_figure", "ablation_curve", "accuracy_vs_cost",
+__all__ = ["BUILTIN_COLORS", "COLUMN_WIDTH_IN", "STYLE", "new_figure", "ablation_curve", "accuracy_vs_cost",
            "critical_difference_diagram", "epoch_stats", "learning_curves", "load_epoch_curves", "method_colors",
            "min_span", "reference_row", "save_figure", "styled", "write_plots", "y_range"]
 

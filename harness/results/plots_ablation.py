@@ -23,7 +23,7 @@ from harness.results.plots_style import (
     MARKERS,
     SPREAD,
     SUPTITLE_PT,
-    _figure,
+    new_figure,
     is_numeric,
     legend_below,
     method_colors,
@@ -76,7 +76,7 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
     numeric = is_numeric(values)
     panels = list(dict.fromkeys((r.dataset, r.model) for r in rows)) or [("", "")]
     color = method_colors([method, BASELINE])
-    fig, axes = _figure(0.6 + 1.5 * len(panels), nrows=len(panels), sharex=True)
+    fig, axes = new_figure(0.6 + 1.5 * len(panels), nrows=len(panels), sharex=True)
     any_bars, any_reference = False, False
     bands: dict[str, tuple] = {}  # CE's legend entry: its line drawn over its band
     for i, (dataset, model) in enumerate(panels):

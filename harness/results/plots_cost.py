@@ -15,7 +15,7 @@ from harness.results.aggregate import BASELINE, DEFAULT_METRIC, METRICS, method_
 from harness.results.plots_style import (
     MARKERS,
     SPREAD,
-    _figure,
+    new_figure,
     legend_below,
     method_colors,
     metric_note,
@@ -68,7 +68,7 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
     state_col = "extra_state_bytes"
     stated = g[np.isfinite(g[state_col].astype(float))] if state_col in g.columns else g.iloc[:0]
     heights = ([1.7] if len(timed) else []) + ([0.35 + 0.11 * len(stated)] if len(stated) else [])
-    fig, axes = _figure(0.5 + sum(heights or [1.0]), nrows=max(len(heights), 1), height_ratios=heights or None)
+    fig, axes = new_figure(0.5 + sum(heights or [1.0]), nrows=max(len(heights), 1), height_ratios=heights or None)
     base = g[g["method"].astype(str) == BASELINE]
     protocols = list(g["protocol"].astype(str)) if "protocol" in g.columns else []
     handles: dict[str, object] = {}

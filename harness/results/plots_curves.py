@@ -21,7 +21,7 @@ from harness.results.aggregate import config_columns, config_labels, sort_groups
 from harness.results.plots_style import (
     LINESTYLES,
     SPREAD,
-    _figure,
+    new_figure,
     legend_below,
     method_colors,
     n_phrase,
@@ -110,7 +110,7 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
     sel = selected.set_index("label") if selected is not None and len(selected) else None
     n_loss = 1 if common else max(len(shown), 1)
     heights = [1.5] + ([0.25 + 0.09 * len(shown)] if sel is not None else []) + [1.2 if common else 0.75] * n_loss
-    fig, axes = _figure(0.45 + sum(heights), nrows=len(heights), sharex=True, height_ratios=heights)
+    fig, axes = new_figure(0.45 + sum(heights), nrows=len(heights), sharex=True, height_ratios=heights)
     ax_acc = axes[0]
     ax_sel = axes[1] if sel is not None else None
     loss_axes = axes[2:] if sel is not None else axes[1:]

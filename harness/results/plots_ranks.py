@@ -5,7 +5,7 @@ import math
 
 from matplotlib.figure import Figure
 
-from harness.results.plots_style import _figure, styled
+from harness.results.plots_style import new_figure, styled
 from harness.results.ranks import POSTHOCS, AcrossDatasets, p_phrase
 
 # The diagram's y unit is one line of 8 pt text; y = 0 is the rank axis and y grows downwards.
@@ -40,7 +40,7 @@ def critical_difference_diagram(result: AcrossDatasets, *, title: str | None = N
                    + (f" (CD = {result.cd:.2f})" if show_cd else ""))
     if title is not None:
         caption.insert(0, title)
-    fig, (ax,) = _figure(_LINE_IN * (bottom - top + len(caption) + 0.8))
+    fig, (ax,) = new_figure(_LINE_IN * (bottom - top + len(caption) + 0.8))
     hi = max(k, 1 + result.cd if show_cd else k, 2)
     reach = 0.08 * (hi - 1)  # how far the name lines run past the axis ends
     ax.set_xlim(1 - reach, hi + reach)

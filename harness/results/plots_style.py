@@ -1,5 +1,5 @@
 """The house style of every figure: STYLE, one paper column (3.3 in), a method's fixed colour, the pyplot-free
-`_figure`, the `styled` decorator, the legend under the axes and the small phrases every caption uses
+`new_figure`, the `styled` decorator, the legend under the axes and the small phrases every caption uses
 (n over seeds, the error-bar rule). The figure builders (plots_ablation, plots_curves, plots_cost,
 plots_ranks) import from here; harness.results.plots re-exports the public names and writes the files.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness import catalog
+from harness.config import catalog
 from harness.results.aggregate import METRICS
 
 COLUMN_WIDTH_IN = 3.3
@@ -51,7 +51,7 @@ def method_colors(methods: Iterable[str]) -> dict[str, str]:
     return colors
 
 
-def _figure(height_in: float, nrows: int = 1, sharex: bool = False, sharey: bool = False,
+def new_figure(height_in: float, nrows: int = 1, sharex: bool = False, sharey: bool = False,
             height_ratios: list[float] | None = None) -> tuple[Figure, list]:
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(COLUMN_WIDTH_IN, height_in), layout="constrained")

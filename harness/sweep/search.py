@@ -114,9 +114,15 @@ def _plain(value: Any) -> Any:
 
 
 def search_trial(base: TrialSpec, params: dict[str, Any]) -> TrialSpec:
-    """The base trial with the sampled parameters. Its request names the search point, so no search trial
+    """The base trial with the sampled parameters: a search point is resolved here, so the method's range
+    checks run on it here (the workers trust it). Its request names the search point, so no search trial
     is ever taken for a stale copy of another."""
+    from harness.data import DATASETS
+    from methods import METHODS
+
     method_params = {**base.method_params, **params}
+    cls, data_cls = METHODS.get(base.method), DATASETS.get(base.dataset)
+    cls.check(cls.Params(**method_params), num_classes=data_cls.class_count(data_cls.Params(**base.dataset_params)))
     return dataclasses.replace(base, method_params=method_params,
                                request=request_hash(search_of=base.request, params=params))
 
@@ -125,7 +131,7 @@ def select_best(rows: list[dict[str, Any]], rule: str) -> dict[str, Any] | None:
     """The finished row that `train.select`'s order puts first: the highest validation top-1 at the selected
     epoch (`val`), ties to the lower validation NLL (`val_nll`); under `nll` the NLL first. Equal rows keep
     the first. Rows carry no test-split number: selection cannot see it."""
-    from harness.train.selection import config_order
+    from harness.config.selection import config_order
 
     finished = [r for r in rows if r["status"] == "finished" and r.get("val") is not None]
     return min(finished, key=lambda r: config_order(rule, top1=r["val"], nll=r.get("val_nll")), default=None)
@@ -155,7 +161,7 @@ def search_row(folder: ResultsFolder, spec: TrialSpec, params: dict[str, Any]) -
         result = trial.result() or {}
         val, val_nll = result.get("val_selected_top1"), result.get("val_selected_nll")
     else:  # the epoch train.select would have picked so far
-        from harness.train.selection import select_epoch
+        from harness.config.selection import select_epoch
 
         usable = [e for e in epochs if isinstance(e.get("val_top1"), (int, float))]
         chosen = select_epoch(spec.train.select, usable)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.config.selection import diagnose, is_better
 from harness.config.spec import TrainConfig, TrialSpec
 from harness.folders import TrialFolder
 from harness.io import append_jsonl, environment, write_jsonl
@@ -48,7 +49,6 @@ from harness.train.memory import reset_peak_rss
 from harness.train.metrics import ece_counts, ece_from_counts, evaluate, lr_at
 from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
-from harness.train.selection import diagnose, is_better
 from harness.train.splits import make_splits
 from harness.train.trained import Trained, load_trained
 from methods import Method, StepContext

@@ -1,17 +1,17 @@
-"""The catalog of built-in methods (harness/catalog.json) is what their classes declare, and `tfbench methods`
+"""The catalog of built-in methods (harness/config/catalog.json) is what their classes declare, and `tfbench methods`
 prints what a trial will use."""
 from __future__ import annotations
 
 import re
 
-from harness import catalog
 from harness.cli import main
+from harness.config import catalog
 from harness.config.resolve import resolve_trial
 
 
 def test_the_catalog_file_is_what_the_classes_declare():
     assert catalog.CATALOG.read_text() == catalog.dumped(catalog.generate()), \
-        "harness/catalog.json is stale: regenerate with python -m harness.catalog --write"
+        "harness/config/catalog.json is stale: regenerate with python -m harness.config.catalog --write"
 
 
 def test_labels_colours_and_order_come_from_the_methods():

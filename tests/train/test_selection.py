@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from harness.config.resolve import resolve_trial, with_seed
+from harness.config.selection import config_order, diagnose, is_better, select_epoch
 from harness.data import build_dataset
 from harness.train.checkpoint import read_checkpoint
 from harness.train.loop import train_trial
-from harness.train.selection import config_order, diagnose, is_better, select_epoch
 from harness.train.splits import make_splits
 
 

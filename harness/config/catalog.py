@@ -1,9 +1,9 @@
 """What the registered methods declare (label, colour, table order, recipe, needs, parameters and their
 presets per data set), as records generated from the method classes themselves.
 
-Why a generated file for the built-ins (harness/catalog.json): importing the methods imports torch (about
+Why a generated file for the built-ins (harness/config/catalog.json): importing the methods imports torch (about
 2 s on a laptop), and `tfbench methods` and every table only need what the classes declare. The file is
-generated from the classes (`python -m harness.catalog --write`) and tests/methods/test_catalog.py fails
+generated from the classes (`python -m harness.config.catalog --write`) and tests/methods/test_catalog.py fails
 when it differs from them, so it never drifts. A user's method (`--import`) is described live.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def order(method: str) -> tuple[int, str]:
     return (int(record["order"]), "") if record else (1_000, method)
 
 
-if __name__ == "__main__":  # python -m harness.catalog --write
+if __name__ == "__main__":  # python -m harness.config.catalog --write
     text = dumped(generate())
     if "--write" in sys.argv[1:]:
         from harness.io import atomic_write_text
