@@ -17,8 +17,6 @@ from torch import Tensor, nn
 from .params import check_params, type_name
 from .registry import Registry
 
-METHODS = Registry("method")
-
 
 def register(name: str):
     """Register a `Method` subclass under `name`: `@register("zipf")`."""
@@ -179,6 +177,9 @@ class Method:
 
     def to(self, device: torch.device | str) -> Method:
         return self
+
+
+METHODS = Registry("method", base=Method)
 
 
 # --- construction and listing -------------------------------------------------------------------

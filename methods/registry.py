@@ -1,11 +1,14 @@
 """A small name -> class registry (fvcore/timm style).
 
-Duplicates raise; unknown names raise an error that names the registry and lists what exists.
-The harness reuses this class for datasets, so there is one registry idiom in the project.
+Duplicates raise; unknown names raise an error that names the registry and lists what exists. A name is an
+identifier (NAME_RULE), because it becomes part of trial keys and folder names: `../x` or a 300-character
+name is refused when it is registered. The harness reuses this class for datasets, so there is one
+registry idiom in the project.
 """
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,20 +20,32 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+MAX_NAME = 40
+NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+NAME_TEXT = f"a letter, then letters, digits or '_', at most {MAX_NAME} characters"
+
+
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, base: type | None = None):
+        """`base`: every registered object must be a subclass of it (a plugin's class that is not is refused)."""
         self.kind = kind
+        self.base = base
         self._items: dict[str, Any] = {}
 
     def register(self, name: str) -> Callable[[Any], Any]:
+        if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RULE.fullmatch(name):
+            raise RegistryError(f"{self.kind} registry: the name {name!r:.60} is not an identifier; allowed: "
+                                f"{NAME_TEXT} (it becomes part of trial keys and folder names)")
+
         def deco(obj: Any) -> Any:
-            if not isinstance(name, str) or not name:
-                raise RegistryError(f"{self.kind} registry: a name must be a non-empty string, got {name!r}")
             if name in self._items and self._items[name] is not obj:
                 raise RegistryError(
                     f"{self.kind} registry: {name!r} is already registered by "
                     f"{_where(self._items[name])}; pick another name"
                 )
+            if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+                raise RegistryError(f"{self.kind} registry: {name!r} registers {_where(obj)}, which is not a "
+                                    f"{self.base.__name__} subclass; allowed: class ... ({self.base.__name__})")
             self._items[name] = obj
             try:
                 obj.name = name

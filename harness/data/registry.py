@@ -34,8 +34,6 @@ from harness.errors import UserError
 from methods.params import check_params
 from methods.registry import Registry
 
-DATASETS = Registry("dataset")
-
 
 def register_dataset(name: str) -> Callable[[type], type]:
     """Register a `DatasetDef` subclass under `name`: `@register_dataset("cifar10")`."""
@@ -183,6 +181,9 @@ class DatasetDef:
         what = cls.problem(root)
         if what:
             raise cls.malformed(root, what)
+
+
+DATASETS = Registry("dataset", base=DatasetDef)
 
 
 def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:

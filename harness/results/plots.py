@@ -37,8 +37,8 @@ from harness.results.plots_style import (
     BUILTIN_COLORS,
     COLUMN_WIDTH_IN,
     STYLE,
-    new_figure,
     method_colors,
+    new_figure,
     styled,
 )
 

@@ -15,12 +15,12 @@ from harness.results.aggregate import BASELINE, DEFAULT_METRIC, METRICS, method_
 from harness.results.plots_style import (
     MARKERS,
     SPREAD,
-    new_figure,
     legend_below,
     method_colors,
     metric_note,
     min_span,
     n_phrase,
+    new_figure,
     protocol_phrase,
     styled,
     with_n,

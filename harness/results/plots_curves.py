@@ -21,10 +21,10 @@ from harness.results.aggregate import config_columns, config_labels, sort_groups
 from harness.results.plots_style import (
     LINESTYLES,
     SPREAD,
-    new_figure,
     legend_below,
     method_colors,
     n_phrase,
+    new_figure,
     protocol_phrase,
     styled,
     with_n,
