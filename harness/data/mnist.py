@@ -4,6 +4,11 @@
 so it cannot read the flat folder of gzipped files that Zalando publishes and Debian's
 `dataset-fashion-mnist` installs. The files are therefore located here (either layout, plain or `.gz`)
 and each is parsed with `torchvision.datasets.mnist.read_image_file` / `read_label_file`.
+
+`train_per_class: N` trains on a subset: the first N images of each class in the order of the training
+IDX file (no seed: the same images on every machine), kept in that file order. The evaluation split is
+always the whole official test file (10,000 images), so numbers on a subset stay comparable with each
+other and with the full set's.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from harness.data.common import one_line
@@ -30,6 +36,18 @@ IDX_FILES = {
 # Where Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1, bookworm) installs the four .gz files,
 # read from the package's file list (`dpkg -c`); a fixed path needs no dpkg at run time.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def first_per_class(labels: Tensor, n: int) -> Tensor:
+    """Positions of the first `n` images of each class in file order, ascending: (N,) int64 from labels
+    (M,) int64. A class with fewer than `n` images gives all of its own."""
+    counts = torch.bincount(labels)                                     # (K,)
+    # rank of each image among the images of its class before it: a stable sort keeps file order in a class
+    order = torch.sort(labels, stable=True).indices                     # (M,)
+    starts = torch.cumsum(counts, 0) - counts                           # (K,)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(labels)) - starts[labels[order]]
+    return torch.nonzero(rank < n).flatten()
 
 
 def read_idx(path: Path, *, images: bool) -> Tensor:
@@ -67,6 +85,14 @@ class FashionMNIST(DatasetDef):
         download: bool = False
         crop_padding: int = 0      # no augmentation by default (the Fashion-MNIST benchmark's setting)
         flip: bool = False
+        train_per_class: int = 0   # 0: all 60,000; N: the first N of each class in file order (10 N images)
+
+        def __post_init__(self) -> None:
+            # here rather than in build, so that a sweep refuses the value in its data check, before it
+            # writes anything (the type is checked earlier still, with every other parameter)
+            if self.train_per_class < 0:
+                raise UserError(f"dataset 'fashion_mnist': train_per_class must be >= 0 (0 = every training "
+                                f"image), got {self.train_per_class}")
 
     layout = ("<root>/{train-images-idx3-ubyte,train-labels-idx1-ubyte,t10k-images-idx3-ubyte,"
               "t10k-labels-idx1-ubyte}[.gz] (or <root>/FashionMNIST/raw/ with the same files)")
@@ -112,6 +138,19 @@ class FashionMNIST(DatasetDef):
                 raise self.malformed(root, f"has {len(x)} images but {len(y)} labels in the {split} split")
             if y.numel() and (y.min() < 0 or y.max() >= len(FASHION_CLASSES)):
                 raise self.malformed(root, f"has labels outside 0..9 in {files[f'{split}_y'].name}")
+        if p.train_per_class:
+            counts = torch.bincount(t["train_y"], minlength=len(FASHION_CLASSES))
+            c = int(counts.argmin())
+            if counts[c] < p.train_per_class:  # fewer images than asked would be a silent imbalance
+                most = int(counts[c])
+                raise UserError(
+                    f"dataset 'fashion_mnist': train_per_class {p.train_per_class} is more than the {most} "
+                    f"training images of class {c} ({FASHION_CLASSES[c]!r}) in {files['train_y']}; allowed: 0 "
+                    f"(every image)" + (f" or 1..{most}" if most else ""))
+            keep = first_per_class(t["train_y"], p.train_per_class)
+            t["train_x"], t["train_y"] = t["train_x"][keep], t["train_y"][keep]
+        # FASHION_MEAN/STD stay the full training set's on a subset: fixed constants, so a subset's numbers
+        # differ from the full set's by the images trained on, not by the normalisation
         return in_memory_bundle(
             name="fashion_mnist", classes=list(FASHION_CLASSES), train_x=t["train_x"].unsqueeze(1),
             train_y=t["train_y"], val_x=t["val_x"].unsqueeze(1), val_y=t["val_y"],
@@ -119,4 +158,4 @@ class FashionMNIST(DatasetDef):
 
 
 __all__ = ["DEBIAN_FASHION_MNIST", "FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "FashionMNIST",
-           "IDX_FILES", "read_idx"]
+           "IDX_FILES", "first_per_class", "read_idx"]
