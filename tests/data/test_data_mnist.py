@@ -17,7 +17,7 @@ from harness.config.sweep_file import load_sweep
 from harness.data import FASHION_MEAN, FashionMNIST, build_dataset, check_dataset, read_idx
 from harness.data.mnist import DEBIAN_FASHION_MNIST
 from harness.errors import UserError
-from harness.train.selection import MIN_PER_CLASS
+from harness.config.selection import MIN_PER_CLASS
 from harness.train.splits import per_class_holdout
 
 
