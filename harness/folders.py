@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import re
+import stat
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,33 +36,108 @@ from harness.io import atomic_write_json, atomic_write_text
 STATUSES = ("finished", "failed", "pending")
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object record, or None when it is missing, truncated or not a JSON object. Why never raise:
-    one damaged file must not stop the aggregation of every other trial."""
+MAX_RECORD_BYTES = 4 * 1024**2     # a config.json or result.json is a few KiB; more is not one of ours
+KEY_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")  # a trial key: one folder name, never a path
+
+
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file of at most `limit` bytes, else None. Why: a named pipe would block the
+    reader forever, a device or a huge file would never end; neither is a record."""
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+MAX_LINES_BYTES, MAX_LINES = 64 * 1024**2, 100_000  # a per-epoch record: far more epochs than any trial trains
+
+
+def read_lines(path: Path) -> tuple[list[str], str | None]:
+    """The first MAX_LINES lines of a regular file, read in bounded time and memory: (lines, why the rest was
+    left out or why nothing was read, else None). A missing file is no lines and no problem."""
+    if not Path(path).exists():
+        return [], None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        return [], f"cannot be read ({e.strerror})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [], "is not a regular file"
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_LINES_BYTES + 1)
+    finally:
+        os.close(fd)
+    lines = data[:MAX_LINES_BYTES].decode("utf-8", "replace").splitlines()
+    if len(data) > MAX_LINES_BYTES or len(lines) > MAX_LINES:
+        return lines[:MAX_LINES], f"holds more than {MAX_LINES:,} lines or {MAX_LINES_BYTES // 1024**2} MiB; read the first"
+    return lines, None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object record, or None when it is missing, truncated, too large, not a regular file or not a
+    JSON object. Why never raise: one damaged file must not stop the aggregation of every other trial."""
+    data = read_bounded(Path(path), MAX_RECORD_BYTES)
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
         return None
     return record if isinstance(record, dict) else None
 
 
+# result.json's numbers that a table reads: each must be a finite number in its range
+FRACTIONS = ("selected_top1", "selected_top5", "last_top1", "last_top5", "val_selected_top1", "best_top1",
+             "best_top5", "selected_ece", "last_ece", "train_top1")
+NON_NEGATIVE = ("selected_nll", "last_nll", "val_selected_nll", "step_time_s", "peak_mem_bytes", "state_bytes",
+                "wall_time_s")
+
+
+def result_problem(record: dict[str, Any], key: str | None) -> str | None:
+    """Why a finished trial's result.json cannot be counted (None when it can): another trial's key (a copied
+    folder), or a number of the wrong type or out of range (a value edited or damaged)."""
+    if key is not None and record.get("key") not in (None, key):
+        return f"it is the record of another trial ({str(record.get('key'))[:80]!r})"
+    for name in (*FRACTIONS, *NON_NEGATIVE):
+        value = record.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"{name} is {value!r:.40}; allowed: a finite number"
+        if value < 0 or (name in FRACTIONS and value > 1):
+            return f"{name} is {value!r}; allowed: {'a fraction in [0, 1]' if name in FRACTIONS else '>= 0'}"
+    epoch = record.get("selected_epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1):
+        return f"selected_epoch is {epoch!r:.40}; allowed: a whole number >= 1"
+    return None
+
+
 class TrialFolder:
-    """`results/<sweep>/trials/<key>/`, or a `tfbench train --out` folder: one trial's files."""
+    """`results/<sweep>/trials/<key>/`, or a `tfbench train --out` folder: one trial's files. `key`: the trial
+    the folder must hold (a results folder's trial folder is named by it); records of another are not its own."""
 
     CONFIG, RESULT, ERROR = "config.json", "result.json", "error.json"
     METRICS, LOG = "metrics.jsonl", "train.log"
     CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
     TB, STOPPED, SEARCH_LOCK = "tb", "stopped.json", ".search-lock"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, key: str | None = None):
         self.path = Path(path)
+        self.expected = key
 
     def __repr__(self) -> str:
         return f"TrialFolder({str(self.path)!r})"
 
     @property
     def key(self) -> str:
-        return self.path.name
+        return self.expected or self.path.name
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -76,13 +154,27 @@ class TrialFolder:
         config = self.config()
         return config["spec"] if config and isinstance(config.get("spec"), dict) else None
 
-    def status(self) -> str:
-        """finished | failed | pending (a corrupt result counts as not finished, so the trial runs again and
-        resumes from its checkpoint)."""
+    def problem(self) -> str | None:
+        """Why the folder's finished record cannot be counted (see `result_problem`), or None."""
         result = self.result()
-        if result is not None and result.get("status") == "finished":
+        if result is None or result.get("status") != "finished":
+            return None
+        return result_problem(result, self.expected)
+
+    def status(self) -> str:
+        """finished | failed | pending. A corrupt, foreign or implausible result counts as not finished, so
+        it is never counted (and a rerun resumes the trial from its own checkpoint)."""
+        result = self.result()
+        if result is not None and result.get("status") == "finished" and result_problem(result, self.expected) is None:
             return "finished"
         return "failed" if (self.path / self.ERROR).exists() else "pending"
+
+    def foreign_key(self, key: str) -> str | None:
+        """The key of another trial whose config.json or result.json this folder holds, or None."""
+        for record in (self.config(), self.result()):
+            if record and record.get("key") not in (None, key):
+                return str(record["key"])
+        return None
 
     def error(self) -> str:
         record = read_json(self.path / self.ERROR) or {}
@@ -135,7 +227,7 @@ class ResultsLock:
 class ResultsFolder:
     """`results/<sweep>/`: the sweep record, the trial folders, trials.csv, the summary, the lock."""
 
-    SWEEP, TRIALS_CSV, TRIALS, STALE, LOCK = "sweep.yaml", "trials.csv", "trials", "stale", ".lock"
+    SWEEP, TRIALS_CSV, TRIALS, STALE, LOCK, MARKER = "sweep.yaml", "trials.csv", "trials", "stale", ".lock", ".tfbench"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -148,18 +240,39 @@ class ResultsFolder:
         return self.path.name
 
     def trial(self, key: str) -> TrialFolder:
-        return TrialFolder(self.path / self.TRIALS / key)
+        """The trial folder of `key`; a key that is not one folder name (`..`, a slash, 300 characters) is
+        refused, so nothing is ever written outside trials/."""
+        if not isinstance(key, str) or not KEY_RULE.fullmatch(key) or ".." in key:
+            raise UserError(f"{self.path}: {str(key)[:80]!r} is not a trial key (one folder name: letters, digits, "
+                            f"'.', '_', '-'); refusing to use it as a path")
+        return TrialFolder(self.path / self.TRIALS / key, key)
 
     def trial_folders(self) -> Iterator[TrialFolder]:
         for path in sorted((self.path / self.TRIALS).glob("*")):
-            if path.is_dir():
-                yield TrialFolder(path)
+            if path.is_dir() and KEY_RULE.fullmatch(path.name):
+                yield TrialFolder(path, path.name)
+
+    def is_results_folder(self) -> bool:
+        """Written by `tfbench run` (its marker, or a sweep record with a trial list, or trials.csv with
+        tfbench's header): only then do the readers touch anything in it."""
+        if (self.path / self.MARKER).is_file():
+            return True
+        if self.recorded_trials():
+            return True
+        head = read_bounded(self.path / self.TRIALS_CSV, MAX_RECORD_BYTES * 64)
+        first = head.split(b"\n", 1)[0].decode("utf-8", "replace") if head else ""
+        return all(c in first.split(",") for c in ("key", "status", "method", "dataset", "model", "seed"))
+
+    def mark(self) -> None:
+        """Leave the marker that says `tfbench run` writes here."""
+        atomic_write_text(self.path / self.MARKER, "a tfbench results folder (tfbench run)\n")
 
     # --- the sweep record ---
     def sweep_record(self) -> dict[str, Any] | None:
+        data = read_bounded(self.path / self.SWEEP, MAX_RECORD_BYTES * 16)
         try:
-            record = yaml.safe_load((self.path / self.SWEEP).read_text())
-        except (OSError, yaml.YAMLError):
+            record = yaml.safe_load(data) if data is not None else None
+        except yaml.YAMLError:
             return None
         return record if isinstance(record, dict) else None
 
@@ -178,7 +291,8 @@ class ResultsFolder:
         if not isinstance(trials, list):
             return []
         return [(str(t["key"]), dict(t["spec"])) for t in trials
-                if isinstance(t, dict) and "key" in t and isinstance(t.get("spec"), dict)]
+                if isinstance(t, dict) and isinstance(t.get("key"), str) and KEY_RULE.fullmatch(t["key"])
+                and isinstance(t.get("spec"), dict)]
 
     # --- the lock, the write probe, temporaries ---
     def lock(self) -> ResultsLock:
@@ -219,16 +333,17 @@ class ResultsFolder:
                             f"folder with --results") from None
 
     def remove_temporaries(self, *, lock_held: bool = False) -> int:
-        """Remove the half-written files of a killed writer (atomic writes' `.<name>.*.tmp`, write probes) at
-        every level of the folder (Ray's own `.ray/` aside); returns how many. Skipped while another process
+        """Remove the half-written files of a killed writer (atomic writes' `.<name>.<random>.tmp`, write
+        probes) at every level of the folder (Ray's own `.ray/` aside); returns how many. Only in a tfbench
+        results folder (`is_results_folder`) and only tfbench's own patterns; skipped while another process
         runs a sweep here (its temporaries are live), unless the caller is that sweep (`lock_held`)."""
-        if not self.path.is_dir() or (not lock_held and self.is_locked()):
+        if not self.path.is_dir() or (not lock_held and self.is_locked()) or not self.is_results_folder():
             return 0
         removed = 0
         for root, dirs, files in os.walk(self.path):
             dirs[:] = [d for d in dirs if d != ".ray"]
             for name in files:
-                if (name.startswith(".") and name.endswith(".tmp")) or name.startswith(".write-probe-"):
+                if TEMPORARY.fullmatch(name):
                     Path(root, name).unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -278,6 +393,8 @@ class ResultsFolder:
         return moved
 
 
+# what harness.io's atomic writes (tempfile.mkstemp: 8 random characters) and write_probe leave behind
+TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp|\.write-probe-\d+")
 _IGNORED = {"imports", "request", "spec_version"}
 
 

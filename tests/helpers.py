@@ -16,3 +16,12 @@ def event_scalars(tb: Path) -> list[tuple[str, int, float]]:
         for event in LegacyEventFileLoader(str(path)).Load():
             out += [(v.tag, event.step, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
     return out
+
+
+def key_of(method: str, dataset: str, seed: int, params: dict, *extra: object) -> str:
+    """A trial key for hand-made trials tables: unique per configuration and seed, and a valid folder name
+    (what tfbench's keys always are), like `ce-cifar100-s0-lam0.1-3`."""
+    import re
+
+    parts = [method, dataset, f"s{seed}", *(f"{k}{v}" for k, v in sorted(params.items())), *map(str, extra)]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))

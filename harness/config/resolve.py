@@ -150,6 +150,11 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     recipe = values.pop("recipe", default_recipe(dataset))
     values.setdefault("holdout", default_holdout(dataset))
     config = resolve_train(epochs, recipe, **values)
+    train_images = data_cls.train_images(data_cls.Params(**resolved_data))
+    if config.protocol == "clean" and config.holdout >= 1 and train_images is not None and \
+            config.holdout >= train_images:
+        raise UserError(f"train.holdout is {config.holdout:g} images, but {dataset} trains on {train_images:,}; "
+                        f"allowed: fewer images than that, or a fraction in (0, 1)")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed: found {seed!r}; allowed: a whole number in [0, {MAX_SEED}]")
     request = request_hash(method=method, dataset=dataset, model=given_model,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 Strict = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
+MAX_THREADS = 1024           # threads and loader workers: beyond any machine's cores (torch aborts on absurd counts)
 RECIPE_NAMES = ("zipf", "pskd", "tfkd", "imagenet")  # harness/config/presets.py holds their values
 DEVICE_RULE = r"^(auto|cpu|cuda(:\d+)?)$"
 
@@ -77,14 +78,17 @@ class TrainConfig(BaseModel):
     fast_path: bool = Field(True, description="whole data set as one tensor on the device (in-memory sets)")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     device: Annotated[str, Field(pattern=DEVICE_RULE)] = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threads: Whole = Field(0, description="torch.set_num_threads; 0 = torch's default (in the key)")
-    num_workers: Whole = Field(0, description="DataLoader workers (file-based sets; in the key)")
+    threads: Annotated[int, Field(ge=0, le=MAX_THREADS)] = Field(
+        0, description="torch.set_num_threads; 0 = torch's default (in the key)")
+    num_workers: Annotated[int, Field(ge=0, le=MAX_THREADS)] = Field(
+        0, description="DataLoader workers (file-based sets; in the key)")
     compile: bool = Field(False, description="torch.compile the step: the forward with the maps a method "
                                              "declared, and its loss")
     amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
     checkpoint: bool = Field(True, description="write checkpoint.pt every epoch")
     max_steps_per_epoch: Whole = Field(0, description="0 = whole epochs; > 0 caps each epoch")
-    workers: Positive = Field(1, description="data-parallel workers (set from resources.workers_per_trial)")
+    workers: Annotated[int, Field(ge=1, le=MAX_THREADS)] = Field(
+        1, description="data-parallel workers (set from resources.workers_per_trial)")
     sync_debug: bool = Field(False, description="CUDA: raise on a host synchronisation inside a step")
     protocol: Literal["clean", "paper"] = Field(
         "clean", description="clean: select the epoch on a held-out validation split, test once; paper: select "

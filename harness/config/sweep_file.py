@@ -229,6 +229,8 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     keys = [t.key() for t in trials]
     if len(set(keys)) != len(keys):
         P.add((), "the axes produce the same trial more than once; remove the duplicated entries")
+    if search is not None:  # what only the resolved trials say: their epochs and protocol, per data set
+        _check_search_trials(P, search, trials, resources)
     P.raise_if_any()
     if resources.workers_per_trial > 1:
         trials = [_with_workers(t, resources.workers_per_trial) for t in trials]
@@ -290,10 +292,17 @@ def _check_grid(P: Problems, where: tuple, method: str, params: dict[str, Any]) 
 def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[str, Any], from_set: set[str]) -> bool:
     from harness.data import DATASETS
 
-    _, problems = check_params(DATASETS.get(dataset).Params, params)
+    cls = DATASETS.get(dataset)
+    resolved, problems = check_params(cls.Params, params)
     for loc, what in problems:
         key = loc[0] if loc else "?"
         P.add((f"--set dataset.{key}",) if key in from_set else where + loc, f"dataset {dataset!r}: {what}")
+    if resolved is not None:  # the data set's own range checks (its Params refuse a value out of range)
+        try:
+            cls.Params(**resolved)
+        except UserError as e:
+            P.add(where, str(e))
+            return False
     return not problems
 
 
@@ -361,6 +370,22 @@ def _where(mi: int, keys: list[str], axes: list[list[Any]], combo: tuple, messag
             return ("methods", mi, "params", key, values.index(value)) if isinstance(entry[key], list) else \
                 ("methods", mi, "params", key)
     return ("methods", mi, "params")
+
+
+def _check_search_trials(P: Problems, search: SearchSpec, trials: list[TrialSpec], resources: Resources) -> None:
+    """search: against the trials as resolved (a data set's default epochs, dataset_defaults' protocol)."""
+    if resources.workers_per_trial > 1:
+        P.add(("resources", "workers_per_trial"), f"found {resources.workers_per_trial} in a sweep with search:; "
+                                                  f"allowed: 1 (a search trial trains in one process)")
+    for t in trials:
+        if search.scheduler == "asha" and search.grace_period > t.train.epochs:
+            P.add(("search", "scheduler", "grace_period"),
+                  f"found {search.grace_period}, but {t.method} on {t.dataset} trains {t.train.epochs} epochs; "
+                  f"allowed: at most the trials' epochs")
+        if t.train.protocol != "clean":
+            P.add(("train", "protocol"), f"{t.method} on {t.dataset} resolves to protocol {t.train.protocol!r} "
+                                         f"(dataset_defaults); allowed with search: clean (the search selects on "
+                                         f"the held-out validation split)")
 
 
 def _with_workers(spec: TrialSpec, workers: int) -> TrialSpec:

@@ -125,7 +125,7 @@ class _Cifar(DatasetDef):
 class Cifar10(_Cifar):
     """CIFAR-10: 32x32 colour, 10 classes, 50,000 + 10,000."""
 
-    known_classes = 10
+    known_classes, known_train_images = 10, 50_000
 
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -147,7 +147,7 @@ class Cifar10(_Cifar):
 class Cifar100(_Cifar):
     """CIFAR-100: 32x32 colour, 100 classes in 20 super-classes, 50,000 + 10,000."""
 
-    known_classes = 100
+    known_classes, known_train_images = 100, 50_000
 
     folder = "cifar-100-python"
     train_files = ("train",)

@@ -6,6 +6,7 @@ std; neither augments by default (digits are not flip-invariant and fill their 8
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,18 +38,27 @@ class Digits(DatasetDef):
         crop_padding: int = 0      # digits are not flip-invariant and fill their 8x8 frame: no augmentation
         flip: bool = False
 
+        def __post_init__(self) -> None:  # in the parameters, so a trial is refused when it is resolved
+            if not 0 < self.val_fraction < 1:
+                raise UserError(f"dataset 'digits': val_fraction must be in (0, 1), got {self.val_fraction}")
+            if self.split_seed < 0 or self.crop_padding < 0:
+                raise UserError(f"dataset 'digits': split_seed and crop_padding must be >= 0, got "
+                                f"{self.split_seed} and {self.crop_padding}")
+
     layout = "bundled with scikit-learn (sklearn.datasets.load_digits)"
     needs_root = False
     in_memory = True
     split_seed_param = "split_seed"
     known_classes = 10
 
+    @classmethod
+    def train_images(cls, p: Any) -> int | None:
+        return 1797 - math.ceil(1797 * p.val_fraction)  # scikit-learn's train_test_split rounds the test share up
+
     def build(self, p: Any, root: Path | None) -> DataBundle:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
-        if not 0 < p.val_fraction < 1:
-            raise UserError(f"dataset 'digits': val_fraction must be in (0, 1), got {p.val_fraction}")
         d = load_digits()
         # 0..16 grey levels -> 0..255, the uint8 range every in-memory dataset uses.
         x = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
@@ -92,6 +102,17 @@ class Synthetic(DatasetDef):
         crop_padding: int = 0
         flip: bool = False
 
+        def __post_init__(self) -> None:  # in the parameters, so a trial is refused when it is resolved
+            for key in ("num_classes", "num_superclasses", "image_size", "channels", "train_per_class",
+                        "val_per_class", "grid"):
+                if getattr(self, key) < 1:
+                    raise UserError(f"dataset 'synthetic': {key} must be >= 1, got {getattr(self, key)}")
+            if self.num_superclasses > self.num_classes:
+                raise UserError(f"dataset 'synthetic': num_superclasses ({self.num_superclasses}) must not exceed "
+                                f"num_classes ({self.num_classes})")
+            if self.max_shift < 0 or self.noise < 0 or self.seed < 0 or self.crop_padding < 0:
+                raise UserError("dataset 'synthetic': max_shift, noise, seed and crop_padding must be >= 0")
+
     layout = "generated in memory (no files)"
     needs_root = False
     in_memory = True
@@ -100,16 +121,11 @@ class Synthetic(DatasetDef):
     def class_count(cls, p: Any) -> int | None:
         return p.num_classes
 
+    @classmethod
+    def train_images(cls, p: Any) -> int | None:
+        return p.num_classes * p.train_per_class
+
     def build(self, p: Any, root: Path | None) -> DataBundle:
-        for key in ("num_classes", "num_superclasses", "image_size", "channels", "train_per_class",
-                    "val_per_class", "grid"):
-            if getattr(p, key) < 1:
-                raise UserError(f"dataset 'synthetic': {key} must be >= 1, got {getattr(p, key)}")
-        if p.num_superclasses > p.num_classes:
-            raise UserError(f"dataset 'synthetic': num_superclasses ({p.num_superclasses}) must not exceed "
-                            f"num_classes ({p.num_classes})")
-        if p.max_shift < 0 or p.noise < 0:
-            raise UserError("dataset 'synthetic': max_shift and noise must be >= 0")
         data = make_synthetic(**{f.name: getattr(p, f.name) for f in dataclasses.fields(p)
                                  if f.name not in ("crop_padding", "flip")})
         tx, ty, vx, vy, supers = data

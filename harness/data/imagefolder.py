@@ -52,7 +52,7 @@ def image_folder_samples(folder: Path, classes: list[str]) -> list[tuple[str, in
 class TinyImageNet(DatasetDef):
     """Tiny ImageNet (200 classes, 64x64): trained and tested at 32x32 by default as in the official recipe."""
 
-    known_classes = 200
+    known_classes, known_train_images = 200, 100_000
 
     @dataclass(frozen=True)
     class Params:
@@ -150,6 +150,9 @@ class ImageNet(DatasetDef):
         image_size: int = 224
         on_bad_image: Literal["fail", "skip"] = "fail"
 
+        def __post_init__(self) -> None:  # in the parameters, so a trial is refused when it is resolved
+            _check_size(self.image_size)
+
     layout = "<root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG (ImageFolder), same class folders"
 
     @classmethod
@@ -179,9 +182,13 @@ class ImageNet(DatasetDef):
                            on_bad_image=p.on_bad_image, root=root)
 
 
-def _imagenet_transforms(size: int) -> tuple[Any, Any]:
+def _check_size(size: int) -> None:
     if size < 8:
         raise UserError(f"image_size must be >= 8, got {size}")
+
+
+def _imagenet_transforms(size: int) -> tuple[Any, Any]:
+    _check_size(size)
     resize = round(size * 256 / 224)  # 256 for 224, the usual ratio otherwise
     train_tf = v2.Compose([v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(), *pil_tail(IMAGENET_MEAN, IMAGENET_STD)])
     eval_tf = v2.Compose([v2.Resize(resize), v2.CenterCrop(size), *pil_tail(IMAGENET_MEAN, IMAGENET_STD)])
@@ -202,6 +209,9 @@ class INat21(DatasetDef):
         image_size: int = 224
         superclass_level: Literal["kingdom", "phylum", "class", "order", "family", "genus"] = "class"
         on_bad_image: Literal["fail", "skip"] = "fail"
+
+        def __post_init__(self) -> None:  # in the parameters, so a trial is refused when it is resolved
+            _check_size(self.image_size)
 
     train_version: ClassVar[str] = "2021_train_mini"
     val_version: ClassVar[str] = "2021_valid"

@@ -79,6 +79,10 @@ class FashionMNIST(DatasetDef):
 
     known_classes = 10
 
+    @classmethod
+    def train_images(cls, p: Any) -> int | None:
+        return 10 * p.train_per_class if p.train_per_class else 60_000
+
     @dataclass(frozen=True)
     class Params:
         root: str | None = None

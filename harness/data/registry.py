@@ -153,10 +153,18 @@ class DatasetDef:
     # method parameters are checked against it once, when the trial is resolved, instead of on every worker.
     known_classes: ClassVar[int | None] = None
 
+    # Likewise the training split's size, when fixed (the clean protocol's holdout must be smaller).
+    known_train_images: ClassVar[int | None] = None
+
     @classmethod
     def class_count(cls, p: Any) -> int | None:
         """The class count with parameters `p`, when it is known without reading the data."""
         return cls.known_classes
+
+    @classmethod
+    def train_images(cls, p: Any) -> int | None:
+        """The training split's size with parameters `p`, when it is known without reading the data."""
+        return cls.known_train_images
 
     @classmethod
     def env_var(cls) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
-from harness.folders import STATUSES, ResultsFolder
+from harness.folders import KEY_RULE, STATUSES, ResultsFolder, read_bounded, read_lines, result_problem
 from harness.io import atomic_write_text, csv_text
 
 if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module for trials.csv
@@ -45,10 +46,16 @@ def warn_stderr(message: str) -> None:
 
 # --- trials.csv ----------------------------------------------------------------------------------
 
-def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = False) -> dict[str, Any]:
-    """The trials.csv row of one trial: its resolved spec (as TrialSpec.to_dict) plus its record."""
+def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = False,
+              warn: Warn = warn_stderr) -> dict[str, Any]:
+    """The trials.csv row of one trial: its resolved spec (as TrialSpec.to_dict) plus its record. A finished
+    record that cannot be counted (another trial's, or an implausible number) is one warning and the trial
+    is not counted as finished."""
     trial = ResultsFolder(folder).trial(key)
     status = trial.status()
+    problem = trial.problem()
+    if problem:
+        warn(f"{trial / trial.RESULT}: not counted: {problem}")
     train = spec.get("train") or {}
     row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
                            "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
@@ -95,10 +102,17 @@ def recorded_specs(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+MAX_TRIALS_CSV = 256 * 1024**2  # 10,000 trials are a few MB
+
+
 def damage_of(path: Path) -> str | None:
-    """Why `path` is not a usable trials.csv (empty, not text, header cut, a row cut), or None."""
+    """Why `path` is not a usable trials.csv (not a regular file, too large, empty, not text, header cut, a
+    row cut), or None."""
+    data = read_bounded(path, MAX_TRIALS_CSV)
+    if data is None:
+        return "it is not a regular file of at most 256 MiB"
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "it is not UTF-8 text"
     if not text.strip():
@@ -127,7 +141,7 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
 
     folder = Path(results_dir)
     path = folder / "trials.csv"
-    damage = damage_of(path) if path.is_file() else "it is missing"
+    damage = damage_of(path) if path.exists() else "it is missing"
     if damage is not None:
         specs = recorded_specs(folder)
         if not specs:
@@ -151,7 +165,8 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
         warn(f"{path}: {damage}; rebuilt from {len(rows)} trial records ({where})")
         trials = pd.read_csv(io.StringIO(text))
     else:
-        trials = pd.read_csv(path)
+        trials = pd.read_csv(io.BytesIO(read_bounded(path, MAX_TRIALS_CSV) or b""))
+    trials = without_implausible(trials, warn=warn)
     # against the sweep as last run: a folder whose spec another key now answers is stale even if the csv
     # (written before, or rebuilt from every record) does not say so
     stale = ResultsFolder(folder).stale_keys()
@@ -160,6 +175,38 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
             if "stale" in trials.columns else False
         trials["stale"] = marked | trials["key"].isin(stale)
     return without_stale(trials, warn=warn)
+
+
+def without_implausible(trials: pd.DataFrame, *, warn: Warn = warn_stderr) -> pd.DataFrame:
+    """A finished row whose numbers a tfbench trial cannot have written (a string, NaN, a top-1 of 7.5, a row
+    naming another trial's key twice) is one warning and is not counted: its status becomes pending."""
+    if "status" not in trials.columns:
+        return trials
+    trials = trials.copy()
+    finished = trials["status"].astype(str) == "finished"
+    bad = []
+    for i in trials.index[finished]:
+        row = {k: _plain(v) for k, v in trials.loc[i].items() if k in RESULT_COLUMNS}
+        problem = result_problem(row, None)
+        if problem:
+            bad.append(f"{trials.at[i, 'key']} ({problem})")
+            trials.at[i, "status"] = "pending"
+    if "key" in trials.columns:  # a key is one folder name; one listed twice is one trial counted twice
+        keys = trials["key"].astype(str)
+        invalid = ~keys.map(lambda k: bool(KEY_RULE.fullmatch(k)) and ".." not in k)
+        duplicated = keys.duplicated(keep="first")
+        bad += [f"{k[:60]!r} (not a trial key)" for k in keys[invalid]]
+        bad += [f"{k} (listed twice)" for k in keys[duplicated & ~invalid]]
+        trials = trials[~(invalid | duplicated)]
+    if bad:
+        warn(f"trials.csv: {len(bad)} row(s) not counted: " + "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else ""))
+    return trials.reset_index(drop=True)
+
+
+def _plain(value: Any) -> Any:
+    """A cell as result.json would hold it: numpy scalars as Python numbers, an empty (NaN) cell as absent."""
+    value = value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def without_stale(trials: pd.DataFrame, *, warn: Warn = warn_stderr) -> pd.DataFrame:
@@ -178,13 +225,13 @@ def without_stale(trials: pd.DataFrame, *, warn: Warn = warn_stderr) -> pd.DataF
 # --- per-epoch records and temporaries -----------------------------------------------------------
 
 def read_jsonl_records(path: Path, *, warn: Warn = warn_stderr) -> list[dict[str, Any]]:
-    """The JSON-object lines of a file; damaged lines are skipped with one warning naming file and lines."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except FileNotFoundError:
-        return []
+    """The JSON-object lines of a file, read in bounded time and memory (a named pipe or a huge file is one
+    warning); damaged lines are skipped with one warning naming file and lines."""
+    lines, problem = read_lines(path)
+    if problem:
+        warn(f"{path}: {problem}")
     records, bad = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -52,6 +52,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
             f"settings (the old folders move to {folder / folder.STALE}/, nothing is deleted)"]))
     folder.write_probe()
     with folder.lock():
+        folder.mark()
         if stale:
             moved = folder.move_aside(set(stale))
             print(f"sweep {sweep.name}: moved {len(moved)} stale trial folder(s) to {folder / folder.STALE}/", flush=True)

@@ -330,13 +330,6 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
     search = sweep.search
     assert search is not None
     groups = groups_of(sweep)
-    if sweep.resources.workers_per_trial > 1:  # the search trainable runs one process; Ray Train is not wired in
-        raise UserError(f"{sweep.source}: resources.workers_per_trial is {sweep.resources.workers_per_trial} in a "
-                        f"sweep with search:; allowed: 1 (data-parallel search trials are not supported)")
-    paper = sorted({f"{g.base.method} on {g.base.dataset}" for g in groups if g.base.train.protocol != "clean"})
-    if paper:  # dataset_defaults can set the protocol per data set: the file check sees only train:
-        raise UserError(f"{sweep.source}: train.protocol is paper for {', '.join(paper)}; allowed with search: "
-                        f"clean (the search selects on the held-out validation split)")
     todo = []
     for g in groups:
         known = group_trials(g, search, folder)

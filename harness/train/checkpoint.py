@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from harness.folders import TrialFolder
+from harness.folders import TrialFolder, read_lines
 from harness.io import atomic_write_bytes
 
 CHECKPOINT, BEST = TrialFolder.CHECKPOINT, TrialFolder.BEST
@@ -103,10 +103,11 @@ def load_checkpoint(path: Path, log: Callable[[str], None], rename: bool = True,
 
 def read_metrics(path: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """The leading run of intact per-epoch records (epochs 1, 2, ...); a damaged line ends it, with a warning."""
-    if not path.exists():
-        return []
+    lines, problem = read_lines(path)
+    if problem:
+        log(f"warning: {path} {problem}")
     rows: list[dict[str, Any]] = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
             ok = isinstance(row, dict) and row.get("epoch") == len(rows) + 1

@@ -70,6 +70,9 @@ def make_splits(labels: Tensor, *, protocol: str, holdout: float, holdout_seed: 
         return Splits(protocol, fit=torch.arange(len(labels)), select=None)
     if protocol != "clean":
         raise UserError(f"train.protocol is {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    if holdout >= len(labels):  # else every class would silently keep one training image
+        raise UserError(f"train.holdout is {holdout:g} images, but the training split has {len(labels):,}; allowed: "
+                        f"fewer images than that, or a fraction in (0, 1)")
     fit, select = holdout_split(labels, holdout=holdout, seed=holdout_seed)
     if len(select) == 0:
         raise UserError(f"train.holdout is {holdout!r}: that holds out no image of the {len(labels)} training "

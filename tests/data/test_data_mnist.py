@@ -13,11 +13,11 @@ import torch
 from dataset_files import check_items, fashion_fixture, one_line_error, write_idx
 
 from harness.config.resolve import resolve_trial
+from harness.config.selection import MIN_PER_CLASS
 from harness.config.sweep_file import load_sweep
 from harness.data import FASHION_MEAN, FashionMNIST, build_dataset, check_dataset, read_idx
 from harness.data.mnist import DEBIAN_FASHION_MNIST
 from harness.errors import UserError
-from harness.config.selection import MIN_PER_CLASS
 from harness.train.splits import per_class_holdout
 
 

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import key_of
 from scipy import stats
 
 from harness.errors import UserError
@@ -29,7 +30,7 @@ from harness.results.aggregate import (
 
 def trial(method, seed, *, status="finished", dataset="cifar100", model="resnet18", epochs=3, top1=None,
           step=0.1, mem=1000.0, state=0.0, **params):
-    row = {"key": f"{method}-{dataset}-{seed}-{sorted(params.items())}-{epochs}", "status": status,
+    row = {"key": key_of(method, dataset, seed, params, epochs), "status": status,
            "error": "" if status == "finished" else "RuntimeError: boom", "method": method, "dataset": dataset,
            "model": model, "seed": seed, "epochs": epochs,
            "p.lam": params.get("lam", math.nan), "p.alpha": params.get("alpha", math.nan)}

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import key_of
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
@@ -30,7 +31,7 @@ STATE = {"ce": 0, "zipf": 0, "pskd": 57480}
 
 
 def trial(method, seed, top1, *, dataset="cifar100", step=0.1, epoch=3, n_epochs=3, **params):
-    return {"key": f"{method}-{dataset}-{seed}-{sorted(params.items())}", "status": "finished", "error": "",
+    return {"key": key_of(method, dataset, seed, params), "status": "finished", "error": "",
             "method": method, "dataset": dataset, "model": "resnet18", "seed": seed, "epochs": n_epochs,
             "protocol": "clean", "select": "top1",
             "p.alpha": params.get("alpha", math.nan), "p.lam": params.get("lam", math.nan),

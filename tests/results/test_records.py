@@ -149,10 +149,10 @@ def test_plot_skips_a_garbage_metrics_line_with_one_warning(tmp_path, capsys):
 
 def test_leftover_temporaries_are_removed_at_every_level_by_table_and_plot(tmp_path, capsys):
     folder = make_folder(tmp_path)
-    tmps = [folder / ".trials.csv.abc123.tmp", folder / ".summary.md.x1.tmp",
-            folder / "plots" / ".learning_digits_tiny_cnn.png.q.tmp",
-            folder / "trials" / "ce-digits-s0-0123456789" / ".result.json.z.tmp"]
-    keep = [folder / "plots" / "notes.tmp", folder / ".ray" / "x" / ".state.json.a.tmp"]  # not ours
+    tmps = [folder / ".trials.csv.abc123de.tmp", folder / ".summary.md.x1y2z3w4.tmp",
+            folder / "plots" / ".learning_digits_tiny_cnn.png.qqqqqqqq.tmp",
+            folder / "trials" / "ce-digits-s0-0123456789" / ".result.json.zzzzzzzz.tmp"]
+    keep = [folder / "plots" / "notes.tmp", folder / ".ray" / "x" / ".state.json.aaaaaaaa.tmp"]  # not ours
     for p in [*tmps, *keep]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("half")
@@ -166,7 +166,7 @@ def test_leftover_temporaries_are_removed_at_every_level_by_table_and_plot(tmp_p
 
 def test_temporaries_of_a_running_sweep_are_left_alone(tmp_path):
     folder = make_folder(tmp_path)
-    tmp = folder / ".trials.csv.live.tmp"
+    tmp = folder / ".trials.csv.live1234.tmp"
     tmp.write_text("being written")
     # another process holds the folder's lock, as `tfbench run` does
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

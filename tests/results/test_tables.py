@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 import pytest
+from helpers import key_of
 from scipy import stats
 
 from harness.cli import table as cmd_table
@@ -28,7 +29,7 @@ from harness.results.tables import (
 
 
 def trial(method, seed, top1, *, dataset="cifar_100", status="finished", step=0.1, state=0.0, **params):
-    row = {"key": f"{method}-{dataset}-{seed}-{sorted(params.items())}", "status": status,
+    row = {"key": key_of(method, dataset, seed, params), "status": status,
            "error": "" if status == "finished" else "ValueError: loss is nan\ntraceback...", "method": method,
            "dataset": dataset, "model": "resnet18", "seed": seed, "epochs": 2,
            "p.alpha": params.get("alpha", math.nan), "p.lam": params.get("lam", math.nan)}

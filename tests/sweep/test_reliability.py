@@ -324,7 +324,7 @@ def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(
         train_trial(spec, folder / "trials" / spec.key(), log=lambda s: None)
     first = folder / "trials" / sweep.trials[0].key()
     stamps = {t.key(): (folder / "trials" / t.key() / "result.json").stat().st_mtime_ns for t in sweep.trials}
-    (first / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (first / ".checkpoint.pt.abc123de.tmp").write_bytes(b"half a checkpoint")
     (first / "metrics.jsonl").write_text('{"epoch": 1, "val_top1": 0.5\n')  # damaged after the trial finished
 
     def must_not_run(*a, **k):
@@ -335,7 +335,7 @@ def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "2 already finished, 0 to run" in out
-    assert not (first / ".checkpoint.pt.abc123.tmp").exists()
+    assert not (first / ".checkpoint.pt.abc123de.tmp").exists()
     assert {t.key(): (folder / "trials" / t.key() / "result.json").stat().st_mtime_ns for t in sweep.trials} == stamps
     assert [r["status"] for r in read_csv(folder / "trials.csv")] == ["finished", "finished"]
     assert "2 finished" in (folder / "summary.md").read_text()
