@@ -37,12 +37,17 @@ def load_user_module(ref: str, base_dir: str | Path | None = None) -> ModuleType
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as e:  # exit() in a method file must not end tfbench without a word (or with exit 0)
+            sys.modules.pop(name, None)
+            raise UserImportError(f"imports: {ref!r} called exit({e.code!r:.80}) while being imported") from None
         except Exception as e:  # the user's code: report it in one line, whatever it raised
             sys.modules.pop(name, None)
             raise UserImportError(f"imports: {ref!r} raised {type(e).__name__}: {e}") from e
         return module
     try:
         return importlib.import_module(ref)
+    except SystemExit as e:
+        raise UserImportError(f"imports: {ref!r} called exit({e.code!r:.80}) while being imported") from None
     except ModuleNotFoundError as e:
         raise UserImportError(f"imports: {ref!r}: no such module ({e})") from e
     except Exception as e:

@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from harness.errors import UserError
+from harness.errors import UserError, printable
 
 # subcommand -> (module, help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # only user errors are reduced to one line
         if _is_user_error(e):
-            print(f"tfbench: error: {e}", file=sys.stderr)
+            print(f"tfbench: error: {printable(e)}", file=sys.stderr)
             return 2
         raise
 

@@ -22,12 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model.<param>, train.<field> (e.g. train.batch_size=64); repeatable")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
                    help="a Python file or module that registers extra methods; repeatable")
-    p.add_argument("--out", required=True, type=Path, help="output folder for this trial")
+    p.add_argument("--out", required=True, type=Path, help="output folder for this trial (rerunning the same "
+                                                           "trial into it resumes it)")
+    p.add_argument("--force", action="store_true",
+                   help="when --out holds another trial's records, move them to <out>.moved-<key> and start fresh")
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.train.loop import TrialDiverged, train_trial
 
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
     for ref in args.imports:
         load_user_module(ref)
     sets = parse_sets(args.sets)
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trial {spec.key()}: {spec.method} on {spec.dataset} with {spec.model}, seed {spec.seed}, "
           f"{spec.train.epochs} epochs -> {args.out}", flush=True)
     try:
-        result = train_trial(spec, args.out, log=lambda s: print(s, flush=True))
+        result = train_trial(spec, args.out, log=lambda s: print(s, flush=True), force=args.force)
     except TrialDiverged as e:
         print(f"tfbench: error: {e}", file=sys.stderr)
         return 1

@@ -94,7 +94,11 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     if size > MAX_BYTES:
         raise SweepError(src, [f"the file is {size:,} bytes; allowed: at most {MAX_BYTES:,} bytes for a sweep file"])
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+    except OSError as e:  # no permission, or a file that vanished
+        raise SweepError(src, [f"cannot be read: {e.strerror or e}"]) from None
+    try:
+        text = data.decode("utf-8")
         if "\0" in text:
             raise ValueError
         if _flow_depth(text) > MAX_DEPTH:  # PyYAML takes seconds to fail on thousands of open brackets

@@ -78,7 +78,8 @@ class _Cifar(DatasetDef):
     def build(self, p: Any, root: Path | None) -> DataBundle:
         assert root is not None
         if p.download and self.problem(root):
-            self.torchvision_class()(str(root), train=True, download=True)
+            with self.fetching(root):
+                self.torchvision_class()(str(root), train=True, download=True)
         self.require_layout(root)
         base = self.base(root)
         parts = [self._read(base, name, root) for name in self.train_files]

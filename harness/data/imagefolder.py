@@ -235,7 +235,11 @@ class INat21(DatasetDef):
         splits = {}
         for v in (self.train_version, self.val_version):
             try:
-                splits[v] = INaturalist(str(root), version=v, download=p.download)
+                if p.download:
+                    with self.fetching(root):
+                        splits[v] = INaturalist(str(root), version=v, download=True)
+                else:
+                    splits[v] = INaturalist(str(root), version=v, download=False)
             except RuntimeError as e:  # torchvision's layout checks (folder naming, numbering)
                 raise self.malformed(root, f"is not readable as {v}: {one_line(e)}") from None
         tr, va = splits[self.train_version], splits[self.val_version]

@@ -130,8 +130,9 @@ class FashionMNIST(DatasetDef):
         if p.download and isinstance(self.files(root), str):
             import torchvision
 
-            for train in (True, False):
-                torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+            with self.fetching(root):
+                for train in (True, False):
+                    torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
         files = self.files(root)
         if isinstance(files, str):
             raise self.malformed(root, files)

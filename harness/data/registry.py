@@ -18,6 +18,7 @@ the layout expected there.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -182,6 +183,21 @@ class DatasetDef:
     @classmethod
     def malformed(cls, root: Path | str, what: str) -> UserError:
         return UserError(f"dataset {cls.name!r}: root {root} {what}; expected layout: {cls.layout}")
+
+    @classmethod
+    @contextlib.contextmanager
+    def fetching(cls, root: Path):
+        """Around torchvision's download: a failure (offline, a proxy, a checksum) is one line naming the root
+        and what to do, not urllib's traceback."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001  whatever urllib, ssl or torchvision raised
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"dataset {cls.name!r}: download into {root} failed ({type(e).__name__}: {first}); "
+                            f"offline, put the files there yourself (layout: {cls.layout}) and set download: "
+                            f"false") from None
 
     @classmethod
     def require_layout(cls, root: Path) -> None:

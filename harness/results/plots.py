@@ -18,9 +18,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.results import records
 from harness.results.aggregate import (
     DEFAULT_METRIC,
     METRICS,
+    TABLE_METRICS,
     ablation_rows,
     across_scores,
     aggregate,
@@ -64,14 +66,26 @@ def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
     return paths
 
 
-def write_plots(results_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[Path]:
-    """All figures of a results folder under results/<sweep>/plots/; returns the written paths.
+def write_plots(results_dir: str | Path, metric: str | None = None, out: str | Path | None = None) -> list[Path]:
+    """All figures of a results folder under `out` (default results/<sweep>/plots/); returns the written
+    paths. `metric`: the y axes' (default: the sweep's primary metric). Figures of an earlier run that this
+    one did not write again (a configuration no longer in the sweep) are removed from the folder, so that
+    plots/ shows one sweep's figures only; with `out`, the results folder is not written at all.
 
     Learning curves and accuracy-vs-cost show one line / point per method: its configuration chosen on the
     selection split in that dataset / model (`best_per_method`; the only one in a sweep without ablations)."""
     results_dir = Path(results_dir)
-    out = results_dir / "plots"
-    trials = load_trials(results_dir)
+    metric = metric or records.sweep_primary(results_dir, DEFAULT_METRIC, TABLE_METRICS)
+    out = Path(out) if out is not None else results_dir / "plots"
+    paths = _figures(results_dir, metric, out, write=out.resolve().is_relative_to(results_dir.resolve()))
+    for old in [*out.glob("*.png"), *out.glob("*.pdf")]:
+        if old not in paths:
+            old.unlink(missing_ok=True)
+    return paths
+
+
+def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[Path]:
+    trials = load_trials(results_dir, write=write)
     groups = aggregate(trials, metric=metric)
     if groups.empty:
         return []

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import UserError
+from harness.errors import UserError, printable
 from harness.folders import KEY_RULE, STATUSES, ResultsFolder, read_bounded, read_lines, result_problem
 from harness.io import atomic_write_text, csv_text
 
@@ -41,7 +41,7 @@ REQUIRED_COLUMNS = ("key", "status", "method", "dataset", "model", "seed")
 
 
 def warn_stderr(message: str) -> None:
-    print(f"tfbench: warning: {message}", file=sys.stderr, flush=True)
+    print(f"tfbench: warning: {printable(message)}", file=sys.stderr, flush=True)
 
 
 # --- trials.csv ----------------------------------------------------------------------------------

@@ -303,7 +303,14 @@ def preflight(resources: Any, address: str | None, sweep: Any = None) -> str | N
     resolved = check_address(address)
     connect(resolved)
     check_cluster_placement(p)
+    print(describe_cluster(resolved, ray_nodes()), flush=True)
     return resolved
+
+
+def describe_cluster(address: str, nodes: list[dict[str, float]]) -> str:
+    """The one line that says which cluster a sweep attached to, and what it has."""
+    return (f"attached to the Ray cluster at {address}: {len(nodes)} node(s), "
+            f"{sum(n.get('CPU', 0.0) for n in nodes):g} CPU, {sum(n.get('GPU', 0.0) for n in nodes):g} GPU")
 
 
 # --- after the sweep ---------------------------------------------------------------------------------

@@ -58,6 +58,11 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
             print(f"sweep {sweep.name}: moved {len(moved)} stale trial folder(s) to {folder / folder.STALE}/", flush=True)
         # half-written files of a killed run never become results; the lock is held: no live writer owns them
         folder.remove_temporaries(lock_held=True)
+        previous = (folder.sweep_record() or {}).get("source")
+        if isinstance(previous, str) and Path(previous).resolve() != Path(sweep.source).resolve():
+            print(f"tfbench: warning: {folder.path} was last written by {previous}; this run of {sweep.source} "
+                  f"replaces its summary and plots (both sweeps' trials stay under trials/; another `name:` "
+                  f"keeps them apart)", file=sys.stderr, flush=True)
         folder.write_sweep_record(sweep.record(sets))
         if sweep.search is not None:  # tune, then confirm
             from harness.sweep.search import run_search

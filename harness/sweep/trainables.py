@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.config.spec import TrialSpec
+from harness.errors import UserError
 from harness.folders import ResultsFolder, TrialFolder
 from harness.progress import file_logger
 
@@ -44,9 +45,10 @@ def run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Cal
         if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower():
             msg = f"out of memory: {msg}"
         log(traceback.format_exc())
-        # a diverged loss is deterministic (same seed, same data, same steps): another attempt would only
-        # diverge again, so the trial ends here as failed instead of going back to Tune for a retry
-        final = isinstance(e, TrialDiverged)
+        # a diverged loss is deterministic (same seed, same data, same steps), and so is bad input (a folder
+        # holding another trial's records): another attempt would fail again, so the trial ends here as
+        # failed instead of going back to Tune for a retry
+        final = isinstance(e, (TrialDiverged, UserError))
         trial.write_error({"status": "failed", "error": msg, "time": time.time(), "retried": not final})
         if final:
             return

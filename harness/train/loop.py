@@ -22,6 +22,7 @@ from torch import Tensor
 
 from harness.config.selection import diagnose, is_better
 from harness.config.spec import TrainConfig, TrialSpec
+from harness.errors import UserError
 from harness.folders import TrialFolder
 from harness.io import append_jsonl, environment, write_jsonl
 from harness.train.checkpoint import (
@@ -141,7 +142,7 @@ class Rig(StepRig):
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
                 log: Callable[[str], None] = print, startup: dict[str, float] | None = None,
-                bundle: Any = None) -> dict[str, Any]:
+                bundle: Any = None, force: bool = False) -> dict[str, Any]:
     """Train `spec`, writing config.json, metrics.jsonl, checkpoint.pt, best.pt (clean) and result.json.
 
     `report(metrics)` is called after every epoch, once the epoch's checkpoint is on disk (Ray Tune
@@ -151,10 +152,12 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     parts the caller measured (e.g. Ray Train's `workers_s`, `imports_s`); result.json records `startup_s`
     (launch to the first training step) and `setup_s` (this function's own set-up: data, model, resume).
     `bundle`: the data set already built (a data-parallel trial's driver builds it once for its workers).
+    A folder that holds another trial's records is refused (UserError), or with `force` moved aside first.
     """
     entered = time.time()
     trial, t = TrialFolder(out_dir), spec.train
     out = trial.path
+    claim(trial, spec.key(), force=force, log=log)
     r = build_rig(spec, bundle)
     lead, clean = r.rank == 0, t.protocol == "clean"
     keeps_best = clean and t.select != "last"  # `last` selects the final weights: no best.pt to keep
@@ -297,6 +300,25 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
                    device=device, amp=amp)
 
 
+def claim(trial: TrialFolder, key: str, *, force: bool, log: Callable[[str], None]) -> None:
+    """Make sure `trial` holds nothing of another trial before anything is written: records of two trials
+    must never mix (a resume would report the other's epochs as this one's)."""
+    other = trial.foreign_key(key)
+    if other is None:
+        return
+    if not any((trial / name).exists() for name in (trial.METRICS, trial.RESULT, CHECKPOINT)):
+        log(f"{trial.path}: replacing the config of trial {other}, which recorded no epoch")
+        return
+    if not force:
+        raise UserError(f"{trial.path} holds the records of trial {other}, not of {key}; refusing to mix them: "
+                        f"give another --out, or --force to move the old folder aside first")
+    aside, n = trial.path.with_name(f"{trial.path.name}.moved-{other}"), 1
+    while aside.exists():
+        aside, n = trial.path.with_name(f"{trial.path.name}.moved-{other}.{n}"), n + 1
+    os.rename(trial.path, aside)
+    log(f"moved the records of trial {other} from {trial.path} to {aside} (--force)")
+
+
 def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict, list[dict]]:
     """(start epoch, best so far, timing, the epochs' records) from the newest usable checkpoint, or a fresh
     start; the record and the weights must agree, so the checkpoint may be no newer than the intact record."""
@@ -309,9 +331,17 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
         if not lead:
             ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=False)
         state = state if ok else None
+    if state is not None and state.get("key", spec.key()) != spec.key():
+        raise UserError(f"{out / CHECKPOINT} is a checkpoint of trial {state['key']}, not of {spec.key()}; "
+                        f"refusing to resume from it")
     fresh = (0, {"top1": -1.0, "nll": math.inf, "epoch": 0}, {"steps": 0, "seconds": 0.0}, [])
     if state is None:
-        if lead:  # a fresh start leaves nothing of an earlier attempt behind
+        if lead:  # a fresh start leaves nothing of an earlier attempt behind, and says so
+            if history:
+                log(f"starting {spec.key()} from scratch: the record held {len(history)} epoch(s) that no usable "
+                    f"checkpoint covers (e.g. killed before the checkpoint was written); they are trained again")
+            else:
+                log(f"starting {spec.key()} from scratch")
             for name in (TrialFolder.METRICS, BEST, previous_checkpoint(Path(BEST)).name):
                 (out / name).unlink(missing_ok=True)
         if r.world > 1:
@@ -383,7 +413,7 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
 def _state(r: Rig, spec: TrialSpec, epoch: int, best: dict, timing: dict) -> dict[str, Any]:
     return dict(model=r.model.state_dict(), optimizer=r.opt.state_dict(), method=r.method.state_dict(),
                 extra=r.extra.state_dict() if r.extra is not None else None, epoch=epoch, best=best,
-                timing=timing, spec=spec.to_dict(),
+                timing=timing, spec=spec.to_dict(), key=spec.key(),
                 rng={"loader": r.generator.get_state(), "method": r.method_gen.get_state(),
                      "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()})
 
