@@ -113,8 +113,9 @@ def result_problem(record: dict[str, Any], key: str | None) -> str | None:
             return f"{name} is {value!r:.40}; allowed: a finite number"
         if value < 0 or (name in FRACTIONS and value > 1):
             return f"{name} is {value!r}; allowed: {'a fraction in [0, 1]' if name in FRACTIONS else '>= 0'}"
-    epoch = record.get("selected_epoch")
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1):
+    epoch = record.get("selected_epoch")  # trials.csv gives it back as 2.0
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or
+                              not math.isfinite(epoch) or not float(epoch).is_integer() or epoch < 1):
         return f"selected_epoch is {epoch!r:.40}; allowed: a whole number >= 1"
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -131,17 +132,29 @@ def environment(device: str | None = None) -> dict[str, Any]:
     return env
 
 
+# A text cell a spreadsheet would evaluate as a formula: = or @ first, a tab or carriage return first, or + or -
+# followed by something other than a number (`-0.5` and `+1.23 [+0.40, +2.06]` stay as they are).
+_FORMULA = re.compile(r"[=@\t\r]|[+-](?![\d.])")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with ' (OWASP's advice for CSV
+    injection: `=HYPERLINK(...)` in a method's name or parameter is then shown, not evaluated)."""
+    return f"'{cell}" if isinstance(cell, str) and _FORMULA.match(cell) else cell
+
+
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     """CSV text: the header, then the rows; '\\n' line ends, minimal quoting, None as an empty cell, floats
-    at full precision (repr). Why one function: every CSV tfbench writes (trials.csv, summary.csv, search.csv,
-    the analyses' tables, `--format csv`) goes through here, so a rule for cells holds for all of them."""
+    at full precision (repr), text that a spreadsheet would evaluate escaped (`spreadsheet_safe`). Why one
+    function: every CSV tfbench writes (trials.csv, summary.csv, search.csv, the analyses' tables, `--format
+    csv`) goes through here, so a rule for cells holds for all of them."""
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    w.writerow([spreadsheet_safe(c) for c in header])
+    w.writerows([spreadsheet_safe(c) for c in row] for row in rows)
     return buf.getvalue()
 
 

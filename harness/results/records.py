@@ -78,10 +78,10 @@ def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_trials_csv(folder: Path, specs: Iterable[tuple[str, dict[str, Any]]], *,
-                     stale: Collection[str] = ()) -> Path:
+                     stale: Collection[str] = (), warn: Warn = warn_stderr) -> Path:
     """One flat row per (key, resolved spec dict), in the given order: the source of every table.
-    `stale`: keys of finished trials whose stored spec no longer matches the sweep (issue 12)."""
-    rows = [trial_row(folder, key, spec, stale=key in stale) for key, spec in specs]
+    `stale`: keys of finished trials whose stored spec no longer matches the sweep."""
+    rows = [trial_row(folder, key, spec, stale=key in stale, warn=warn) for key, spec in specs]
     path = folder / "trials.csv"
     atomic_write_text(path, trials_csv_text(rows))
     return path

@@ -103,7 +103,7 @@ def _align(table: Table) -> tuple[str, ...]:
 
 def to_markdown(table: Table, *, level: int = 2) -> str:
     def md(text: str, mark: str) -> str:
-        text = text.replace("|", r"\|")
+        text = " ".join(text.splitlines()).replace("|", r"\|")  # a cell is one line, and a pipe not a column
         if not text or not mark:
             return text
         return (f"**{text}**" if mark == "better" else text) + MD_MARKS[mark]

@@ -197,8 +197,13 @@ def search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str, 
     the same configuration (TPE may repeat one) from training the same folder at once."""
     from ray import tune
 
+    from methods import load_user_module
+
     params = dict(config.get("params", config))
-    spec = search_trial(TrialSpec.from_dict(base), params)
+    base_spec = TrialSpec.from_dict(base)
+    for ref in base_spec.imports:  # a user's method or data set registers on import: before it is looked up
+        load_user_module(ref)
+    spec = search_trial(base_spec, params)
     key = spec.key()
     trial = ResultsFolder(folder).trial(key)
     trial.path.mkdir(parents=True, exist_ok=True)
