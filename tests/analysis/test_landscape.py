@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import read_csv
 from matplotlib.contour import ContourSet
 from torch import nn
 
@@ -341,8 +342,7 @@ def test_command_writes_grids_figures_and_sharpness_table(tmp_path, monkeypatch,
                  "ce-s0/grid.npz", "ce-s0/directions.pt", "zipf-s0/curve.npz"):
         assert (out / name).exists(), name
     assert not (out / "ce-s1" / "grid.npz").exists()  # grids for the first seed only
-    with open(out / "sharpness.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(out / "sharpness.csv")
     assert [r["key"] for r in rows] == ["ce-s0", "ce-s1", "zipf-s0"]  # the failed trial is skipped
     assert list(rows[0])[:7] == ["key", "method", "dataset", "model", "seed", "sharpness", "sharpness_std"]
     ce = np.array([float(r["sharpness"]) for r in rows if r["method"] == "ce"])
@@ -361,8 +361,7 @@ def test_command_writes_grids_figures_and_sharpness_table(tmp_path, monkeypatch,
     assert cmd.run(args) == 0
     assert (out / "ce-s0" / "grid.npz").stat().st_mtime_ns == stamp
     assert "3 grid rows resumed" in capsys.readouterr().out
-    with open(out / "sharpness.csv") as f:
-        assert [r["sharpness"] for r in csv.DictReader(f)] == [r["sharpness"] for r in rows]
+    assert [r["sharpness"] for r in read_csv(out / "sharpness.csv")] == [r["sharpness"] for r in rows]
 
 
 def test_command_user_errors_are_one_line(tmp_path, monkeypatch):

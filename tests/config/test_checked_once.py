@@ -7,6 +7,7 @@ import importlib
 import textwrap
 
 import torch
+from helpers import write_sweep_file
 
 import methods.params
 from harness.config.spec import TrialSpec
@@ -33,8 +34,7 @@ def test_lam_is_checked_at_most_twice_from_the_sweep_file_to_the_loss(tmp_path, 
     real_validate = Zipf.validate
     monkeypatch.setattr(Zipf, "validate", lambda self: (checks.append("range"), real_validate(self))[1])
 
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent("""\
+    path = write_sweep_file(tmp_path, textwrap.dedent("""\
         schema_version: 1
         name: once
         methods: [{name: zipf, params: {lam: [0.5]}}]

@@ -19,6 +19,7 @@ from unittest import mock
 
 import pytest
 import yaml
+from helpers import write_sweep_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,14 +198,8 @@ def run_cli(text: str | bytes, files: dict[str, str] | None = None) -> tuple[int
     """Write the sweep (and any files beside it) to a fresh folder and run `tfbench run` on it in-process."""
     tmp = Path(tempfile.mkdtemp(prefix="tfbench-fuzz-"))
     FOLDERS.append(tmp)
-    for name, content in (files or {}).items():
-        (tmp / name).write_text(content)
     (tmp / "sub").mkdir()
-    path = tmp / "s.yaml"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
+    path = write_sweep_file(tmp, text, beside=files)
     results = tmp / "results"
     err = io.StringIO()
     reached = AssertionError("a malformed sweep file passed validation and reached the runner")

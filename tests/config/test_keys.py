@@ -2,7 +2,6 @@
 number in them (issue 12), plus the stale-trial finder on hand-built results folders."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -10,27 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import scaled_ce_source, set_dataset_default, write_sweep_file
 
 from harness.config.spec import TrainConfig
 from harness.config.sweep_file import load_sweep
 from harness.folders import ResultsFolder, describe_stale
 
-PLUGIN = '''
-from dataclasses import dataclass
-import torch.nn.functional as F
-from methods import Method, register
-
-
-@register("keys_plugin_test")
-class ScaledCE(Method):
-    @dataclass(frozen=True)
-    class Params:
-        scale: float = 1.0
-
-    def loss(self, logits, targets, ctx):
-        ce = F.cross_entropy(logits, targets)
-        return {"loss": self.params.scale * ce, "ce": ce}
-'''
+PLUGIN = scaled_ce_source("keys_plugin_test")
 
 SWEEP = """\
 schema_version: 1
@@ -53,11 +38,8 @@ def forget_plugin():
 
 
 def write_sweep(folder: Path, methods: str, imports: bool, plugin: str = PLUGIN) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plugin.py").write_text(plugin)
-    path = folder / "s.yaml"
-    path.write_text(SWEEP.format(methods=methods, imports="imports: [plugin.py]\n" if imports else ""))
-    return path
+    text = SWEEP.format(methods=methods, imports="imports: [plugin.py]\n" if imports else "")
+    return write_sweep_file(folder, text, beside={"plugin.py": plugin})
 
 
 def keys(path: Path) -> dict[tuple, str]:
@@ -102,9 +84,8 @@ def test_the_key_holds_resolved_dataset_params_and_leaves_the_root_out(tmp_path)
     blob = json.dumps(kd, sort_keys=True, separators=(",", ":"))
     assert spec.key() == "ce-digits-s0-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
     a = load_sweep(write_sweep(tmp_path / "c", "ce", imports=False)).trials
-    path = tmp_path / "d" / "s.yaml"
-    path.parent.mkdir()
-    path.write_text(SWEEP.format(methods="ce", imports="").replace("datasets: [digits]", "datasets: [cifar10]"))
+    cifar = SWEEP.format(methods="ce", imports="").replace("datasets: [digits]", "datasets: [cifar10]")
+    path = write_sweep_file(tmp_path / "d", cifar)
     b = load_sweep(path).trials
     path.write_text(path.read_text().replace("datasets: [cifar10]", "datasets: [{name: cifar10, params: {root: /x}}]"))
     assert [t.key() for t in load_sweep(path).trials] == [t.key() for t in b]
@@ -112,14 +93,9 @@ def test_the_key_holds_resolved_dataset_params_and_leaves_the_root_out(tmp_path)
 
 
 def test_a_changed_dataset_default_changes_the_key(tmp_path, monkeypatch):
-    from harness.data import DATASETS
-
     path = write_sweep(tmp_path, "ce", imports=False)
     before = load_sweep(path).trials[0]
-    digits = DATASETS.get("digits")
-    monkeypatch.setattr(digits, "Params", dataclasses.make_dataclass(
-        "Params", [(f.name, f.type, dataclasses.field(default=0.25 if f.name == "val_fraction" else f.default))
-                   for f in dataclasses.fields(digits.Params)], frozen=True))
+    set_dataset_default(monkeypatch, "digits", "val_fraction", 0.25)
     after = load_sweep(path).trials[0]
     assert after.dataset_params["val_fraction"] == 0.25 and after.key() != before.key()
     assert after.request == before.request  # the file asks for the same thing

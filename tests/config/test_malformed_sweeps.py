@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import write_sweep_file
 
 from harness.cli import main
 
@@ -149,11 +150,7 @@ def warm_imports():
 def test_a_malformed_sweep_is_refused_with_one_line_per_problem(text, expected, args, tmp_path, capsys):
     import ray
 
-    path = tmp_path / "s.yaml"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
+    path = write_sweep_file(tmp_path, text)
     results = tmp_path / "results"
     start = time.perf_counter()
     code = main(["run", str(path), "--results", str(results), *args])

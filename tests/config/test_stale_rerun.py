@@ -4,10 +4,10 @@ deleted; `--rerun-stale` retrains it under its new key and keeps the old folder 
 The first trial is trained with `train_trial` directly (no Ray); only the retraining goes through Ray."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
+from helpers import set_dataset_default, write_sweep_file
 
 from harness.cli import main
 from harness.config.sweep_file import load_sweep
@@ -29,20 +29,14 @@ retries: 0
 @pytest.mark.slow
 def test_a_changed_dataset_default_makes_a_finished_trial_stale_and_rerun_stale_retrains_it(
         tmp_path, monkeypatch, capsys):
-    from harness.data import DATASETS
-
-    path = tmp_path / "s.yaml"
-    path.write_text(SWEEP)
+    path = write_sweep_file(tmp_path, SWEEP)
     results = tmp_path / "results"
     folder = results / "stale"
     old = load_sweep(path).trials[0]
     train_trial(old, folder / "trials" / old.key())
     assert json.loads((folder / "trials" / old.key() / "result.json").read_text())["status"] == "finished"
 
-    digits = DATASETS.get("digits")
-    monkeypatch.setattr(digits, "Params", dataclasses.make_dataclass(
-        "Params", [(f.name, f.type, dataclasses.field(default=0.25 if f.name == "val_fraction" else f.default))
-                   for f in dataclasses.fields(digits.Params)], frozen=True))
+    set_dataset_default(monkeypatch, "digits", "val_fraction", 0.25)
     new = load_sweep(path).trials[0]
     assert new.key() != old.key()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import scaled_ce_source, write_sweep_file
 
 from harness.cli import main
 from harness.config.sweep_file import SweepError, load_sweep
@@ -21,12 +22,6 @@ models: [tiny_cnn]
 seeds: [0, 1]
 train: {epochs: 2}
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(text)
-    return p
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
@@ -47,7 +42,7 @@ def test_quickstart_is_seven_methods_times_three_seeds_on_digits():
 
 
 def test_expansion_counts_grids_and_seeds(tmp_path):
-    sweep = load_sweep(write(tmp_path, GOOD))
+    sweep = load_sweep(write_sweep_file(tmp_path, GOOD))
     assert len(sweep.trials) == (1 + 2) * 2
     alphas = sorted(t.method_params["alpha"] for t in sweep.trials if t.method == "zipf")
     assert alphas == [0.5, 0.5, 1.0, 1.0]
@@ -56,7 +51,7 @@ def test_expansion_counts_grids_and_seeds(tmp_path):
 def test_paper_presets_fill_what_the_file_does_not_say(tmp_path):
     text = GOOD.replace("datasets: [digits]", "datasets: [cifar100, tinyimagenet, imagenet]").replace(
         "models: [tiny_cnn]", "models: [cifar_preact_resnet18]")
-    trials = [t for t in load_sweep(write(tmp_path, text)).trials if t.method == "zipf"]
+    trials = [t for t in load_sweep(write_sweep_file(tmp_path, text)).trials if t.method == "zipf"]
     by = {t.dataset: t.method_params for t in trials}
     # the seed's Table 2
     assert by["cifar100"]["lam"] == 0.1 and by["cifar100"]["beta"] == 0.1 and by["cifar100"]["extra_dense_layer"]
@@ -70,19 +65,19 @@ def test_explicit_values_beat_dataset_defaults_beat_presets_and_set_beats_all(tm
     text = GOOD.replace("datasets: [digits]", "datasets: [cifar100]") + \
         "dataset_defaults:\n  cifar100: {train: {epochs: 7}, methods: {zipf: {lam: 0.5, beta: 0.3}}}\n"
     text = text.replace("params: {alpha: [0.5, 1.0]}", "params: {alpha: 1.0, beta: 0.05}")
-    t = [t for t in load_sweep(write(tmp_path, text)).trials if t.method == "zipf"][0]
+    t = [t for t in load_sweep(write_sweep_file(tmp_path, text)).trials if t.method == "zipf"][0]
     assert t.method_params["lam"] == 0.5 and t.method_params["beta"] == 0.05 and t.train.epochs == 7
-    t = [t for t in load_sweep(write(tmp_path, text), ["method.lam=0.9", "train.epochs=3"]).trials
+    t = [t for t in load_sweep(write_sweep_file(tmp_path, text), ["method.lam=0.9", "train.epochs=3"]).trials
          if t.method == "zipf"][0]
     assert t.method_params["lam"] == 0.9 and t.train.epochs == 3
 
 
 def test_keys_are_stable_and_ignore_the_data_root(tmp_path):
     # (a dataset read from files: digits is built in and takes no root)
-    a = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]"))).trials
-    b = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [{name: cifar10, params: {root: /x}}]"))).trials
+    a = load_sweep(write_sweep_file(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]"))).trials
+    b = load_sweep(write_sweep_file(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [{name: cifar10, params: {root: /x}}]"))).trials
     assert [t.key() for t in a] == [t.key() for t in b]
-    c = load_sweep(write(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]").replace("epochs: 2", "epochs: 3"))).trials
+    c = load_sweep(write_sweep_file(tmp_path, GOOD.replace("datasets: [digits]", "datasets: [cifar10]").replace("epochs: 2", "epochs: 3"))).trials
     assert not {t.key() for t in a} & {t.key() for t in c}
 
 
@@ -112,7 +107,7 @@ BAD = [
 
 @pytest.mark.parametrize("text, expected", BAD, ids=[b[1][:40] for b in BAD])
 def test_malformed_files_give_one_line_per_problem_exit_2_and_write_nothing(text, expected, tmp_path, capsys):
-    path = write(tmp_path, text)
+    path = write_sweep_file(tmp_path, text)
     results = tmp_path / "results"
     code = main(["run", str(path), "--results", str(results)])
     err = capsys.readouterr().err
@@ -126,13 +121,13 @@ def test_malformed_files_give_one_line_per_problem_exit_2_and_write_nothing(text
 def test_all_problems_are_reported_in_one_pass(tmp_path):
     text = GOOD.replace("[ce,", "[cee,").replace("seeds: [0, 1]", "seeds: [-1]").replace("epochs: 2", "epoch: 2")
     with pytest.raises(SweepError) as e:
-        load_sweep(write(tmp_path, text))
+        load_sweep(write_sweep_file(tmp_path, text))
     assert len(e.value.problems) == 3
 
 
 def test_a_method_file_that_raises_on_import_is_one_line(tmp_path, capsys):
-    (tmp_path / "bad_method.py").write_text("raise RuntimeError('boom at import')\n")
-    path = write(tmp_path, GOOD + "imports: [bad_method.py]\n")
+    path = write_sweep_file(tmp_path, GOOD + "imports: [bad_method.py]\n",
+                            beside={"bad_method.py": "raise RuntimeError('boom at import')\n"})
     assert main(["run", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "RuntimeError: boom at import" in err and "Traceback" not in err
@@ -142,28 +137,10 @@ def test_a_user_method_from_imports_is_used_by_name(tmp_path, capsys):
     from methods import METHODS
 
     METHODS.unregister("scaled_ce_test")
-    (tmp_path / "my_method.py").write_text(USER_METHOD)
-    path = write(tmp_path, GOOD.replace("[ce,", "[scaled_ce_test,") + "imports: [my_method.py]\n")
+    path = write_sweep_file(tmp_path, GOOD.replace("[ce,", "[scaled_ce_test,") + "imports: [my_method.py]\n",
+                            beside={"my_method.py": scaled_ce_source("scaled_ce_test")})
     sweep = load_sweep(path)
     assert {t.method for t in sweep.trials} == {"scaled_ce_test", "zipf"}
     spec = [t for t in sweep.trials if t.method == "scaled_ce_test"][0]
     assert spec.method_params == {"scale": 1.0}
     assert spec.imports == (str((tmp_path / "my_method.py").resolve()),)
-
-
-USER_METHOD = '''
-from dataclasses import dataclass
-import torch.nn.functional as F
-from methods import Method, register
-
-
-@register("scaled_ce_test")
-class ScaledCE(Method):
-    @dataclass(frozen=True)
-    class Params:
-        scale: float = 1.0
-
-    def loss(self, logits, targets, ctx):
-        ce = F.cross_entropy(logits, targets)
-        return {"loss": self.params.scale * ce, "ce": ce}
-'''

@@ -4,6 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from helpers import np_log_softmax
 from scipy import stats
 
 from methods import MethodParamError, StepContext, build_method
@@ -45,11 +46,6 @@ def test_partner_is_uniform_over_the_class_including_itself():
             draws.update(partners[anchors == 0].tolist())  # anchor 0 is in class 0: {0, 2, 5, 8}
     assert set(draws) == {0, 2, 5, 8}
     assert stats.chisquare(list(draws.values())).pvalue > 1e-3
-
-
-def np_log_softmax(z):
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
 @pytest.mark.parametrize("T,lam", [(4.0, 1.0), (1.0, 3.0)])

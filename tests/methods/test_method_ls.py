@@ -3,15 +3,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import np_log_softmax
 
 from methods import MethodParamError, StepContext, build_method
 from methods.functional import ls_target
-
-
-def np_log_softmax(z):
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
 
 Z = np.array([[2.0, 1.0, 1.0, -1.0, 0.0], [0.3, 0.3, 0.3, 0.3, 0.3], [-1.0, 4.0, 0.0, 2.0, 2.0]])
 Y = np.array([0, 4, 3])

@@ -2,14 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import np_softmax
 
 from methods import MethodParamError, StepContext, build_method
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
 
 C = 4
 Z = np.array([[3.0, 0.0, 0.0, 1.0],    # label 0, correct

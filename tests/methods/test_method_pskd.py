@@ -2,15 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from helpers import np_softmax
 
 from methods import MethodParamError, StepContext, build_method
 from methods.functional import pskd_alpha
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
 
 N, C = 6, 4
 Z = np.array([[2.0, 0.0, 0.0, 1.0], [0.0, 3.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=np.float32)

@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import np_softmax
 
 from methods import MethodParamError, StepContext, build_method
-
-
-def np_softmax(x):
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def np_tfkd(z, y, alpha, T, mult, a):

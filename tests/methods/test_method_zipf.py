@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import np_log_softmax
 from scipy import stats
 
 from methods import MethodParamError, StepContext, build_method
@@ -21,13 +22,7 @@ from methods.functional import (
     zipf_ranks_from_counts,
 )
 
-# --- independent numpy references -----------------------------------------------------------------
-
-
-def np_log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
+# --- independent numpy references (np_log_softmax: tests/helpers.py) ---------------------------
 
 def np_counts(votes, c):
     return np.stack([np.bincount(v, minlength=c) for v in votes])

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_sweep_file
 
 from harness.cli import main
 from harness.config.sweep_file import load_sweep
@@ -118,8 +119,7 @@ def test_auth_environment_respects_the_user_and_sends_a_token_when_there_is_one(
 
 
 def write_sweep(tmp_path: Path, resources: str, name: str = "dp") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"""\
+    return write_sweep_file(tmp_path, f"""\
 schema_version: 1
 name: {name}
 methods: [ce]
@@ -129,8 +129,7 @@ seeds: [0]
 train: {{epochs: 1, batch_size: 32, max_steps_per_epoch: 2}}
 resources: {resources}
 retries: 0
-""")
-    return path
+""", name=f"{name}.yaml")
 
 
 def test_an_impossible_local_placement_is_refused_at_once_with_nothing_written(tmp_path, capsys):

@@ -4,10 +4,9 @@ config.json); a killed and resumed trial; MLflow where it is installed."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from helpers import event_scalars
+from helpers import event_scalars, read_metrics
 
 from harness.config.resolve import resolve_trial
 from harness.sweep.live import check_mlflow, tag_of
@@ -36,10 +35,6 @@ def expected_tag(key: str) -> tuple[str, float]:
     return f"train/{key.removeprefix('train_')}", 1.0
 
 
-def rows(tdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (tdir / "metrics.jsonl").read_text().splitlines()]
-
-
 def stop_after_two(stop: type[BaseException]):
     """A report callback that stops the trial once epoch 2 is checkpointed (a kill, a Ctrl-C or a crash)."""
     def report(metrics):
@@ -63,7 +58,7 @@ def test_a_trials_event_files_hold_its_epochs_test_numbers_and_hparams(tmp_path)
 
     acc = EventAccumulator(str(tdir / "tb"))
     acc.Reload()
-    recorded = rows(tdir)
+    recorded = read_metrics(tdir)
     assert any(k not in TAGS and k.startswith("train_") for k in recorded[0])  # the loss parts are there
     for key in recorded[0]:
         if key == "epoch":
@@ -110,7 +105,7 @@ def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
     tdir = tmp_path / "trial"
     with pytest.raises(stop):
         run_one(spec().to_dict(), str(tdir), 1, stop_after_two(stop))
-    first = rows(tdir)
+    first = read_metrics(tdir)
     assert [r["epoch"] for r in first] == [1, 2]
     # the stopped run's writer was closed: epoch 2 reached the disk
     assert sorted({step for _, step, _ in per_epoch(event_scalars(tdir / "tb"))}) == [1, 2]
@@ -130,7 +125,7 @@ def test_a_resumed_trial_logs_each_epoch_exactly_once(tmp_path, stop, lost):
     seen = [(tag, step) for tag, step, _ in records]
     assert len(seen) == len(set(seen)), "an epoch was logged twice"
     # epochs 1-2 as the first run logged them, epoch 3 as the rerun recorded it
-    expected = {r["epoch"]: r for r in first[:2] + rows(tdir)[2:]}
+    expected = {r["epoch"]: r for r in first[:2] + read_metrics(tdir)[2:]}
     keys = [k for k in first[0] if k != "epoch"]
     assert sorted(seen) == sorted((expected_tag(k)[0], e) for k in keys for e in (1, 2, 3))
     for tag, step, value in records:
@@ -161,6 +156,6 @@ def test_mlflow_sqlite_store_gets_one_run_per_trial_with_params_metrics_and_stat
     assert runs[0].data.params["method"] == "ce" and runs[0].data.params["train.epochs"] == str(EPOCHS)
     assert {k for k in runs[0].data.params if k.startswith("method.")} == {f"method.{k}" for k in stored["method_params"]}
     history = client.get_metric_history(runs[0].info.run_id, "val/top1")
-    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_top1"]) for r in rows(tdir)]
+    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_top1"]) for r in read_metrics(tdir)]
     result = json.loads((tdir / "result.json").read_text())
     assert runs[0].data.metrics["test/selected_top1"] == pytest.approx(result["selected_top1"])

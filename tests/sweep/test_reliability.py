@@ -7,7 +7,6 @@ known points with a test method (`gated_test`) that waits while a file exists.
 """
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -23,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import quick_trial, read_csv, read_metrics, write_sweep_file
 
 from harness.cli import main
-from harness.config.resolve import resolve_trial
 from harness.config.sweep_file import load_sweep
 from harness.errors import UserError
 from harness.folders import ResultsLock, TrialFolder
@@ -35,7 +34,6 @@ from harness.train.loop import train_trial
 from harness.train.trained import load_trained
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING = {"epoch_time_s", "step_time_s"}
 
 # Test methods, imported by the sweeps through `imports:` (the one way user code gets in).
 METHODS_FILE = '''
@@ -104,16 +102,6 @@ def forget_test_methods():
         METHODS.unregister(name)
 
 
-def quick(method: str = "ce", *, seed: int = 0, epochs: int = 3, steps: int = 3, **train):
-    return resolve_trial(method=method, dataset="synthetic", model="tiny_cnn", seed=seed,
-                         train=dict(epochs=epochs, batch_size=32, max_steps_per_epoch=steps, **train))
-
-
-def metrics(folder: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
-
 class Stop(Exception):
     pass
 
@@ -134,21 +122,14 @@ def flip_byte(path: Path, where: float = 0.5) -> None:
 
 
 def sweep_file(folder: Path, body: str) -> Path:
-    (folder / "rel_methods.py").write_text(METHODS_FILE)
-    path = folder / "rel.yaml"
-    path.write_text("schema_version: 1\nimports: [rel_methods.py]\n" + textwrap.dedent(body))
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return write_sweep_file(folder, "schema_version: 1\nimports: [rel_methods.py]\n" + textwrap.dedent(body),
+                            name="rel.yaml", beside={"rel_methods.py": METHODS_FILE})
 
 
 # --- damaged checkpoints and records (no Ray) ------------------------------------------------------------
 
 def test_a_checkpoint_with_one_flipped_byte_is_detected_and_the_previous_one_is_used(tmp_path):
-    spec = quick(epochs=3)
+    spec = quick_trial("ce", epochs=3)
     train_trial(spec, tmp_path / "whole", log=lambda s: None)
     cut = tmp_path / "cut"
     interrupted_after(spec, cut, 2)
@@ -164,12 +145,12 @@ def test_a_checkpoint_with_one_flipped_byte_is_detected_and_the_previous_one_is_
     assert f"resuming {spec.key()} from epoch 1" in log
     assert (cut / "checkpoint.corrupt").exists()
     # epochs 2 and 3 were trained again from the epoch-1 state: the same numbers as an uninterrupted run
-    assert metrics(cut) == metrics(tmp_path / "whole")
+    assert read_metrics(cut, untimed=True) == read_metrics(tmp_path / "whole", untimed=True)
     assert not (cut / "checkpoint.prev.pt").exists()  # a finished trial keeps only its final checkpoint
 
 
 def test_when_both_checkpoints_are_damaged_the_trial_restarts_from_scratch(tmp_path):
-    spec = quick(epochs=3)
+    spec = quick_trial("ce", epochs=3)
     interrupted_after(spec, tmp_path, 2)
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2])  # truncated
@@ -180,11 +161,11 @@ def test_when_both_checkpoints_are_damaged_the_trial_restarts_from_scratch(tmp_p
     assert "no checksum trailer" in log and "sha256 mismatch" in log
     assert "starting this trial from scratch" in log and "resuming" not in log
     train_trial(spec, tmp_path / "clean", log=lambda s: None)
-    assert metrics(tmp_path) == metrics(tmp_path / "clean")
+    assert read_metrics(tmp_path, untimed=True) == read_metrics(tmp_path / "clean", untimed=True)
 
 
 def test_a_damaged_metrics_line_resumes_from_a_checkpoint_the_record_still_covers(tmp_path):
-    spec = quick(epochs=3)
+    spec = quick_trial("ce", epochs=3)
     train_trial(spec, tmp_path / "whole", log=lambda s: None)
     cut = tmp_path / "cut"
     interrupted_after(spec, cut, 2)
@@ -196,11 +177,11 @@ def test_a_damaged_metrics_line_resumes_from_a_checkpoint_the_record_still_cover
     assert "line 2 is damaged" in log
     assert "(epoch 2) is ahead of the intact metrics record (epoch 1)" in log
     assert f"resuming {spec.key()} from epoch 1" in log
-    assert metrics(cut) == metrics(tmp_path / "whole")
+    assert read_metrics(cut, untimed=True) == read_metrics(tmp_path / "whole", untimed=True)
 
 
 def test_a_truncated_result_json_counts_as_not_finished_and_is_rebuilt_from_the_final_checkpoint(tmp_path):
-    spec = quick(epochs=2)
+    spec = quick_trial("ce", epochs=2)
     tdir = tmp_path / "trials" / spec.key()
     first = train_trial(spec, tdir, log=lambda s: None)
     before = (tdir / "metrics.jsonl").read_text()
@@ -219,7 +200,7 @@ def test_a_truncated_result_json_counts_as_not_finished_and_is_rebuilt_from_the_
 
 
 def test_a_damaged_error_record_still_reads_as_a_failure(tmp_path):
-    spec = quick(epochs=1)
+    spec = quick_trial("ce", epochs=1)
     tdir = tmp_path / "trials" / spec.key()
     tdir.mkdir(parents=True)
     (tdir / "error.json").write_text('{"status": "failed", "err')
@@ -228,7 +209,7 @@ def test_a_damaged_error_record_still_reads_as_a_failure(tmp_path):
 
 
 def test_analyses_refuse_a_damaged_final_checkpoint(tmp_path):
-    spec = quick(epochs=1)
+    spec = quick_trial("ce", epochs=1)
     train_trial(spec, tmp_path, log=lambda s: None)
     flip_byte(tmp_path / "checkpoint.pt")
     with pytest.raises(UserError, match="damaged.*sha256 mismatch"):
@@ -523,7 +504,7 @@ def test_failing_trials_are_recorded_the_others_finish_and_damaged_records_recov
     log = (gdir / "train.log").read_text()
     assert "sha256 mismatch" in log and "falling back to the last good checkpoint" in log
     assert f"resuming {good.key()} from epoch 1" in log
-    assert [r["epoch"] for r in metrics(gdir)] == [1, 2, 3]
+    assert [r["epoch"] for r in read_metrics(gdir)] == [1, 2, 3]
 
 
 # --- driver death, Ctrl-C and a second sweep on the same folder (Ray, subprocesses) ----------------------
@@ -655,7 +636,7 @@ def test_kills_at_three_points_and_ctrl_c_lose_nothing_and_recompute_nothing(tmp
         hold[1].touch()
         a = run("a-kill-in-trial")
         a.wait_file(held(1, 1))
-        assert len(metrics(dirs[1])) == 1 and (dirs[1] / "checkpoint.pt").exists()
+        assert len(read_metrics(dirs[1])) == 1 and (dirs[1] / "checkpoint.pt").exists()
         # meanwhile a second sweep on the same results folder is refused, and the first is unharmed
         b = run("b-second-sweep")
         assert b.finish(120) == 2
@@ -723,7 +704,7 @@ def test_kills_at_three_points_and_ctrl_c_lose_nothing_and_recompute_nothing(tmp
     assert "Trials: 3 (3 finished, 0 failed)" in (folder / "summary.md").read_text()
     # nothing was trained twice: each epoch recorded once, finished records untouched since they were written
     for d in dirs.values():
-        assert [r["epoch"] for r in metrics(d)] == [1, 2, 3]
+        assert [r["epoch"] for r in read_metrics(d)] == [1, 2, 3]
     assert {tag: ((d / "result.json").stat().st_mtime_ns, (d / "result.json").read_bytes())
             for tag, d in dirs.items()} == stamps
     assert stamps[1] == done1

@@ -2,12 +2,12 @@
 a user method through `imports:`, a 2-worker data-parallel trial (gloo), and refusals before any work."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
 
 import pytest
+from helpers import read_csv, read_metrics, write_sweep_file
 
 from harness.cli import main
 from harness.config.sweep_file import load_sweep
@@ -55,7 +55,6 @@ def forget_test_methods():
 
 
 def sweep_file(tmp_path: Path, methods: str, extra: str = "") -> Path:
-    (tmp_path / "my_methods.py").write_text(METHODS_FILE)
     text = f"""\
 schema_version: 1
 name: e2e
@@ -68,14 +67,11 @@ train: {{epochs: 2, batch_size: 64, max_steps_per_epoch: 3}}
 resources: {{cpus_per_trial: 1, max_concurrent: 2}}
 retries: 1
 {extra}"""
-    path = tmp_path / "e2e.yaml"
-    path.write_text(text)
-    return path
+    return write_sweep_file(tmp_path, text, name="e2e.yaml", beside={"my_methods.py": METHODS_FILE})
 
 
 def rows(folder: Path) -> dict[str, dict]:
-    with open(folder / "trials.csv") as f:
-        return {r["method"]: r for r in csv.DictReader(f)}
+    return {r["method"]: r for r in read_csv(folder / "trials.csv")}
 
 
 def test_sweep_end_to_end_skip_finished_resume_and_fault_isolation(tmp_path, monkeypatch):
@@ -102,7 +98,7 @@ def test_sweep_end_to_end_skip_finished_resume_and_fault_isolation(tmp_path, mon
     assert "this method always fails" in table["broken_test"]["error"]
     assert attempts.read_text() == "xx"  # the first attempt plus one retry
     assert "resuming" in (folder / "trials" / zipf.key() / "train.log").read_text()
-    epochs = [json.loads(x)["epoch"] for x in (folder / "trials" / zipf.key() / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in read_metrics(folder / "trials" / zipf.key())]
     assert epochs == [1, 2]
     assert (folder / "summary.md").exists() and (folder / "sweep.yaml").exists()
 

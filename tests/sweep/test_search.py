@@ -3,13 +3,12 @@ the validation split only, ASHA's early stops recorded as `stopped`, resume with
 trials with every seed, the summary's search section, and the TensorBoard event files."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import event_scalars
+from helpers import event_scalars, read_csv, read_metrics, write_sweep_file
 
 from harness.config.problems import SweepError
 from harness.config.sweep_file import load_sweep
@@ -54,7 +53,6 @@ class ShiftedTest(Digits):
 
 def write_sweep(tmp_path: Path, *, budget: int = 4, search: str | None = None, methods: str = "[ls, scaled_ce_test]",
                 epochs: int = 3, protocol: str = "clean") -> Path:
-    (tmp_path / "user_parts.py").write_text(USER_FILE)
     search = search or f"""\
 search:
   budget: {budget}
@@ -64,8 +62,7 @@ search:
     ls: {{epsilon: {{uniform: [0.0, 0.5]}}}}
     scaled_ce_test: {{scale: {{loguniform: [0.0001, 1.0]}}}}
 """
-    path = tmp_path / "tune.yaml"
-    path.write_text(f"""\
+    return write_sweep_file(tmp_path, f"""\
 schema_version: 1
 name: tune-test
 imports: [user_parts.py]
@@ -76,8 +73,7 @@ seeds: [0, 1]
 train: {{epochs: {epochs}, batch_size: 32, lr: 0.1, max_steps_per_epoch: 8, holdout: 0.2, protocol: {protocol}}}
 resources: {{cpus_per_trial: 1, max_concurrent: 1}}
 retries: 0
-{search}""")
-    return path
+{search}""", name="tune.yaml", beside={"user_parts.py": USER_FILE})
 
 
 @pytest.fixture(autouse=True)
@@ -169,11 +165,6 @@ def test_a_grid_axis_is_refused_in_a_searched_sweep(tmp_path):
 
 
 # --- end to end ----------------------------------------------------------------------------------
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
 
 def epoch_lines(tdir: Path) -> int:
     return sum(" epoch " in f" {line}" and "/" in line for line in (tdir / "train.log").read_text().splitlines())
@@ -298,7 +289,7 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
     scalars: dict[str, dict[int, float]] = {}
     for tag, step, value in event_scalars(folder / "trials" / key / "tb"):
         scalars.setdefault(tag, {})[step] = value
-    metrics = [json.loads(line) for line in (folder / "trials" / key / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(folder / "trials" / key)
     assert sorted(scalars["val/top1"]) == [1, 2, 3]
     for m in metrics:
         assert scalars["val/top1"][m["epoch"]] == pytest.approx(m["val_top1"], rel=1e-6)

@@ -4,10 +4,9 @@ one `MapsForward` module) and the loss (`Method.compiled_loss`), and trains to t
 torch.compile runs with backend="eager" here: Dynamo captures the graphs (what compiling applies to) without
 generating C++, which would take minutes per method on a 2-core CPU. Inductor itself is checked on the Zipf
 loss in tests/methods/test_zipf_compiled.py."""
-import json
-
 import pytest
 import torch
+from helpers import read_metrics
 
 from harness.config.resolve import resolve_trial
 from harness.models import MapsForward
@@ -42,7 +41,7 @@ def run(tmp_path, method, compile_):
                          train=dict(epochs=2, batch_size=32, max_steps_per_epoch=3, checkpoint=False, compile=compile_))
     out = tmp_path / f"{method}-{compile_}"
     train_trial(spec, out, log=lambda s: None)
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(out)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -1,11 +1,9 @@
 """The two protocols end to end on a tiny trial: what is selected on what, what is reported, best.pt."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import read_metrics
 
 import harness.data
 import harness.train.loop as loop
@@ -23,11 +21,6 @@ def spec_of(protocol: str, **train):
     return resolve_trial(method="ce", dataset="synthetic", model="tiny_cnn", seed=0,
                          train={"epochs": EPOCHS, "batch_size": 32, "max_steps_per_epoch": 6, "lr": 0.05,
                                 "protocol": protocol, **train})
-
-
-def rows_of(folder: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
 
 
 def spy(monkeypatch, permute_test: bool):
@@ -77,7 +70,7 @@ def test_clean_selects_on_validation_and_reads_test_exactly_twice(fast_path, tmp
         calls, seen = spy(monkeypatch, permute)
         out = tmp_path / f"permuted{permute}"
         result = train_trial(spec_of("clean", fast_path=fast_path), out, log=lambda s: None)
-        loaders, rows = seen["loaders"], rows_of(out)
+        loaders, rows = seen["loaders"], read_metrics(out, untimed=True)
         # every epoch evaluates the held-out split only; the test split comes last, exactly twice
         assert loaders.select is not loaders.test
         assert calls == [loaders.select] * EPOCHS + [loaders.test] * 2
@@ -121,7 +114,7 @@ def test_held_out_images_are_never_trained_on(tmp_path, monkeypatch):
 def test_paper_selects_and_reports_on_the_evaluation_split(tmp_path, monkeypatch):
     calls, seen = spy(monkeypatch, False)
     result = train_trial(spec_of("paper"), tmp_path, log=lambda s: None)
-    rows = rows_of(tmp_path)
+    rows = read_metrics(tmp_path, untimed=True)
     assert seen["loaders"].select is seen["loaders"].test and calls == [seen["loaders"].test] * EPOCHS
     vals = [r["val_top1"] for r in rows]
     chosen = rows[vals.index(max(vals))]
@@ -152,7 +145,7 @@ def test_clean_resume_keeps_best_and_equals_uninterrupted(tmp_path):
         train_trial(spec, tmp_path / "cut", report=die_after_epoch_3, log=lambda s: None)
     assert (tmp_path / "cut" / "best.pt").exists()
     cut = train_trial(spec, tmp_path / "cut", log=lambda s: None)
-    assert rows_of(tmp_path / "cut") == rows_of(tmp_path / "whole")
+    assert read_metrics(tmp_path / "cut", untimed=True) == read_metrics(tmp_path / "whole", untimed=True)
     keys = ("selected_epoch", "selected_top1", "selected_nll", "last_top1", "last_nll", "val_selected_top1")
     assert {k: cut[k] for k in keys} == {k: whole[k] for k in keys}
     # analyses can load the selected epoch's weights

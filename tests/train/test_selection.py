@@ -2,11 +2,11 @@
 trials whose validation split saturates; the diagnosis of a split that cannot discriminate; per-seed splits."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
+from helpers import read_metrics
 
 from harness.config.resolve import resolve_trial, with_seed
 from harness.config.selection import config_order, diagnose, is_better, select_epoch
@@ -71,7 +71,7 @@ def test_a_saturated_trial_is_judged_at_the_rules_epoch_and_says_so(tmp_path):
     out = tmp_path / "t"
     lines = []
     result = train_trial(spec("top1"), out, log=lines.append)
-    record = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    record = read_metrics(out)
     top = max(r["val_top1"] for r in record)
     tied = [r for r in record if r["val_top1"] == top]
     low = min(r["val_nll"] for r in tied)

@@ -3,36 +3,23 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import quick_trial, read_metrics
 
 from harness.cli import main
-from harness.config.resolve import resolve_trial
 from harness.train.loop import TrialDiverged, train_trial
 from harness.train.metrics import ece_counts, ece_from_counts, lr_at
 from harness.train.trained import load_trained
 from methods import METHODS
 
-TIMING = {"epoch_time_s", "step_time_s"}
-
-
-def quick(method: str, *, seed: int = 0, epochs: int = 1, steps: int = 3, dataset: str = "synthetic", **train):
-    return resolve_trial(method=method, dataset=dataset, model="tiny_cnn", seed=seed,
-                         train=dict(epochs=epochs, batch_size=32, max_steps_per_epoch=steps, **train))
-
-
-def metrics(folder: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
-
 
 @pytest.mark.parametrize("method", ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"])
 def test_every_method_trains_on_synthetic(method, tmp_path):
-    result = train_trial(quick(method, epochs=2), tmp_path, log=lambda s: None)
+    result = train_trial(quick_trial(method, epochs=2), tmp_path, log=lambda s: None)
     assert result["status"] == "finished" and result["epochs"] == 2
-    rows = metrics(tmp_path)
+    rows = read_metrics(tmp_path, untimed=True)
     assert [r["epoch"] for r in rows] == [1, 2]
     for r in rows:
         assert 0 <= r["val_top1"] <= r["val_top5"] <= 1 and math.isfinite(r["train_loss"]) and r["val_nll"] > 0
@@ -53,9 +40,9 @@ def test_every_method_trains_on_synthetic(method, tmp_path):
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for folder, seed in ((a, 0), (b, 0), (c, 1)):
-        train_trial(quick("zipf", seed=seed, epochs=2), folder, log=lambda s: None)
-    assert metrics(a) == metrics(b)
-    assert metrics(a) != metrics(c)
+        train_trial(quick_trial("zipf", seed=seed, epochs=2), folder, log=lambda s: None)
+    assert read_metrics(a, untimed=True) == read_metrics(b, untimed=True)
+    assert read_metrics(a, untimed=True) != read_metrics(c, untimed=True)
 
 
 class Interrupt(Exception):
@@ -64,7 +51,7 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("method", ["pskd", "ols", "zipf"])
 def test_resume_after_interruption_equals_uninterrupted(method, tmp_path):
-    spec = quick(method, epochs=3, steps=4)
+    spec = quick_trial(method, epochs=3, steps=4)
     train_trial(spec, tmp_path / "whole", log=lambda s: None)
 
     def die_after_epoch_2(m):
@@ -77,11 +64,11 @@ def test_resume_after_interruption_equals_uninterrupted(method, tmp_path):
     lines = []
     train_trial(spec, tmp_path / "cut", log=lines.append)
     assert any("resuming" in line and "epoch 2" in line for line in lines)
-    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+    assert read_metrics(tmp_path / "cut", untimed=True) == read_metrics(tmp_path / "whole", untimed=True)
 
 
 def test_corrupt_checkpoint_restarts_from_scratch_with_warning(tmp_path):
-    spec = quick("ce", epochs=2)
+    spec = quick_trial("ce", epochs=2)
     with pytest.raises(Interrupt):
         train_trial(spec, tmp_path, report=lambda m: (_ for _ in ()).throw(Interrupt()), log=lambda s: None)
     ckpt = tmp_path / "checkpoint.pt"
@@ -89,13 +76,13 @@ def test_corrupt_checkpoint_restarts_from_scratch_with_warning(tmp_path):
     lines = []
     train_trial(spec, tmp_path, log=lines.append)
     assert any("unreadable" in line and "from scratch" in line for line in lines)
-    assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
     train_trial(spec, tmp_path / "clean", log=lambda s: None)
-    assert metrics(tmp_path) == metrics(tmp_path / "clean")
+    assert read_metrics(tmp_path, untimed=True) == read_metrics(tmp_path / "clean", untimed=True)
 
 
 def test_nan_loss_stops_the_trial_with_a_clear_error(tmp_path):
-    spec = quick("ce", lr=1e30)
+    spec = quick_trial("ce", lr=1e30)
     with pytest.raises(TrialDiverged, match="loss became nan|loss became inf"):
         train_trial(spec, tmp_path, log=lambda s: None)
 
@@ -119,7 +106,7 @@ def test_ece_against_a_hand_computation():
 
 
 def test_load_trained_restores_the_final_model(tmp_path):
-    spec = quick("zipf", epochs=1)
+    spec = quick_trial("zipf", epochs=1)
     train_trial(spec, tmp_path, log=lambda s: None)
     trained = load_trained(tmp_path)
     assert trained.spec == spec and not trained.model.training
