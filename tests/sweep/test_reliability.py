@@ -702,7 +702,14 @@ def test_kills_at_three_points_and_ctrl_c_lose_nothing_and_recompute_nothing(tmp
     assert sorted(r["key"] for r in rows) == sorted(keys.values())  # every trial exactly once
     assert all(r["status"] == "finished" for r in rows)
     assert "Trials: 3 (3 finished, 0 failed)" in (folder / "summary.md").read_text()
-    # nothing was trained twice: each epoch recorded once, finished records untouched since they were written
+    # nothing was trained twice: each epoch trained (logged) once, every start of a trial logged as a fresh
+    # start or a resume, each epoch recorded once, finished records untouched since they were written
+    for d in dirs.values():
+        log = (d / "train.log").read_text()
+        trained = re.findall(r" epoch +(\d+)/3 ", log)
+        assert sorted(trained) == ["1", "2", "3"], log
+        starts = len(re.findall(r"starting \S+ from scratch", log)) + len(re.findall(r"resuming \S+ from epoch", log))
+        assert starts >= 1 and "from scratch: the record held" not in log, log
     for d in dirs.values():
         assert [r["epoch"] for r in read_metrics(d)] == [1, 2, 3]
     assert {tag: ((d / "result.json").stat().st_mtime_ns, (d / "result.json").read_bytes())
