@@ -179,7 +179,13 @@ class Method:
         return self
 
 
-METHODS = Registry("method", base=Method)
+def _load_builtins() -> None:
+    from methods import load_builtins
+
+    load_builtins()
+
+
+METHODS = Registry("method", base=Method, load=_load_builtins)
 
 
 # --- construction and listing -------------------------------------------------------------------

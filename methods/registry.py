@@ -26,11 +26,19 @@ NAME_TEXT = f"a letter, then letters, digits or '_', at most {MAX_NAME} characte
 
 
 class Registry:
-    def __init__(self, kind: str, base: type | None = None):
-        """`base`: every registered object must be a subclass of it (a plugin's class that is not is refused)."""
+    def __init__(self, kind: str, base: type | None = None, load: Callable[[], None] | None = None):
+        """`base`: every registered object must be a subclass of it (a plugin's class that is not is refused).
+        `load`: registers the built-ins; called before the first lookup (they are imported when needed)."""
         self.kind = kind
         self.base = base
+        self._load = load
         self._items: dict[str, Any] = {}
+
+    def _loaded(self) -> dict[str, Any]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
+        return self._items
 
     def register(self, name: str) -> Callable[[Any], Any]:
         if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RULE.fullmatch(name):
@@ -38,7 +46,7 @@ class Registry:
                                 f"{NAME_TEXT} (it becomes part of trial keys and folder names)")
 
         def deco(obj: Any) -> Any:
-            if name in self._items and self._items[name] is not obj:
+            if name in self._loaded() and self._items[name] is not obj:  # the built-ins first: theirs win
                 raise RegistryError(
                     f"{self.kind} registry: {name!r} is already registered by "
                     f"{_where(self._items[name])}; pick another name"
@@ -56,7 +64,7 @@ class Registry:
         return deco
 
     def get(self, name: str) -> Any:
-        if name not in self._items:
+        if name not in self._loaded():
             hint = did_you_mean(name, self._items)
             raise RegistryError(
                 f"unknown {self.kind} {name!r}{hint}; registered: {', '.join(sorted(self._items))}"
@@ -64,13 +72,13 @@ class Registry:
         return self._items[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(sorted(self._loaded()))
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._loaded())
 
     def unregister(self, name: str) -> None:
         """For tests that register throw-away entries."""

@@ -23,8 +23,9 @@ docs/datasets.md is the user-facing description.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from harness.data.cifar import CIFAR_MEAN, CIFAR_STD, Cifar10, Cifar100
-from harness.data.common import ImageFileDataset, TensorImageDataset, tensor_transform
 from harness.data.embedded import Digits, Synthetic, make_synthetic
 from harness.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageNet, INat21, TinyImageNet
 from harness.data.mnist import FASHION_CLASSES, FASHION_MEAN, FASHION_STD, FashionMNIST, read_idx
@@ -41,6 +42,19 @@ from harness.data.registry import (
     register_dataset,
     resolve_root,
 )
+
+# torch and torchvision are imported when a data set is built, not when the registry is read (`tfbench
+# datasets`, a sweep's checks): the Dataset classes of `common` are imported on first use.
+_COMMON = ("ImageFileDataset", "TensorImageDataset", "tensor_transform")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COMMON:
+        from harness.data import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module 'harness.data' has no attribute {name!r}")
+
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "IMAGENET_MEAN",

@@ -12,15 +12,16 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from harness.data.common import one_line
-from harness.data.registry import DataBundle, DatasetDef, in_memory_bundle, register_dataset
+from harness.data.registry import DataBundle, DatasetDef, in_memory_bundle, one_line, register_dataset
 from harness.errors import UserError
+
+if TYPE_CHECKING:  # torch only when the data is built: listing and checking data sets imports none of it
+    from torch import Tensor
+
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -76,6 +77,8 @@ class _Cifar(DatasetDef):
         return f"lacks {cls.folder}/{', '.join(missing)}" if missing else None
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
+        import torch
+
         assert root is not None
         if p.download and self.problem(root):
             with self.fetching(root):
@@ -93,6 +96,8 @@ class _Cifar(DatasetDef):
 
     def _read(self, base: Path, name: str, root: Path) -> tuple[Tensor, Tensor, list[str]]:
         """One pickle file through torchvision: images (N, 3, 32, 32) uint8, labels (N,), class names."""
+        import torch
+
         tv = self.torchvision_class()
         reader = type(f"{tv.__name__}File", (tv,), {
             "base_folder": "",  # `base` is the batches folder itself

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import v2
 
+from harness.data.registry import one_line
 from harness.errors import UserError
 
 
@@ -72,11 +73,6 @@ class ImageFileDataset(Dataset):
             return self.transform(img), label, i
         raise UserError(f"no decodable image among the {n} files of this split "
                         f"(first: {self.samples[0][0] if n else 'none'})")
-
-
-def one_line(e: BaseException) -> str:
-    """An exception's message squeezed onto one line (errors quote library messages)."""
-    return " ".join(str(e).split())[:200]
 
 
 # --- transforms (torchvision v2; the official recipes of METHODS.md) ----------------------------

@@ -9,18 +9,22 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from harness.data.registry import DataBundle, DatasetDef, in_memory_bundle, register_dataset
 from harness.errors import UserError
 
+if TYPE_CHECKING:  # torch only when the data is built: listing and checking data sets imports none of it
+    from torch import Tensor
+
+
 
 def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 pixels scaled to [0, 1] (float64 for a stable sum)."""
+    import torch
+
     v = x.to(torch.float64).div(255).transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
     return tuple(round(float(m), 6) for m in v.mean(1)), tuple(round(float(s), 6) for s in v.std(1))
 
@@ -56,6 +60,7 @@ class Digits(DatasetDef):
         return 1797 - math.ceil(1797 * p.val_fraction)  # scikit-learn's train_test_split rounds the test share up
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
+        import torch
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
@@ -142,6 +147,8 @@ def make_synthetic(*, num_classes: int, num_superclasses: int, image_size: int, 
                    noise: float, max_shift: int, grid: int, seed: int
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[int]]:
     """Pure generator of the synthetic set: (train_x, train_y, val_x, val_y, superclass of each class)."""
+    import torch
+
     rng = np.random.Generator(np.random.PCG64(seed))
     canvas = image_size + 2 * max_shift  # patterns live on a larger canvas; each sample is a window of it
 

@@ -14,12 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.transforms import v2
-
 from harness.data.cifar import CIFAR_MEAN, CIFAR_STD
-from harness.data.common import one_line, pil_tail
-from harness.data.registry import DataBundle, DatasetDef, file_bundle, register_dataset
+from harness.data.registry import DataBundle, DatasetDef, file_bundle, one_line, register_dataset
 from harness.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,12 +23,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def is_image(path: str) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
     name = os.path.basename(path)
     return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
 
 
 def class_folders(folder: Path) -> list[str]:
     """ImageFolder's classes (sorted sub-folder names), without hidden folders."""
+    from torchvision.datasets.folder import find_classes
+
     try:
         classes, _ = find_classes(folder)
     except FileNotFoundError:  # no sub-folder at all
@@ -44,6 +44,8 @@ def image_folder_samples(folder: Path, classes: list[str]) -> list[tuple[str, in
     """ImageFolder semantics: folder/<class>/**/<image> -> (path, index of class in `classes`), in
     torchvision's order (classes by name, then files sorted within each folder of the walk). A class
     without a folder or without images contributes nothing."""
+    from torchvision.datasets.folder import make_dataset
+
     return make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, is_valid_file=is_image,
                         allow_empty=True)
 
@@ -73,6 +75,10 @@ class TinyImageNet(DatasetDef):
         return None
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
+        from torchvision.transforms import v2
+
+        from harness.data.common import pil_tail
+
         assert root is not None
         self.require_layout(root)
         wnids = class_folders(root / "train")
@@ -188,6 +194,10 @@ def _check_size(size: int) -> None:
 
 
 def _imagenet_transforms(size: int) -> tuple[Any, Any]:
+    from torchvision.transforms import v2
+
+    from harness.data.common import pil_tail
+
     _check_size(size)
     resize = round(size * 256 / 224)  # 256 for 224, the usual ratio otherwise
     train_tf = v2.Compose([v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(), *pil_tail(IMAGENET_MEAN, IMAGENET_STD)])

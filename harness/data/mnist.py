@@ -15,14 +15,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from harness.data.common import one_line
-from harness.data.registry import DataBundle, DatasetDef, in_memory_bundle, register_dataset
+from harness.data.registry import DataBundle, DatasetDef, in_memory_bundle, one_line, register_dataset
 from harness.errors import UserError
+
+if TYPE_CHECKING:  # torch only when the data is built: listing and checking data sets imports none of it
+    from torch import Tensor
+
 
 # Fashion-MNIST's pixel statistics over its 60,000 training images (the values commonly used with it).
 FASHION_MEAN = (0.2860,)
@@ -41,6 +41,8 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 def first_per_class(labels: Tensor, n: int) -> Tensor:
     """Positions of the first `n` images of each class in file order, ascending: (N,) int64 from labels
     (M,) int64. A class with fewer than `n` images gives all of its own."""
+    import torch
+
     counts = torch.bincount(labels)                                     # (K,)
     # rank of each image among the images of its class before it: a stable sort keeps file order in a class
     order = torch.sort(labels, stable=True).indices                     # (M,)
@@ -126,6 +128,8 @@ class FashionMNIST(DatasetDef):
         return got if isinstance(got, str) else None
 
     def build(self, p: Any, root: Path | None) -> DataBundle:
+        import torch
+
         assert root is not None
         if p.download and isinstance(self.files(root), str):
             import torchvision

@@ -24,16 +24,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
-from torch.utils.data import Dataset
-
-from harness.data.common import ImageFileDataset, TensorImageDataset, tensor_transform
 from harness.errors import UserError
 from methods.params import check_params
 from methods.registry import Registry
+
+if TYPE_CHECKING:  # torch only when the data is built: listing and checking data sets imports none of it
+    from torch import Tensor
+    from torch.utils.data import Dataset
+
 
 
 def register_dataset(name: str) -> Callable[[type], type]:
@@ -80,6 +80,10 @@ class DataBundle:
         return sum(int(m.sum()) for m in self._bad_masks())
 
     def skipped_files(self) -> list[str]:
+        import torch
+
+        from harness.data.common import ImageFileDataset
+
         out: list[str] = []
         for ds in (self.train, self.val):
             if isinstance(ds, ImageFileDataset):
@@ -88,6 +92,8 @@ class DataBundle:
 
     def _bad_masks(self) -> list[Tensor]:
         # train and train_eval share one mask (same files), so count each mask once.
+        from harness.data.common import ImageFileDataset
+
         masks: dict[int, Tensor] = {}
         for ds in (self.train, self.val, self.train_eval):
             if isinstance(ds, ImageFileDataset):
@@ -100,6 +106,8 @@ def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y:
                      flip: bool, root: Path | None, superclasses: list[int] | None = None,
                      superclass_names: list[str] | None = None) -> DataBundle:
     """A bundle over uint8 tensors: the fast path's `memory` plus the torchvision path over the same pixels."""
+    from harness.data.common import TensorImageDataset, tensor_transform
+
     size = int(train_x.shape[-1])
     aug = tensor_transform(size=size, crop_padding=crop_padding, flip=flip, mean=mean, std=std)
     plain = tensor_transform(size=size, crop_padding=0, flip=False, mean=mean, std=std)
@@ -122,6 +130,10 @@ def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], 
                 on_bad_image: str, root: Path, superclasses: list[int] | None = None,
                 superclass_names: list[str] | None = None) -> DataBundle:
     """A bundle over image files; train and train_eval share one bad-file mask (same files)."""
+    import torch
+
+    from harness.data.common import ImageFileDataset
+
     tr = ImageFileDataset(train, train_tf, on_bad_image=on_bad_image)
     return DataBundle(
         name=name, num_classes=len(classes), in_chans=3, input_size=input_size, classes=classes,
@@ -208,6 +220,11 @@ class DatasetDef:
 
 
 DATASETS = Registry("dataset", base=DatasetDef)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message squeezed onto one line (errors quote library messages)."""
+    return " ".join(str(e).split())[:200]
 
 
 def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:
