@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-1d", action="store_true",
                    help="perturb 1-D parameters (biases, BN) too, along themselves (Li et al. without biasbn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the directions and of the training subset")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write into DIR instead of <results>/landscape/ (the results folder is then only read; "
+                        "the summary's sharpness table reads <results>/landscape/ only)")
     add_device(p)
 
 
@@ -154,6 +157,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _validate(args)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder")
     results = Path(args.results)
     picks = select_trials(read_trials(results), results=results, methods=args.methods, dataset=args.dataset,
                           model=args.model, seeds=args.seeds)
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.results.plots import method_colors, save_figure
     from harness.train.trained import load_trained
 
-    out = results / "landscape"
+    out = args.out if args.out is not None else results / "landscape"
     xs = L.axis(args.span, args.grid)
     alphas = L.axis(args.span, 2 * args.grid - 1)
     ignore_1d = not args.include_1d

@@ -1,4 +1,5 @@
 """`tfbench seeds DIR`: what the seeds of a results folder can detect, per method against the baseline (CE).
+It only prints: the results folder is read, never written.
 
 Per dataset / model and configuration: the seeds paired with CE, the observed mean paired difference and
 the sd of the paired differences; the smallest true difference these seeds detect with `--power` (80%) at
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     metric = args.metric or records.sweep_primary(folder, DEFAULT_PRIMARY, PRIMARY_METRICS)
     spec = METRICS[metric]
     effect = spec.effect if args.effect is None else args.effect
-    groups = aggregate(load_trials(folder), metric=metric, alpha=alpha, power=args.power, effect=effect)
+    groups = aggregate(load_trials(folder, write=False), metric=metric, alpha=alpha, power=args.power, effect=effect)
     unit = "points" if spec.scale == 100.0 else "units"
     headers = ["method", "n pairs", f"mean diff ({unit})", "sd of diffs", f"detectable at n ({args.power:.0%})",
                f"seeds for {effect:g} {unit}"]

@@ -106,6 +106,10 @@ def resolve_train(epochs: int, recipe: str = "zipf", **overrides: Any) -> TrainC
     ms = values.get("milestones", ())
     if all(isinstance(m, float) and 0 < m < 1 for m in ms):
         ms = tuple(max(1, round(m * epochs)) for m in ms)
+        # one step per milestone at any length: in a short run two fractions round to one epoch (3 epochs:
+        # 0.5 and 0.75 -> 2 and 2, a 100x drop at once); the later one moves to the next epoch instead
+        for i in range(1, len(ms)):
+            ms = (*ms[:i], max(ms[i], ms[i - 1] + 1), *ms[i + 1:])
     values["milestones"] = tuple(int(m) for m in ms)
     return TrainConfig(epochs=int(epochs), recipe=recipe, **values)
 

@@ -135,3 +135,20 @@ def test_bad_input_is_one_line_and_exit_2(argv, expected, tmp_path, capsys):
 
 def test_registry_lists_all_builtins():
     assert {"ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"} <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("epochs, milestones, lrs", [
+    (15, (8, 11), [0.05] * 8 + [0.005] * 3 + [0.0005] * 4),   # the quickstart's: 0.5 and 0.75 of 15 epochs
+    (3, (2, 3), [0.05, 0.05, 0.005]),                        # 1.5 and 2.25 round to 2 and 2: the second moves on
+    (2, (1, 2), [0.05, 0.005]),
+    (1, (1, 2), [0.05]),
+])
+def test_the_schedule_steps_once_per_milestone_at_any_length(epochs, milestones, lrs):
+    from harness.config.resolve import resolve_train
+    from harness.train.metrics import lr_at
+
+    t = resolve_train(epochs, "zipf", lr=0.05)
+    assert t.milestones == milestones
+    got = [lr_at(e, steps_per_epoch=1, lr=t.lr, milestones=t.milestones, gamma=t.gamma, warmup_epochs=0)
+           for e in range(epochs)]
+    assert got == pytest.approx(lrs)
