@@ -47,9 +47,12 @@ def file_logger(path: str | Path, *, clock: Clock = time.time) -> Callable[[str]
 class Progress:
     """Work of `total` units, some done before this run (`done_before`, e.g. trials finished earlier).
 
-    Trials are counted with start/finish/fail (finished, running, failed, pending); smaller units (model
-    evaluations) with `advance(n, what)`, shown as a percentage with the last `what`. The eta extrapolates
-    this run's rate: elapsed / done so far x what remains.
+    Trials are counted with start/finish/fail/stop (finished, running, failed, stopped early by a scheduler,
+    pending); the epochs of running trials with `epoch(key, done, of)`, so that the estimate exists before the
+    first trial ends; the best validation top-1 seen so far with `best`. Smaller units (model evaluations)
+    are counted with `advance(n, what)`, shown as a percentage with the last `what`. The eta extrapolates
+    this run's rate: elapsed / work done so far x work left, a trial's work being its share of epochs done.
+    One Progress may span several phases (a search, then its confirm trials): `total` counts them all.
     """
 
     def __init__(self, name: str, total: int, *, done_before: int = 0, unit: str | None = None,
@@ -62,6 +65,10 @@ class Progress:
         self.done = 0
         self.running: set[str] = set()
         self.failed: set[str] = set()
+        self.stopped: set[str] = set()
+        self.fraction: dict[str, float] = {}   # running trial -> share of its epochs done
+        self.best_value: float | None = None
+        self.best_label = ""
         self.what = ""
         self.start_time = clock()
         self._shown_state: tuple | None = None
@@ -74,13 +81,37 @@ class Progress:
 
     def finish(self, key: str) -> None:
         self.running.discard(key)
+        self.fraction.pop(key, None)
         self.done += 1
         self.show()
 
     def fail(self, key: str) -> None:
         self.running.discard(key)
+        self.fraction.pop(key, None)
         self.failed.add(key)
         self.show()
+
+    def stop(self, key: str) -> None:
+        """An early stop by the scheduler (ASHA): done, but not finished."""
+        self.running.discard(key)
+        self.fraction.pop(key, None)
+        self.stopped.add(key)
+        self.show()
+
+    def epoch(self, key: str, done: int, of: int) -> None:
+        """A running trial has `done` of its `of` epochs on disk."""
+        if of > 0:
+            self.fraction[key] = min(done / of, 1.0)
+        self.show()
+
+    def best(self, value: float, label: str) -> None:
+        """A validation top-1 seen now: kept when it is the best so far."""
+        if self.best_value is None or value > self.best_value:
+            self.best_value, self.best_label = value, label
+
+    def phase(self, text: str) -> None:
+        """A phase begins (starting Ray, the search, the confirm trials): its own timestamped line."""
+        self.note(text)
 
     def advance(self, n: int = 1, what: str = "") -> None:
         self.done += n
@@ -94,13 +125,15 @@ class Progress:
 
     @property
     def pending(self) -> int:
-        return max(self.total - self.finished - len(self.running) - len(self.failed), 0)
+        return max(self.total - self.finished - len(self.running) - len(self.failed) - len(self.stopped), 0)
 
     def eta_s(self, now: float) -> float:
-        if self.done <= 0:
+        done = self.done + len(self.stopped) + sum(self.fraction.values())  # this run's work, in trials
+        if done <= 0:
             return math.nan
-        remaining = max(self.total - self.finished - len(self.failed), 0)
-        return (now - self.start_time) / self.done * remaining
+        remaining = max(self.total - self.finished - len(self.failed) - len(self.stopped)
+                        - sum(self.fraction.values()), 0)
+        return (now - self.start_time) / done * remaining
 
     def line(self, now: float | None = None) -> str:
         now = self.clock() if now is None else now
@@ -109,15 +142,21 @@ class Progress:
             pct = 100 * self.finished / self.total if self.total > 0 else 100.0
             what = f"  {self.what}" if self.what else ""
             return f"[{self.name}] {pct:5.1f}% ({self.finished}/{self.total} {self.unit}){what}  {times}"
-        return (f"[{self.name}] finished {self.finished}/{self.total}  running {len(self.running)}  "
-                f"failed {len(self.failed)}  pending {self.pending}  {times}")
+        stopped = f"  stopped early {len(self.stopped)}" if self.stopped else ""
+        best = (f"  best val top-1 {100 * self.best_value:.2f}% ({self.best_label})"
+                if self.best_value is not None else "")
+        return (f"[{self.name}] finished {self.finished}/{self.total}  running {len(self.running)}{stopped}  "
+                f"failed {len(self.failed)}  pending {self.pending}{best}  {times}")
 
     # --- showing ---
     def show(self, force: bool = False) -> None:
         """Terminal: rewrite the line on a change or once per `refresh_s`. Log: a timestamped line on a change,
         else a heartbeat once `heartbeat_s` has passed since the last line."""
         now = self.clock()
-        state = (self.done, len(self.running), len(self.failed), self.what, self.total)
+        # epochs redraw a terminal's line; in a log they wait for the heartbeat (a line per epoch of every
+        # trial would bury the changes)
+        epochs = round(sum(self.fraction.values()), 2) if self.tty else None
+        state = (self.done, len(self.running), len(self.failed), len(self.stopped), self.what, self.total, epochs)
         changed = state != self._shown_state
         wait = self.refresh_s if self.tty else self.heartbeat_s
         if not (force or changed or now - self._shown_at >= wait):

@@ -15,7 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="attach to an existing Ray cluster (default: $RAY_ADDRESS, else start a local one)")
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results root (default: ./results under the current folder); the sweep writes <root>/<name>/")
-    p.add_argument("--no-progress", action="store_true", help="no live status line")
+    p.add_argument("--progress", choices=("auto", "plain", "off"), default="auto",
+                   help="the status line: auto (rewritten in place on a terminal, timestamped lines in a log; "
+                        "default), plain (timestamped lines even on a terminal), off (only the start and end lines)")
+    p.add_argument("--no-progress", action="store_true", help="the same as --progress off")
     p.add_argument("--tensorboard", action="store_true",
                    help="print the command that shows every trial's live curves (trials/<key>/tb/) in TensorBoard")
     p.add_argument("--mlflow", type=Path, default=None, metavar="DIR",
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ[MLFLOW_ENV] = check_mlflow(args.mlflow)
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
-                     progress=not args.no_progress, rerun_stale=args.rerun_stale)
+                     progress="off" if args.no_progress else args.progress, rerun_stale=args.rerun_stale)
 
 
 def print_trials(sweep) -> None:

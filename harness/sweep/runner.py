@@ -32,15 +32,17 @@ def write_trials_csv(folder: ResultsFolder, trials: list[TrialSpec]) -> Path:
 
 
 def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
-              progress: bool = True, rerun_stale: bool = False) -> int:
+              progress: bool | str = True, rerun_stale: bool = False) -> int:
     """Run what is missing of `sweep`, then write trials.csv, the summary tables and the plots.
 
+    `progress`: "auto" (or True), "plain" (timestamped lines even on a terminal) or "off" (or False).
     Returns 0 when every trial finished, 1 when some failed, 130 when interrupted. Before anything is
     written or Ray starts: resources against this machine (without a cluster), data roots, and stale trials
     (finished under settings the sweep no longer means: refused unless `rerun_stale`, which moves them to
     stale/).
     """
     folder = ResultsFolder((results_root / sweep.name).resolve())
+    mode = {True: "auto", False: "off"}.get(progress, progress)  # type: ignore[call-overload]
     on_cluster = address or cluster.resolve_address(None)
     address = cluster.preflight(sweep.resources, address, sweep)  # reachable, and a trial fits: before any write
     if not on_cluster:  # on a cluster the data lives on the workers
@@ -67,10 +69,10 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
         if sweep.search is not None:  # tune, then confirm
             from harness.sweep.search import run_search
 
-            outcome = run_search(sweep, folder, sets=list(sets), address=address, show=progress)
+            outcome = run_search(sweep, folder, sets=list(sets), address=address, mode=mode)
             trials, interrupted, phase = outcome.confirm, outcome.interrupted, outcome.phase
         else:
-            trials, interrupted, phase = sweep.trials, run_grid(sweep, folder, address, progress), ""
+            trials, interrupted, phase = sweep.trials, run_grid(sweep, folder, address, mode), ""
         write_trials_csv(folder, trials)
         n_done = sum(folder.trial(t.key()).status() == "finished" for t in trials)
         if interrupted:
@@ -92,7 +94,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
     return 1 if failed or (sweep.search is not None and not outcome.ok) else 0
 
 
-def run_grid(sweep: SweepSpec, folder: ResultsFolder, address: str | None, show: bool) -> bool:
+def run_grid(sweep: SweepSpec, folder: ResultsFolder, address: str | None, mode: str) -> bool:
     """The sweep's trials that have no finished record, on Ray Tune; True when Ctrl-C stopped it."""
     pending = [t for t in sweep.trials if folder.trial(t.key()).status() != "finished"]
     done_before = len(sweep.trials) - len(pending)
@@ -100,9 +102,9 @@ def run_grid(sweep: SweepSpec, folder: ResultsFolder, address: str | None, show:
           f"{len(pending)} to run -> {folder.path}", flush=True)
     if not pending:
         return False
-    progress = Progress(sweep.name, len(sweep.trials), done_before=done_before)
+    progress = Progress(sweep.name, len(sweep.trials), done_before=done_before, tty=False if mode == "plain" else None)
     try:
-        with TuneSession(sweep, folder, address=address, show=show) as session:
+        with TuneSession(sweep, folder, address=address, show=mode != "off") as session:
             try:
                 session.run_trials(pending, progress)
             finally:

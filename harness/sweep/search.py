@@ -295,6 +295,7 @@ def run_group(session: TuneSession, group: Group, configs: list[dict] | None, n_
         return search_trial(group.base, dict(trial.config.get("params", trial.config))).key()
 
     return session.fit(trainable, name="search", param_space=param_space, progress=progress, key_of=key_of,
+                       epochs_of=lambda key: group.base.train.epochs,
                        scheduler=make_scheduler(search, folder, group.base.train.epochs, rule),
                        search_alg=search_alg, num_samples=samples)
 
@@ -329,7 +330,7 @@ class Outcome:
 
 
 def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], address: str | None,
-               show: bool) -> Outcome:
+               mode: str = "auto") -> Outcome:
     """Search every group, select on validation, confirm with the sweep's seeds (all in one Tune session);
     write search.json, search.csv and the confirm trials' sweep record. Stopped trials are not failures."""
     search = sweep.search
@@ -344,13 +345,19 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
         if open_ or missing > 0:
             todo.append((g, known, max(missing, 0)))
     total = sum(budget_of(g, search) for g in groups)
+    done_search = sum(search_status(folder.trial(s.key())) in ("finished", "stopped")
+                      for g in groups for s, _ in group_trials(g, search, folder))
+    # one status line and one estimate for both phases: the search trials, then each group's confirm trials
+    progress = Progress(sweep.name, total + len(groups) * len(groups[0].seeds), done_before=done_search,
+                        tty=False if mode == "plain" else None)
     print(f"sweep {sweep.name}: search of {len(groups)} method(s), budget {search.budget} per method "
           f"({search.algorithm}, {search.scheduler}); {len(todo)} with trials to run", flush=True)
     interrupted, phase, confirm = False, "search", []
     try:
-        with TuneSession(sweep, folder, address=address, show=show) as session:
+        with TuneSession(sweep, folder, address=address, show=mode != "off") as session:
             if todo:
-                interrupted = search_groups(session, todo, total)
+                progress.phase(f"sweep {sweep.name}: search ({total - done_search} of {total} search trials to run)")
+                interrupted = search_groups(session, todo, progress)
             if not interrupted:
                 record = write_search_record(folder, sweep, groups)
                 phase = "confirm trials"
@@ -360,15 +367,16 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
                 print(f"sweep {sweep.name}: confirm: {len(confirm)} trials (best of each method x "
                       f"{len(groups[0].seeds)} seeds), {len(confirm) - len(pending)} already finished, "
                       f"{len(pending)} to run", flush=True)
+                progress.total = total + len(confirm)  # a group with no finished search trial confirms nothing
+                progress.done_before += len(confirm) - len(pending)  # confirm trials finished by an earlier run
                 if pending:
-                    progress = Progress(sweep.name, len(confirm), done_before=len(confirm) - len(pending))
-                    try:
-                        session.run_trials(pending, progress)
-                    finally:
-                        progress.close()
+                    progress.phase(f"sweep {sweep.name}: confirm ({len(pending)} trials)")
+                    session.run_trials(pending, progress)
                     interrupted = session.interrupted
     except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
         interrupted = True
+    finally:
+        progress.close()
     if interrupted:
         if phase == "search":
             write_search_record(folder, sweep, groups)
@@ -391,28 +399,25 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
     return Outcome(confirm, False, phase, not (failed_search or unselected))
 
 
-def search_groups(session: TuneSession, todo: list, total: int) -> bool:
-    """Run the groups that have search trials left, one Tune experiment each. True when Ctrl-C stopped it."""
+def search_groups(session: TuneSession, todo: list, progress: Progress) -> bool:
+    """Run the groups that have search trials left, one Tune experiment each, on the sweep's one status line
+    (the caller closes it). True when Ctrl-C stopped it."""
     sweep, folder = session.sweep, session.folder
-    progress = Progress(f"{sweep.name} (search)", total, done_before=0)
-    try:
-        for g, known, n_new in todo:
-            if session.interrupted:
-                break
-            if sweep.search.algorithm == "random" or not g.space:
-                run_group(session, g, [p for _, p in known], 0, progress)
-                pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
-                continue
-            # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
-            # the rest of the budget knowing every result on record
-            started = [p for s, p in known if search_status(folder.trial(s.key())) not in ("finished", "stopped")]
-            if started:
-                run_group(session, g, started, 0, progress)
-            if n_new and not session.interrupted:
-                run_group(session, g, None, n_new, progress)
-            pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
-    finally:
-        progress.close()
+    for g, known, n_new in todo:
+        if session.interrupted:
+            break
+        if sweep.search.algorithm == "random" or not g.space:
+            run_group(session, g, [p for _, p in known], 0, progress)
+            pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")  # tests: a kill between groups
+            continue
+        # TPE: trials it proposed before a kill are finished first (as fixed points), then it proposes
+        # the rest of the budget knowing every result on record
+        started = [p for s, p in known if search_status(folder.trial(s.key())) not in ("finished", "stopped")]
+        if started:
+            run_group(session, g, started, 0, progress)
+        if n_new and not session.interrupted:
+            run_group(session, g, None, n_new, progress)
+        pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP")
     return session.interrupted
 
 

@@ -40,6 +40,9 @@ class TuneSession:
         # Ray reports usage statistics to its servers by default; tfbench makes no network access unless asked
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self.ctrl_c.__enter__()  # before Ray starts: a Ctrl-C while it starts is an interruption too
+        started = time.time()
+        print(f"sweep {self.sweep.name}: starting Ray ({'attaching to ' + self.address if self.address else 'local'})"
+              f"...", flush=True)
         try:
             import ray
 
@@ -51,6 +54,7 @@ class TuneSession:
                 cluster.start_local(self.sweep.resources.gpus_per_trial > 0)
             self.started = True
             self.actors_before = cluster.leftover_candidates()
+            print(f"sweep {self.sweep.name}: Ray ready in {time.time() - started:.1f} s; placing trials", flush=True)
         except BaseException:  # e.g. Ctrl-C while Ray starts: leave the signal handlers as they were
             self.__exit__()
             raise
@@ -75,14 +79,14 @@ class TuneSession:
         return self.ctrl_c.pressed
 
     def fit(self, trainable: Callable, *, name: str, param_space: dict[str, Any], progress: Progress,
-            key_of: Callable[[Any], str], scheduler: Any = None, search_alg: Any = None,
-            num_samples: int = 1) -> Any:
+            key_of: Callable[[Any], str], epochs_of: Callable[[str], int] | None = None, scheduler: Any = None,
+            search_alg: Any = None, num_samples: int = 1) -> Any:
         """One Tune experiment under this session's placement, watchdog, retries and progress line."""
         from ray import tune
 
         r = self.sweep.resources
         trainable = tune.with_resources(trainable, cluster.tune_resources(self.placement))
-        callbacks = [progress_callback(progress, self.folder, key_of)] if self.show else []
+        callbacks = [progress_callback(progress, self.folder, key_of, epochs_of)] if self.show else []
         callbacks.append(cluster.tune_watchdog_callback(cluster.PendingWatchdog(self.placement)))
         tuner = tune.Tuner(
             trainable, param_space=param_space,
@@ -112,12 +116,15 @@ class TuneSession:
         else:
             trainable = tune.with_parameters(trainables.grid_trainable, specs=specs, folder=str(self.folder.path),
                                              threads=threads)
+        epochs = {t.key(): t.train.epochs for t in trials}
         self.fit(trainable, name="run", param_space={"key": tune.grid_search(list(specs))}, progress=progress,
-                 key_of=lambda trial: trial.config["key"])
+                 key_of=lambda trial: trial.config["key"], epochs_of=epochs.get)
 
 
-def progress_callback(progress: Progress, folder: ResultsFolder, key_of: Callable[[Any], str]) -> Any:
-    """Tune's trial events on the one status line, each trial named by its key (`key_of(trial)`)."""
+def progress_callback(progress: Progress, folder: ResultsFolder, key_of: Callable[[Any], str],
+                      epochs_of: Callable[[str], int] | None = None) -> Any:
+    """Tune's trial events on the one status line, each trial named by its key (`key_of(trial)`): starts,
+    each reported epoch (`epochs_of(key)`: the trial's epochs), the best validation top-1 so far, ends."""
     from ray import tune
 
     class _Progress(tune.Callback):
@@ -127,11 +134,22 @@ def progress_callback(progress: Progress, folder: ResultsFolder, key_of: Callabl
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.start(key_of(trial))
 
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            key = key_of(trial)
+            if isinstance(result.get("val_top1"), (int, float)):
+                progress.best(float(result["val_top1"]), key)
+            if epochs_of is not None and isinstance(result.get("epoch"), int):
+                progress.epoch(key, result["epoch"], epochs_of(key))
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             key = key_of(trial)
-            # a diverged trial returns normally (no retry) with its error recorded: it failed
-            if folder.trial(key).status() == "failed":
+            t = folder.trial(key)
+            # a diverged trial returns normally (no retry) with its error recorded: it failed; a trial ASHA
+            # stopped early is done, not finished
+            if t.status() == "failed":
                 progress.fail(key)
+            elif t.status() != "finished" and (t / t.STOPPED).exists():
+                progress.stop(key)
             else:
                 progress.finish(key)
 

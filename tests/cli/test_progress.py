@@ -6,6 +6,8 @@ import io
 import math
 import re
 
+import pytest
+
 from harness.progress import Progress, file_logger, fmt_duration
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -158,3 +160,33 @@ def test_the_sweep_runners_tune_callback_drives_progress(tmp_path):
     (tmp_path / "trials" / "d" / "error.json").write_text('{"status": "failed", "error": "TrialDiverged"}')
     cb.on_trial_complete(iteration=6, trials=[], trial=trial["d"])
     assert "failed 2" in out.getvalue().splitlines()[-1]
+    # each reported epoch reaches the estimate and the best-so-far (epochs_of: 3 epochs per trial)
+    cb = progress_callback(p, ResultsFolder(tmp_path), lambda t: t.config["key"], lambda key: 3)
+    cb.on_trial_result(iteration=7, trials=[], trial=trial["c"], result={"epoch": 2, "val_top1": 0.75})
+    assert p.fraction == {"c": pytest.approx(2 / 3)} and (p.best_value, p.best_label) == (0.75, "c")
+
+
+def test_the_estimate_exists_before_a_trial_ends_and_stopped_and_best_are_shown():
+    clock = FakeClock()
+    out = io.StringIO()
+    p = Progress("s", 4, stream=out, tty=False, heartbeat_s=60, clock=clock)
+    p.start("a")
+    p.start("b")
+    clock.t += 30
+    p.epoch("a", 1, 4)   # a quarter of a trial and half of another in 30 s: 0.75 trials
+    p.epoch("b", 2, 4)
+    p.best(0.5, "a")
+    p.best(0.9, "b")
+    p.best(0.7, "a")     # not better: the best stays b's
+    # work left: 4 trials - 0.75 done = 3.25 trials at 30 s / 0.75 trials = 130 s
+    assert p.eta_s(clock.t) == pytest.approx(130.0)
+    assert "best val top-1 90.00% (b)" in p.line(clock.t) and "eta 2:10" in p.line(clock.t)
+    p.stop("a")          # an early stop by ASHA: done, not finished, not failed
+    assert p.line(clock.t).startswith("[s] finished 0/4  running 1  stopped early 1  failed 0  pending 2")
+
+
+def test_plain_progress_writes_timestamped_lines_on_a_terminal_too():
+    out = io.StringIO()
+    p = Progress("s", 2, stream=out, tty=False, clock=FakeClock())
+    p.start("a")
+    assert "\r" not in out.getvalue() and out.getvalue().count("\n") == 1
