@@ -67,7 +67,7 @@ EPOCH, NUM_EPOCHS = 1, 200  # a step of the second epoch: PS-KD reads its table 
 GPU_BATCH, CPU_BATCH = 128, 32
 SMOKE = dict(model="tiny_cnn", num_classes=10, num_train=64, input_size=8, batch=4, repeats=2, warmup=1)
 
-# targets of issue 8 (CPU): Zipf's LS within 3% of CE per step; CS-KD about twice CE's forward cost
+# the goals (CPU): Zipf's LS within 3% of CE per step; CS-KD about twice CE's forward cost
 ZIPF_MAX_RATIO = 1.03
 CSKD_FORWARD_RANGE = (1.7, 2.3)
 

@@ -29,7 +29,7 @@ from harness.bench.common import load_average, machine_line, verdict
 from harness.errors import UserError
 from harness.folders import TrialFolder
 
-TARGET_SPEEDUP = 1.7  # issue 8: at least 1.7x the trials per hour with 2 concurrent trials on 2 cores
+TARGET_SPEEDUP = 1.7  # the goal: at least 1.7x the trials per hour with 2 concurrent trials on 2 cores
 
 
 def sweep_file(folder: Path, *, name: str, trials: int, epochs: int, concurrent: int, method: str,

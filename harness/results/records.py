@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module
 
 Warn = Callable[[str], None]
 
-# Columns taken from result.json (the contract of issue 13; older records lack the first block).
+# Columns taken from result.json (records written by an older tfbench lack some: they read as empty).
 RESULT_COLUMNS = ["selected_epoch", "selected_top1", "selected_top5", "selected_nll", "selected_ece",
                   "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1", "val_selected_nll",
                   "best_top1", "best_top5", "best_epoch", "train_top1", "train_val_gap", "step_time_s",

@@ -54,7 +54,7 @@ from harness.train.splits import make_splits
 from harness.train.trained import Trained, load_trained
 from methods import Method, StepContext
 
-# the names other modules imported from here before the split
+# the loop's names, and those of its pieces that the analyses and benchmarks take from here
 __all__ = ["CHECKPOINT", "BEST", "TrialDiverged", "Trained", "ece_counts", "ece_from_counts", "evaluate",
            "load_trained", "lr_at", "resolve_device", "seed_everything", "train_step", "train_trial"]
 
