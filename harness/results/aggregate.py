@@ -25,7 +25,6 @@ import pandas as pd
 from harness.config import catalog
 from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
-from harness.folders import ResultsFolder
 from harness.results import records
 from harness.results.stats import (
     DEFAULT_ALPHA,
@@ -94,7 +93,6 @@ _LEGACY_FALLBACK = {"selected_top1": "best_top1", "selected_top5": "best_top5", 
 SHARPNESS = MetricSpec("sharpness", "sharpness", 1.0, 3, False)
 
 BASELINE = "ce"
-CURVE_COLUMNS = ("val_top1", "train_loss")
 
 
 # --- loading (reads only) -----------------------------------------------------------------------------
@@ -108,35 +106,6 @@ def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_st
     trials = with_metric_columns(trials)
     trials.attrs["stale_left_out"] = left_out
     return trials
-
-
-def load_curves(results_dir: str | Path, trials: pd.DataFrame, *,
-                warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
-    """Per-epoch records of every finished trial, one row per (trial, epoch), with its config columns;
-    a damaged line of a metrics.jsonl is skipped with one warning."""
-    cfg = config_columns(trials)
-    # Labels from the whole trials table, so that they match the tables' rows even where a
-    # configuration has no curve (all its trials failed).
-    labels = config_labels(trials)
-    frames = []
-    for i, t in trials[trials["status"] == "finished"].iterrows():
-        trial = ResultsFolder(results_dir).trial(str(t["key"]))
-        lines = records.read_jsonl_records(trial / trial.METRICS,
-                                           warn=warn)
-        if not lines:
-            continue
-        df = pd.DataFrame.from_records(lines)
-        for c in ("epoch", *CURVE_COLUMNS):
-            if c not in df.columns:
-                df[c] = np.nan
-        df = df[["epoch", *CURVE_COLUMNS]].copy()
-        for c in (*cfg, "seed", "key"):
-            df[c] = t[c]
-        df["label"] = labels.loc[i]
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=[*cfg, "label", "seed", "key", "epoch", *CURVE_COLUMNS])
-    return pd.concat(frames, ignore_index=True)
 
 
 def load_sharpness(results_dir: str | Path) -> pd.DataFrame | None:
@@ -502,27 +471,6 @@ def ordered_values(values: Iterable[Any]) -> list[Any]:
     if all(value_sort_key(v)[0] == 0 for v in distinct):
         return sorted(distinct, key=float)
     return distinct
-
-
-# --- learning curves ----------------------------------------------------------------------------------
-
-def curve_stats(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and epoch: mean, sample std and n over seeds of val_top1 and train_loss."""
-    cfg = config_columns(curves)
-    out_cols = [*cfg, "label", "epoch"] + [f"{c}_{s}" for c in CURVE_COLUMNS for s in ("mean", "std", "n")]
-    if curves.empty:
-        return pd.DataFrame(columns=out_cols)
-    if "label" not in curves.columns:
-        curves = curves.assign(label=config_labels(curves))
-    rows = []
-    # label is constant within a configuration: grouping by it as well only carries it along.
-    for key, g in curves.groupby([*cfg, "label", "epoch"], dropna=False, sort=False):
-        row = dict(zip([*cfg, "label", "epoch"], key, strict=True))
-        for c in CURVE_COLUMNS:
-            row[f"{c}_mean"], row[f"{c}_std"], row[f"{c}_n"] = mean_std_n(pd.to_numeric(g[c], errors="coerce"))
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    return sort_groups(out.sort_values("epoch", kind="stable"))[out_cols].reset_index(drop=True)
 
 
 # --- sharpness (optional, written by `tfbench landscape`) ----------------------------------------------

@@ -31,9 +31,10 @@ from harness.results.aggregate import (
     load_trials,
     swept_parameters,
 )
+from harness.results.curves import curve_stats, load_curves
 from harness.results.plots_ablation import ablation_curve, min_span, reference_row, y_range
 from harness.results.plots_cost import accuracy_vs_cost
-from harness.results.plots_curves import epoch_stats, learning_curves, load_epoch_curves
+from harness.results.plots_curves import learning_curves
 from harness.results.plots_ranks import critical_difference_diagram
 from harness.results.plots_style import (
     BUILTIN_COLORS,
@@ -45,7 +46,7 @@ from harness.results.plots_style import (
 )
 
 __all__ = ["BUILTIN_COLORS", "COLUMN_WIDTH_IN", "STYLE", "new_figure", "ablation_curve", "accuracy_vs_cost",
-           "critical_difference_diagram", "epoch_stats", "learning_curves", "load_epoch_curves", "method_colors",
+           "critical_difference_diagram", "curve_stats", "learning_curves", "load_curves", "method_colors",
            "min_span", "reference_row", "save_figure", "styled", "write_plots", "y_range"]
 
 
@@ -90,7 +91,7 @@ def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[
     if groups.empty:
         return []
     colors = method_colors(trials["method"].astype(str))
-    stats = epoch_stats(load_epoch_curves(results_dir, trials))
+    stats = curve_stats(load_curves(results_dir, trials))
     paths: list[Path] = []
     for method, param in swept_parameters(groups):
         if ablation_rows(groups, method=method, param=param):

@@ -4,20 +4,15 @@ Every method logs its loss parts per epoch as `train_<part>` in metrics.jsonl; `
 own objective (LS's smoothed loss, TF-KD's KD-weighted sum, ...), which are different functions and not
 comparable on one axis. `train_ce`, the plain cross-entropy on the hard labels, is logged by every built-in,
 so that is the shared loss axis; a method without it gets its own panel of its own objective.
-`aggregate.load_curves` keeps only val_top1 and train_loss, hence this module's loader, which keeps every
-`train_*` and `val_*` column.
+The per-epoch records come from harness/results/curves.py.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.results import records
-from harness.results.aggregate import config_columns, config_labels, sort_groups
 from harness.results.plots_style import (
     LINESTYLES,
     SPREAD,
@@ -33,49 +28,6 @@ from harness.results.plots_style import (
 COMMON_LOSS = "train_ce"
 
 
-def load_epoch_curves(results_dir: str | Path, trials: pd.DataFrame, *,
-                      warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
-    """Per-epoch records of every finished trial, one row per (trial, epoch), with its config columns,
-    `label`, `seed`, `key`, `epoch` and every `val_*` and `train_*` column its metrics.jsonl has (a column
-    a trial does not log is NaN in its rows); a damaged line is skipped with one warning."""
-    cfg = config_columns(trials)
-    labels = config_labels(trials)  # from the whole table, so that they match the tables' rows
-    frames = []
-    for i, t in trials[trials["status"] == "finished"].iterrows():
-        lines = records.read_jsonl_records(Path(results_dir) / "trials" / str(t["key"]) / "metrics.jsonl",
-                                           warn=warn)
-        if not lines:
-            continue
-        df = pd.DataFrame.from_records(lines)
-        keep = ["epoch", *[c for c in df.columns if c.startswith(("val_", "train_"))]]
-        df = df.reindex(columns=keep)
-        for c in (*cfg, "seed", "key"):
-            df[c] = t[c]
-        df["label"] = labels.loc[i]
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=[*cfg, "label", "seed", "key", "epoch", "val_top1", "train_loss"])
-    return pd.concat(frames, ignore_index=True)
-
-
-def epoch_stats(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration and epoch: `<col>_mean`, `<col>_std` (sample, ddof=1; NaN for one seed) and `<col>_n`
-    over seeds of every `val_*` and `train_*` column (finite values only, as aggregate.mean_std_n)."""
-    cfg = config_columns(curves)
-    cols = [c for c in curves.columns if c.startswith(("val_", "train_"))]
-    keys = [*cfg, "label", "epoch"]
-    if curves.empty:
-        return pd.DataFrame(columns=keys + [f"{c}_{s}" for c in cols for s in ("mean", "std", "n")])
-    if "label" not in curves.columns:
-        curves = curves.assign(label=config_labels(curves))
-    values = curves[cols].apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan)
-    grouped = pd.concat([curves[keys], values], axis=1).groupby(keys, dropna=False, sort=False)
-    out = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()}, axis=1)
-    out.columns = [f"{c}_{s}" for s, c in out.columns]
-    out = out.reset_index()
-    return sort_groups(out.sort_values("epoch", kind="stable")).reset_index(drop=True)
-
-
 def _select_split(protocols: list[str]) -> tuple[str, str]:
     """(axis label, caption phrase) of the per-epoch val_* curves: under `clean` the held-out split carved
     from train, under `paper` (and legacy records) the evaluation split itself."""
@@ -87,7 +39,7 @@ def _select_split(protocols: list[str]) -> tuple[str, str]:
 @styled
 def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: list[str] | None = None,
                     colors: dict[str, str] | None = None, selected: pd.DataFrame | None = None) -> Figure:
-    """Per epoch, one line per configuration label (`labels` restricts them; `stats` from `epoch_stats`, or
+    """Per epoch, one line per configuration label (`labels` restricts them; `stats` from `curve_stats`, or
     `aggregate.curve_stats`): the mean over seeds with a band of +-1 sample std over seeds (none for one seed).
 
     - Top: top-1 on the selection split (what `train.select` picks the epoch on).

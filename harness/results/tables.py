@@ -11,14 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
-from harness.errors import UserError
-from harness.io import atomic_write_text
 from harness.results import records
 from harness.results.aggregate import (
     BASELINE,
@@ -26,21 +21,15 @@ from harness.results.aggregate import (
     LEGACY,
     METRICS,
     SHARPNESS,
-    TABLE_METRICS,
     MetricSpec,
     ablation_rows,
     across_scores,
-    aggregate,
-    aggregate_sharpness,
     cells,
     companion,
     fmt_value,
-    load_sharpness,
-    load_trials,
     method_label,
     ordered_values,
     swept_parameters,
-    unfinished_trials,
 )
 from harness.results.render import (  # noqa: F401 (format_mean_std, human_bytes, to_csv: the public names)
     Table,
@@ -178,7 +167,7 @@ def _join(*parts: str) -> str:
 
 # --- the tables ---------------------------------------------------------------------------------------
 
-def _protocols(groups: pd.DataFrame) -> list[str]:
+def protocols_of(groups: pd.DataFrame) -> list[str]:
     if "protocol" not in groups.columns:
         return []
     return list(groups.loc[groups["n"].astype(int) > 0, "protocol"].astype(str)) or list(groups["protocol"].astype(str))
@@ -206,7 +195,7 @@ def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec
     has_tests = "verdict" in groups.columns
     note = f"{spec.label}: mean +- sample std (ddof=1) over seeds; {_n_note(n)}; an empty cell is not in the sweep."
     if has_tests:
-        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(groups))}.", note,
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(groups))}.", note,
                      f"{marks_legend(metric, alpha, method_label(baseline))}.",
                      selection_line(groups) if metric.startswith(("selected_", "val_")) else "")
     return Table(title, ["method", *[f"{ds} / {m}" for ds, m in cols]], rows, marks, note)
@@ -240,7 +229,7 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha
                                                                    decimals=spec.decimals, typical=n)
                                 for g in found])
             marks.append([""] * len(head) + marks_of(found))
-        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(in_table))}.",
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(in_table))}.",
                      f"{spec.label} of {method_label(method)} against {name}: mean +- sample std over seeds; "
                      f"{_n_note(n)}.", f"{marks_legend(metric, alpha, method_label(baseline))}."
                      + (" 'fixed' lists the other swept parameters of the row." if has_context else ""))
@@ -308,7 +297,7 @@ def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baselin
         headers = ["method", spec.short, *([second.short] if second else []), f"difference vs {base} [95% CI]",
                    "n pairs", "p", "Holm p", "verdict", f"detectable ({unit}, 80%)",
                    f"seeds for {_amount(effect, unit)}", "time x", "memory x", "extra state"]
-        note = _join(metric_role(metric, primary or metric), f"{protocol_line(_protocols(g))}.",
+        note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(g))}.",
                      f"Paired by seed over the {int((g['method'] != baseline).sum())} configurations of this table "
                      f"(the Holm family); {_n_note(n)}.", test_split_line(g, metric, baseline),
                      selection_line(g) if metric.startswith(("selected_", "val_")) else "")
@@ -409,153 +398,3 @@ def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha:
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
     return out
-
-
-def _failed_lines(trials: pd.DataFrame) -> list[str]:
-    lines = []
-    for _, t in unfinished_trials(trials).iterrows():
-        err = str(t["error"]) if "error" in t and isinstance(t["error"], str) else "no error recorded"
-        first = (err.strip().splitlines() or ["no error recorded"])[0][:200]
-        lines.append(f"- `{t['key']}` ({t['method']}, {t['dataset']} / {t['model']}, seed {t['seed']}, "
-                     f"status {t['status']}): {first}")
-    return lines
-
-
-def _summarised_configurations(results_dir: Path) -> int:
-    """Rows of the summary.csv already in the folder (0 when there is none or it cannot be read)."""
-    try:
-        return len(pd.read_csv(results_dir / "summary.csv"))
-    except (OSError, ValueError):
-        return 0
-
-
-def _one_setting(folders: Sequence[Path], read: Any, what: str) -> Any:
-    """The sweeps' common value of a setting (primary metric, alpha); pooled folders must agree."""
-    values = {str(f): read(f) for f in folders}
-    if len(set(values.values())) > 1:
-        raise UserError(f"the results folders disagree on {what} ({'; '.join(f'{f}: {v}' for f, v in values.items())}); "
-                        f"give --{what.split()[0]} to compare them on one")
-    return next(iter(values.values()))
-
-
-def pooled_trials(folders: Sequence[Path], *, warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
-    """The trials of several results folders as one table (ranked across all their data sets). A trial key
-    found in two folders is one trial copied twice: it is counted once, with one warning."""
-    frames = [load_trials(f, warn=warn, write=False) for f in folders]
-    trials = pd.concat(frames, ignore_index=True)
-    dup = trials["key"].duplicated()
-    if dup.any():
-        warn(f"{int(dup.sum())} trial key(s) appear in more than one of the folders (e.g. "
-             f"{trials.loc[dup, 'key'].iloc[0]}); each is counted once")
-        trials = trials[~dup].reset_index(drop=True)
-    trials.attrs["stale_left_out"] = sum(int(f.attrs.get("stale_left_out", 0)) for f in frames)
-    return trials
-
-
-def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: str | None = None,
-                   alpha: float | None = None, effect: float | None = None,
-                   warn: records.Warn = records.warn_stderr, write: bool = True) -> dict[str, str]:
-    """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
-    rebuilt from the trial records). Several folders are pooled (`pooled_trials`): their data sets are
-    compared side by side and ranked across. `metric`: None is the sweep's primary metric (sweep.yaml's
-    `primary_metric`, else selected_top1); any other makes the tables secondary (exploratory). `alpha`:
-    None reads the sweep's own, else 0.05. `effect`: the difference the power columns are for, in display
-    units (None: the metric's default). `write=False` never writes into the folders (a damaged trials.csv
-    is then rebuilt in memory only).
-
-    Refuses (UserError) to produce a summary without a finished trial over an existing one that has
-    some: an empty table must never replace good numbers."""
-    folders = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(f) for f in results_dir]
-    try:
-        primary = _one_setting(folders, lambda f: records.sweep_primary(f, DEFAULT_PRIMARY, PRIMARY_METRICS),
-                               "metric (primary_metric)")
-    except UserError:
-        if metric is None:
-            raise
-        primary = metric  # pooled sweeps with different primaries: the metric asked for is the one judged
-    metric = primary if metric is None else metric
-    if metric not in TABLE_METRICS:
-        raise UserError(f"unknown metric {metric!r}; allowed: {', '.join(TABLE_METRICS)}")
-    if alpha is None:
-        alpha = _one_setting(folders, lambda f: records.sweep_alpha(f, DEFAULT_ALPHA), "alpha")
-    elif not 0 < alpha < 1:
-        raise UserError(f"alpha {alpha:g} is out of range; allowed: a number in (0, 1), e.g. 0.05")
-    results_dir = folders[0]
-    name = results_dir.name if len(folders) == 1 else "pooled " + ", ".join(f.name for f in folders)
-    trials = (load_trials(results_dir, warn=warn, write=write) if len(folders) == 1
-              else pooled_trials(folders, warn=warn))
-    status = trials["status"].astype(str)
-    n_ok, n_failed = int((status == "finished").sum()), int((status == "failed").sum())
-    kept = _summarised_configurations(results_dir) if len(folders) == 1 else 0
-    if n_ok == 0 and kept:
-        raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but summary.csv "
-                        f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
-                        f"`tfbench run` on the sweep file)")
-    groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect)
-    sharp = load_sharpness(results_dir) if len(folders) == 1 else None
-    if sharp is not None:
-        missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
-        if missing:
-            raise UserError(f"{results_dir / 'landscape' / 'sharpness.csv'} lacks the column(s) "
-                            f"{', '.join(missing)}")
-    sharp_groups = aggregate_sharpness(sharp, trials) if sharp is not None and not sharp.empty else None
-    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups, primary=primary)
-
-    n_pending = len(trials) - n_ok - n_failed
-    stale = int(trials.attrs.get("stale_left_out", 0))
-    head = (f"Trials: {len(trials)} ({n_ok} finished, {n_failed} failed"
-            + (f", {n_pending} pending" if n_pending else "")
-            + f") in {len(groups)} configurations."
-            + (f" Left out: {stale} stale trial(s), finished under a spec the sweep no longer means." if stale
-               else ""))
-    verdicts = (f"Verdicts on the primary metric, {METRICS[primary].label}." if metric == primary else
-                f"Tables on {METRICS[metric].label}: a secondary metric (exploratory); the sweep's verdicts are "
-                f"made on its primary metric, {METRICS[primary].label} (`tfbench table` without --metric).")
-    from harness.results.search_tables import search_section  # tuned sweeps only (docs/tuning.md)
-
-    tuned, search_md, search_tex = search_section(results_dir) if len(folders) == 1 else ("", [], [])
-    head += f" {tuned}" if tuned else ""
-    if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
-        sections["Comparison"][0].note += f" {tuned}"
-    proto = protocol_line(_protocols(groups)) if not groups.empty else "protocol: no trials"
-    rules = sorted({str(r) for r in groups.get("select", pd.Series(dtype=str)).dropna()})
-    chosen = "; ".join(f"{r}: {SELECT_TEXT.get(r, r)}" for r in rules)
-    selection = f"Epoch selection (train.select) {chosen}." if chosen else ""
-    eff = float(groups["effect"].iloc[0]) * METRICS[metric].scale if "effect" in groups.columns and len(groups) \
-        else METRICS[metric].effect
-    guide = reading_guide(metric=metric, alpha=alpha, effect=eff)
-    unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
-    head += f" {unranked}" if unranked else ""
-    md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
-          "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
-    tex = [f"% tfbench summary of {name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
-           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n",
-           "% How to read the tables:\n" + "\n".join(f"% {line}" for line in guide) + "\n"]
-    for tables in sections.values():
-        md.extend(to_markdown(t) for t in tables)
-        tex.extend(to_latex(t) for t in tables)
-    if not groups.empty:
-        md.append(to_markdown(details_table(groups)))
-    md.extend(search_md)
-    tex.extend(search_tex)
-    failed = _failed_lines(trials)
-    if failed:
-        md.append("## Failed and pending trials\n")
-        md.append("\n".join(failed) + "\n")
-    return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups)}
-
-
-def write_outputs(results_dir: str | Path, outputs: dict[str, str], *, stem: str = "summary") -> list[Path]:
-    paths = []
-    for fmt in ("md", "tex", "csv"):
-        path = Path(results_dir) / f"{stem}.{fmt}"
-        atomic_write_text(path, outputs[fmt])
-        paths.append(path)
-    return paths
-
-
-def write_summary(results_dir: str | Path, metric: str | None = None, alpha: float | None = None) -> str:
-    """Write summary.md, summary.tex and summary.csv of a results folder; return the markdown."""
-    outputs = render_summary(results_dir, metric=metric, alpha=alpha)
-    write_outputs(results_dir, outputs)
-    return outputs["md"]

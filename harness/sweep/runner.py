@@ -130,7 +130,7 @@ def check_data_roots(trials: list[TrialSpec]) -> None:
 def summarise(folder: ResultsFolder) -> None:
     """Tables and plots, when the results code is installed; a failure here never loses trial records."""
     try:
-        from harness.results.tables import write_summary
+        from harness.results.summary import write_summary
     except ImportError:
         return
     try:

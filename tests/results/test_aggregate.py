@@ -20,12 +20,11 @@ from harness.results.aggregate import (
     aggregate_sharpness,
     best_per_method,
     config_columns,
-    curve_stats,
-    load_curves,
     load_trials,
     mean_std_n,
     swept_parameters,
 )
+from harness.results.curves import curve_stats, load_curves
 
 
 def trial(method, seed, *, status="finished", dataset="cifar100", model="resnet18", epochs=3, top1=None,

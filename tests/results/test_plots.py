@@ -14,14 +14,14 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 
-from harness.results.aggregate import aggregate, best_per_method, curve_stats
+from harness.results.aggregate import aggregate, best_per_method
 from harness.results.plots import (
     BUILTIN_COLORS,
     ablation_curve,
     accuracy_vs_cost,
-    epoch_stats,
+    curve_stats,
     learning_curves,
-    load_epoch_curves,
+    load_curves,
     method_colors,
     write_plots,
     y_range,
@@ -197,7 +197,7 @@ def curves(*, with_ce: bool = True) -> pd.DataFrame:
 
 def test_learning_curves_val_top1_shared_train_ce_and_bands():
     t = curve_trials()
-    fig = learning_curves(epoch_stats(curves()), dataset="cifar100", model="resnet18", selected=aggregate(t))
+    fig = learning_curves(curve_stats(curves()), dataset="cifar100", model="resnet18", selected=aggregate(t))
     ax_acc, ax_sel, ax_loss = fig.axes
     assert (ax_acc.get_ylabel(), ax_loss.get_ylabel(), ax_loss.get_xlabel()) == (
         "val top-1 (%)", "train CE (nats, log)", "epoch")
@@ -221,7 +221,7 @@ def test_learning_curves_val_top1_shared_train_ce_and_bands():
 
 def test_learning_curves_mark_the_mean_selected_epoch():
     t = curve_trials()
-    fig = learning_curves(epoch_stats(curves()), dataset="cifar100", model="resnet18", selected=aggregate(t))
+    fig = learning_curves(curve_stats(curves()), dataset="cifar100", model="resnet18", selected=aggregate(t))
     ax_sel = fig.axes[1]
     assert ax_sel.get_ylabel() == "selected\nepoch"
     for row, (m, label) in enumerate((("ce", "CE"), ("zipf", "Zipf's LS"))):
@@ -238,7 +238,7 @@ def test_learning_curves_mark_the_mean_selected_epoch():
 
 def test_learning_curves_without_a_common_loss_give_each_objective_its_panel():
     """zipf logs no train_ce here: its own objective is not drawn on CE's axis but in a panel of its own."""
-    stats = epoch_stats(curves(with_ce=False))
+    stats = curve_stats(curves(with_ce=False))
     fig = learning_curves(stats, dataset="cifar100", model="resnet18")
     ax_acc, ax_ce, ax_zipf = fig.axes
     assert [ax.get_title(loc="left") for ax in (ax_ce, ax_zipf)] == [
@@ -248,14 +248,15 @@ def test_learning_curves_without_a_common_loss_give_each_objective_its_panel():
     assert _legend_texts(fig) == ["CE (n = 2)", "Zipf's LS (n = 2)"]  # n from the curves without `selected`
 
 
-def test_learning_curves_take_the_aggregate_curve_stats_and_labels():
-    only = learning_curves(curve_stats(curves()), dataset="cifar100", model="resnet18", labels=["CE"])
+def test_learning_curves_restrict_to_labels_and_fall_back_to_each_objective():
+    only = learning_curves(curve_stats(curves().drop(columns="train_ce")), dataset="cifar100", model="resnet18",
+                           labels=["CE"])
     assert len(only.axes[0].lines) == 1
     assert _legend_texts(only) == ["CE (n = 2)"]
-    assert only.axes[1].get_title(loc="left") == "CE: its own objective (train_loss)"  # curve_stats has no train_ce
+    assert only.axes[1].get_title(loc="left") == "CE: its own objective (train_loss)"  # no train_ce logged
 
 
-def test_epoch_stats_and_loader(tmp_path):
+def test_curve_stats_and_loader(tmp_path):
     t = curve_trials()
     t.to_csv(tmp_path / "trials.csv", index=False)
     for key, g in t.groupby("key"):
@@ -267,14 +268,14 @@ def test_epoch_stats_and_loader(tmp_path):
         (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     from harness.results.aggregate import load_trials
 
-    loaded = load_epoch_curves(tmp_path, load_trials(tmp_path))
+    loaded = load_curves(tmp_path, load_trials(tmp_path))
     assert {"train_ce", "train_loss", "val_top1"} <= set(loaded.columns) and "lr" not in loaded.columns
-    stats = epoch_stats(loaded)
+    stats = curve_stats(loaded)
     z = stats[stats["method"] == "zipf"].sort_values("epoch")
     np.testing.assert_allclose(z["train_ce_mean"], np.mean(CE_PART["zipf"], axis=0))
     np.testing.assert_allclose(z["train_ce_std"], np.std(CE_PART["zipf"], axis=0, ddof=1))
     assert list(z["val_top1_n"]) == [2, 2, 2]
-    one = epoch_stats(loaded[loaded["seed"] == 0])
+    one = curve_stats(loaded[loaded["seed"] == 0])
     assert one["val_top1_std"].isna().all()  # one seed: no std, so no band
 
 

@@ -15,6 +15,7 @@ from scipy import stats
 from harness.cli import table as cmd_table
 from harness.errors import UserError
 from harness.results.aggregate import aggregate
+from harness.results.summary import write_summary
 from harness.results.tables import (
     ablation_tables,
     comparison_table,
@@ -24,7 +25,6 @@ from harness.results.tables import (
     to_csv,
     to_latex,
     to_markdown,
-    write_summary,
 )
 
 

@@ -12,7 +12,7 @@ import torch
 from harness.config.sweep_file import load_sweep
 from harness.results import records
 from harness.results.aggregate import aggregate
-from harness.results.tables import render_summary
+from harness.results.summary import render_summary
 from harness.train.loop import train_trial
 
 CONTROLS = Path(__file__).resolve().parents[2] / "sweeps" / "controls.yaml"
