@@ -194,6 +194,13 @@ class TrialFolder:
     def clear_error(self) -> None:
         (self.path / self.ERROR).unlink(missing_ok=True)
 
+    def move_aside(self, other: str) -> Path:
+        """Rename the folder to `<name>.moved-<other>` (one atomic rename; never over an earlier one), so that
+        the records of trial `other` are kept and out of this trial's way; returns where they went."""
+        aside = free_path(self.path.with_name(f"{self.path.name}.moved-{other}"))
+        os.rename(self.path, aside)
+        return aside
+
 
 class ResultsLock:
     """One sweep per results folder at a time: a second `tfbench run` gets a clear message, not a mix-up."""
@@ -386,12 +393,19 @@ class ResultsFolder:
             src = self.path / self.TRIALS / key
             if not src.is_dir():
                 continue
-            dst, n = self.path / self.STALE / key, 1
-            while dst.exists():
-                dst, n = self.path / self.STALE / f"{key}.{n}", n + 1
+            dst = free_path(self.path / self.STALE / key)
             os.rename(src, dst)
             moved.append(dst)
         return moved
+
+
+def free_path(path: Path) -> Path:
+    """`path`, or the first of `<path>.1`, `<path>.2`, ... that does not exist: a folder moved aside never
+    replaces one moved there before."""
+    dst, n = path, 1
+    while dst.exists():
+        dst, n = path.with_name(f"{path.name}.{n}"), n + 1
+    return dst
 
 
 # what harness.io's atomic writes (tempfile.mkstemp: 8 random characters) and write_probe leave behind

@@ -312,10 +312,7 @@ def claim(trial: TrialFolder, key: str, *, force: bool, log: Callable[[str], Non
     if not force:
         raise UserError(f"{trial.path} holds the records of trial {other}, not of {key}; refusing to mix them: "
                         f"give another --out, or --force to move the old folder aside first")
-    aside, n = trial.path.with_name(f"{trial.path.name}.moved-{other}"), 1
-    while aside.exists():
-        aside, n = trial.path.with_name(f"{trial.path.name}.moved-{other}.{n}"), n + 1
-    os.rename(trial.path, aside)
+    aside = trial.move_aside(other)
     log(f"moved the records of trial {other} from {trial.path} to {aside} (--force)")
 
 
