@@ -18,6 +18,7 @@ from harness.progress import file_logger
 def run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Callable[[dict], None],
             startup: dict[str, float] | None = None, bundle: Any = None) -> None:
     """Train one trial inside a Ray worker; on failure, record the error next to the checkpoint and re-raise."""
+    opened = time.time()
     import torch
 
     from harness.train.loop import TrialDiverged, train_trial
@@ -36,7 +37,8 @@ def run_one(spec_dict: dict[str, Any], trial_dir: str, threads: int, report: Cal
 
             live = LiveCurves.for_trial(spec, tdir, report, log)
             report = live.report
-        result = train_trial(spec, tdir, report=report, log=log, startup=startup, bundle=bundle)
+        result = train_trial(spec, tdir, report=report, log=log, startup={**(startup or {}), "opened_at": opened},
+                             bundle=bundle)
     except Exception as e:  # not KeyboardInterrupt / SystemExit: a stopped trial has not failed
         failed = True
         if not lead:

@@ -149,8 +149,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     reports through it). If `out_dir` holds a checkpoint, training resumes from it. Inside a torch.distributed
     job (Ray Train) every worker takes its slice of each global batch, gradients are averaged, and only
     rank 0 writes files. `startup`: when the trial was launched (`launched_at`, time.time()) and the start-up
-    parts the caller measured (e.g. Ray Train's `workers_s`, `imports_s`); result.json records `startup_s`
-    (launch to the first training step) and `setup_s` (this function's own set-up: data, model, resume).
+    parts the caller measured (e.g. Ray Train's `workers_s`, `imports_s`), and when the caller began opening
+    the trial (`opened_at`); result.json records `startup_s` (launch to the first training step) and
+    `setup_s` (the trial's own set-up from `opened_at`, else from this call: log, live curves, data, model,
+    resume).
     `bundle`: the data set already built (a data-parallel trial's driver builds it once for its workers).
     A folder that holds another trial's records is refused (UserError), or with `force` moved aside first.
     """
@@ -172,9 +174,12 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     else:
         reset_peak_rss()
     wall0 = time.perf_counter()
-    launched = (startup or {}).get("launched_at", entered)
-    start_record = {"startup_s": time.time() - launched, "setup_s": time.time() - entered,
-                    **{k: v for k, v in (startup or {}).items() if k != "launched_at"}}
+    # the caller's opening of the trial (its log, the live-curve writers) is set-up too: with it, the parts
+    # of a start-up add up to startup_s
+    began = (startup or {}).get("opened_at", entered)
+    launched = (startup or {}).get("launched_at", began)
+    start_record = {"startup_s": time.time() - launched, "setup_s": time.time() - began,
+                    **{k: v for k, v in (startup or {}).items() if not k.endswith("_at")}}
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, t.epochs):
         train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
