@@ -76,7 +76,8 @@ class TrainConfig(BaseModel):
     gamma: NonNegative = Field(description="learning-rate factor at each milestone")
     warmup_epochs: Whole = Field(description="linear warm-up epochs")
     fast_path: bool = Field(True, description="whole data set as one tensor on the device (in-memory sets)")
-    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms; on CUDA also turns "
+                                                   "off cudnn.benchmark and TF32 (on by default there)")
     device: Annotated[str, Field(pattern=DEVICE_RULE)] = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: Annotated[int, Field(ge=0, le=MAX_THREADS)] = Field(
         0, description="torch.set_num_threads; 0 = torch's default (in the key)")

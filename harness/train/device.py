@@ -1,6 +1,8 @@
-"""Where a trial runs and how its randomness starts: device choice, seeding, synchronisation, peak memory."""
+"""Where a trial runs and how its randomness starts: device choice, backends, seeding, synchronisation, peak
+memory."""
 from __future__ import annotations
 
+import os
 import random
 import re
 from typing import Any
@@ -27,6 +29,29 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"{what} is {name!r} but no CUDA device is visible; use cpu or auto")
     return torch.device(name)
+
+
+def configure_backends(device: torch.device, *, deterministic: bool) -> dict[str, Any]:
+    """Set the process's backend switches for a trial on `device`; returns them for config.json.
+
+    On CUDA, by default, cuDNN autotunes its convolution algorithms (`cudnn.benchmark`: the static training
+    shapes make the search a one-off) and float32 matmuls and convolutions run in TF32 (Zipf's votes are
+    float32 by design; bf16 autocast covers the rest). `deterministic` turns both off and asks torch for
+    deterministic algorithms. Why every switch is set both ways: Ray reuses a worker process for trial after
+    trial, so a deterministic trial must not leave its settings to the next one. On CPU only the
+    determinism switch is touched, so CPU numbers do not depend on the GPU settings.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type != "cuda":
+        return {"deterministic": deterministic}
+    fast = not deterministic
+    torch.backends.cudnn.benchmark = fast
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = fast
+    torch.set_float32_matmul_precision("high" if fast else "highest")
+    return {"deterministic": deterministic, "cudnn_benchmark": fast, "tf32": fast}
 
 
 def sync(device: torch.device) -> None:

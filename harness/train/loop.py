@@ -8,7 +8,6 @@ loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `dev
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from harness.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from harness.train.device import no_host_sync, peak_memory, resolve_device, seed_everything, sync
+from harness.train.device import configure_backends, no_host_sync, peak_memory, resolve_device, seed_everything, sync
 from harness.train.distributed import (
     average_gradients,
     barrier,
@@ -138,6 +137,7 @@ class Rig(StepRig):
     select_labels: Tensor          # labels of the split the epoch is selected on (its size and class counts)
     rank: int
     world: int
+    backends: dict[str, Any]       # cuDNN autotuning, TF32, determinism as set for this trial (config.json)
 
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
@@ -167,7 +167,8 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         trial.write_config({"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
-                            "env": environment(str(r.device)), "world_size": r.world})
+                            "env": {**environment(str(r.device)), "backends": r.backends},
+                            "world_size": r.world})
     start_epoch, best, timing, history = resume(r, spec, out, quiet)
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.device)
@@ -257,9 +258,7 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     device = worker_device(t.device, world)
     if t.threads:
         torch.set_num_threads(t.threads)
-    if t.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    backends = configure_backends(device, deterministic=t.deterministic)
     seed_everything(spec.seed)
     bundle, model, method = build_parts(spec, device, bundle)
     step = build_step_rig(t, model, method, device)  # draws no random number
@@ -277,7 +276,7 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     return Rig(**vars(step), generator=generator, method_gen=method_gen, plan=plan,
                loaders=make_loaders(bundle, spec, plan, splits, device, generator), bundle=bundle,
                select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
-               rank=rank, world=world)
+               rank=rank, world=world, backends=backends)
 
 
 def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device) -> StepRig:
