@@ -35,7 +35,14 @@ from harness.train.checkpoint import (
     save_best,
     save_checkpoint,
 )
-from harness.train.device import configure_backends, no_host_sync, peak_memory, resolve_device, seed_everything, sync
+from harness.train.device import (
+    configure_backends,
+    no_host_sync,
+    peak_memory,
+    resolve_device,
+    seed_everything,
+    sync,
+)
 from harness.train.distributed import (
     average_gradients,
     barrier,
