@@ -12,10 +12,16 @@ spreading over the others, TF-KD's ResNet-18 values), because there is no data s
 fixed random batch (CS-KD a second one, its partners) already on the device, and the data pipeline is not
 part of the step. PS-KD's table is filled (epoch >= 1 reads it) and sized for 50,000 training images.
 
-Timing: the methods run round-robin (one step each per round), so load on a shared machine hits them
-alike; `warmup` rounds first, then the median over `repeats` rounds. On CUDA every step is timed with CUDA
-events after a synchronisation; on CPU with `perf_counter` (every operation is synchronous there). The
-forward part is the time up to the loss (forward passes + loss), the rest is backward + optimiser.
+Timing: the methods run round-robin, so load on a shared machine hits them alike; `warmup` rounds first,
+then the median over `repeats` rounds. Two modes:
+- throughput (the default): a round runs `window` steps of each method back to back and synchronises once
+  before and once after them, as a trial's epoch does (the host queues the next step while the device runs
+  this one), so a step's time is the window's over `window`: what a trial gets.
+- latency (`mode="latency"`): one step per method per round, synchronised before and after it, timed with
+  CUDA events on CUDA; it also splits the step: the forward part is the time up to the loss (forward
+  passes + loss), the rest is backward + optimiser. On a GPU it is slower than the throughput, since the
+  device idles while the host launches the next step.
+On CPU every operation is synchronous, so the two modes differ only by the Python overhead of the step.
 
 Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first two steps run,
 minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
@@ -101,13 +107,14 @@ def bench_train(batch: int, device: torch.device) -> TrainConfig:
 
 
 def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLASSES, num_train: int = NUM_TRAIN,
-               input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0) -> Case:
+               input_size: int = INPUT_SIZE, batch: int, device: torch.device, seed: int = 0,
+               compile: bool = False) -> Case:
     torch.manual_seed(seed)
     params = METHODS.get(name).preset(PRESET_DATASET, model_name)
     model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
     method = build_method(name, params, num_classes=num_classes, num_train=num_train,
                           feature_channels=feature_channels(model))
-    train = bench_train(batch, device)
+    train = bench_train(batch, device).replace(compile=compile)
     rig = loop.build_step_rig(train, model.to(device), method.to(device), device)
     rig.model.train()
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -159,6 +166,17 @@ def timed_step(case: Case, step: int) -> tuple[float, float]:
     run_step(case, step=step, mark=lambda: marks.append(time.perf_counter()))
     t1 = time.perf_counter()
     return marks[0] - t0, t1 - t0
+
+
+def timed_window(case: Case, step: int, window: int) -> float:
+    """Seconds per step of `window` steps back to back, synchronised only before and after the window."""
+    dev = case.rig.device
+    sync(dev)
+    t0 = time.perf_counter()
+    for i in range(window):
+        run_step(case, step=step + i)
+    sync(dev)
+    return (time.perf_counter() - t0) / window
 
 
 def forward_passes(method: Method) -> int:
@@ -227,16 +245,29 @@ class StepBench:
     load_end: tuple[float, float, float] | None
     memory_kind: str
     seconds: float
+    mode: str = "throughput"
+    window: int = 1
+    compiled: bool = False
+
+
+MODES = ("throughput", "latency")
 
 
 def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, device: str | torch.device = "auto",
                threads: int = 1, smoke: bool = False, methods: Sequence[str] | None = None,
-               memory: bool = True, seed: int = 0) -> StepBench:
+               memory: bool = True, seed: int = 0, mode: str = "throughput", window: int = 10,
+               compile: bool = False) -> StepBench:
     """Median step time of every built-in method (or `methods`, CE always first) and its ratio to CE.
 
+    `mode`: throughput (steps back to back, `window` per synchronisation) or latency (module docstring).
+    `compile`: the step under `train.compile` (the compiled forward and loss; compilation falls in the
+    untimed steps that build each case and in the warm-up rounds).
     `smoke`: tiny_cnn at 8x8, batch 4, 2 repeats after 1 warm-up round, no CPU memory probe (a test that
     keeps this code working, not a measurement).
     """
+    if mode not in MODES:
+        raise ValueError(f"bench step: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    window = 1 if mode == "latency" else window
     t_start = time.perf_counter()
     dev = device if isinstance(device, torch.device) else bench_device(device, target="step")
     names = ["ce"] + [n for n in (methods or builtin_methods()) if n != "ce"]
@@ -247,9 +278,11 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
         sizes = dict(model_name=SMOKE["model"], num_classes=SMOKE["num_classes"], num_train=SMOKE["num_train"],
                      input_size=SMOKE["input_size"])
         batch, repeats, warmup, memory = batch or SMOKE["batch"], SMOKE["repeats"], SMOKE["warmup"], False
+        window = min(window, 2)
     batch = batch or (GPU_BATCH if dev.type == "cuda" else CPU_BATCH)
-    if batch < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"bench step: batch and repeats must be >= 1 and warmup >= 0, got {batch}, {repeats}, {warmup}")
+    if batch < 1 or repeats < 1 or warmup < 0 or window < 1:
+        raise ValueError(f"bench step: batch, repeats and window must be >= 1 and warmup >= 0, got {batch}, "
+                         f"{repeats}, {window}, {warmup}")
     old_threads = torch.get_num_threads()
     used_threads = set_threads(threads, dev)
     machine = machine_line(dev, used_threads if dev.type == "cpu" else None)
@@ -260,7 +293,7 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
                 torch.cuda.synchronize(dev)
                 base = torch.cuda.memory_allocated(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
-            cases[n] = build_case(n, batch=batch, device=dev, seed=seed, **sizes)
+            cases[n] = build_case(n, batch=batch, device=dev, seed=seed, compile=compile, **sizes)
             for i in range(2):  # the second step is the steady one: momentum buffers exist during backward
                 run_step(cases[n], step=i)
             if dev.type == "cuda":
@@ -270,7 +303,10 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
         full: dict[str, list[float]] = {n: [] for n in names}
         for r in range(warmup + repeats):
             for n, case in cases.items():
-                f, t = timed_step(case, r)
+                if mode == "latency":
+                    f, t = timed_step(case, r)
+                else:
+                    f, t = math.nan, timed_window(case, r * window, window)
                 if r >= warmup:
                     fwd[n].append(f)
                     full[n].append(t)
@@ -280,12 +316,16 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
                 peak[n] = cpu_peak_rss_delta(n, batch=batch, threads=used_threads, **sizes)
     finally:
         torch.set_num_threads(old_threads)
-    ce_ms, ce_fwd = median(full["ce"]) * 1e3, median(fwd["ce"]) * 1e3
+    split = mode == "latency"  # only a step synchronised on its own can be split into forward and the rest
+    ce_ms = median(full["ce"]) * 1e3
+    ce_fwd = median(fwd["ce"]) * 1e3 if split else None
     rows = []
     for n, case in cases.items():
-        ms, fwd_ms, method = median(full[n]) * 1e3, median(fwd[n]) * 1e3, case.rig.method
-        rows.append({"method": n, "ms": ms, "x_ce": ms / ce_ms, "fwd_ms": fwd_ms, "fwd_x_ce": fwd_ms / ce_fwd,
-                     "bwd_ms": ms - fwd_ms, "peak_bytes": peak.get(n), "state_bytes": method.state_nbytes(),
+        ms, method = median(full[n]) * 1e3, case.rig.method
+        fwd_ms = median(fwd[n]) * 1e3 if split else None
+        rows.append({"method": n, "ms": ms, "x_ce": ms / ce_ms, "fwd_ms": fwd_ms,
+                     "fwd_x_ce": fwd_ms / ce_fwd if split else None, "bwd_ms": ms - fwd_ms if split else None,
+                     "peak_bytes": peak.get(n), "state_bytes": method.state_nbytes(),
                      "forward_passes": forward_passes(method), "maps": method.needs.features,
                      "params": case.params, "images_per_s": batch / (ms / 1e3),
                      "finite": all(math.isfinite(v.item()) for v in case.sums.values())})
@@ -294,7 +334,8 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
     return StepBench(rows=rows, device=dev, model=sizes["model_name"], batch=batch, input_size=sizes["input_size"],
                      num_classes=sizes["num_classes"], num_train=sizes["num_train"], threads=used_threads,
                      repeats=repeats, warmup=warmup, smoke=smoke, machine=machine, load_end=load_average(),
-                     memory_kind=kind, seconds=time.perf_counter() - t_start)
+                     memory_kind=kind, seconds=time.perf_counter() - t_start, mode=mode, window=window,
+                     compiled=compile)
 
 
 def targets(result: StepBench) -> list[tuple[str, str, bool | None]]:
@@ -306,23 +347,37 @@ def targets(result: StepBench) -> list[tuple[str, str, bool | None]]:
                 f"x{z['x_ce']:.3f}" if z else "not run", (z["x_ce"] <= ZIPF_MAX_RATIO) if z else None))
     c = by.get("cskd")
     lo, hi = CSKD_FORWARD_RANGE
+    split = c is not None and c["fwd_x_ce"] is not None
     out.append((f"cskd forward about 2x CE's ({lo:g}-{hi:g})",
-                f"forward x{c['fwd_x_ce']:.2f} (whole step x{c['x_ce']:.2f})" if c else "not run",
-                (lo <= c["fwd_x_ce"] <= hi) if c else None))
+                f"forward x{c['fwd_x_ce']:.2f} (whole step x{c['x_ce']:.2f})" if split else
+                "forward not split (throughput mode: --latency splits it)" if c else "not run",
+                (lo <= c["fwd_x_ce"] <= hi) if split else None))
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     headers = ["method", "ms/step", "x CE", "forward ms", "fwd x CE", "backward+opt ms", "images/s",
                "peak memory", "method state", "forward passes"]
-    table = [(r["method"], f"{r['ms']:.1f}", f"{r['x_ce']:.3f}", f"{r['fwd_ms']:.1f}", f"{r['fwd_x_ce']:.2f}",
-              f"{r['bwd_ms']:.1f}", f"{r['images_per_s']:.0f}", fmt_mib(r["peak_bytes"]),
+    table = [(r["method"], f"{r['ms']:.1f}", f"{r['x_ce']:.3f}", _ms(r["fwd_ms"]), _ratio(r["fwd_x_ce"]),
+              _ms(r["bwd_ms"]), f"{r['images_per_s']:.0f}", fmt_mib(r["peak_bytes"]),
               human_bytes(r["state_bytes"]), f"{r['forward_passes']}{' (+maps)' if r['maps'] else ''}")
              for r in result.rows]
     res = result
     head = (f"training step: {res.model}, {res.num_classes} classes, {res.input_size}x{res.input_size} random input, "
             f"batch {res.batch} (cskd: {res.batch} anchors + {res.batch} partners); "
-            f"median of {res.repeats} round-robin steps after {res.warmup} warm-up rounds"
+            f"{'compiled (train.compile), ' if res.compiled else ''}"
+            + (f"throughput: {res.window} steps back to back per synchronisation, median of {res.repeats} "
+               f"round-robin windows" if res.mode == "throughput" else
+               f"latency: each step synchronised on its own, median of {res.repeats} round-robin steps")
+            + f" after {res.warmup} warm-up rounds"
             f"{' (SMOKE: sizes too small to mean anything)' if res.smoke else ''}\n{res.machine}\n")
     settings = "; ".join(f"{r['method']}: " + ", ".join(f"{k}={v}" for k, v in r["params"].items())
                          for r in res.rows if r["params"])
@@ -338,5 +393,5 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 
-__all__ = ["Case", "StepBench", "bench_step", "bench_train", "build_case", "builtin_methods", "cpu_peak_rss_delta",
+__all__ = ["MODES", "Case", "StepBench", "bench_step", "bench_train", "build_case", "builtin_methods", "cpu_peak_rss_delta",
            "format_bench_step", "run_step", "targets"]

@@ -44,18 +44,24 @@ def _step_arguments(p: argparse.ArgumentParser) -> None:
                    help="only this method (repeatable, or a,b; CE is always run as the reference)")
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="CPU: skip the peak-memory probe (a fresh process per method)")
+    p.add_argument("--latency", action="store_true",
+                   help="synchronise around every step (latency, split into forward and backward) instead of the "
+                        "default throughput: --window steps back to back per synchronisation, as a trial runs")
+    p.add_argument("--window", type=int, default=10, help="throughput: steps per synchronisation (default 10)")
+    p.add_argument("--compile", action="store_true", help="the step under train.compile")
     _common(p)
 
 
 def _step_run(args: argparse.Namespace) -> int:
     from harness.bench.step import bench_step, format_bench_step
 
-    _positive(args, "step", "batch", "repeats")
+    _positive(args, "step", "batch", "repeats", "window")
     if args.warmup < 0:
         raise UserError(f"bench step: --warmup must be >= 0, got {args.warmup}")
     result = bench_step(batch=args.batch, repeats=args.repeats, warmup=args.warmup, device=_device(args, "step"),
                         threads=args.threads, smoke=args.smoke, methods=split_list(args.methods),
-                        memory=args.memory)
+                        memory=args.memory, mode="latency" if args.latency else "throughput", window=args.window,
+                        compile=args.compile)
     print(format_bench_step(result, tablefmt=args.tablefmt))
     return 0
 

@@ -33,7 +33,7 @@ def test_builtin_methods_are_the_seven_with_ce_first():
 
 
 def test_step_smoke_rows_cover_every_method_and_are_sane():
-    res = bench_step(smoke=True, device="cpu")
+    res = bench_step(smoke=True, device="cpu", mode="latency")
     rows = {r["method"]: r for r in res.rows}
     assert [r["method"] for r in res.rows] == builtin_methods()
     ce = rows["ce"]
@@ -58,6 +58,26 @@ def test_step_smoke_rows_cover_every_method_and_are_sane():
                                                  1.7 <= rows["cskd"]["fwd_x_ce"] <= 2.3]
     table = format_bench_step(res)
     assert all(f"| {m} " in table for m in rows) and "not judged (smoke)" in table and "outside" not in table
+
+
+def test_step_throughput_synchronises_once_per_window(monkeypatch):
+    import harness.bench.step as step
+
+    calls = []
+    monkeypatch.setattr(step, "sync", lambda dev: calls.append(dev))
+    steps = []
+    real = step.run_step
+    monkeypatch.setattr(step, "run_step", lambda case, **kw: (steps.append(case.name), real(case, **kw)))
+    res = bench_step(smoke=True, device="cpu", methods=["zipf"], window=2)
+    rounds = SMOKE["warmup"] + SMOKE["repeats"]
+    assert res.mode == "throughput" and res.window == 2
+    # per round and method: one synchronisation before and one after its window of 2 steps (+1 at the end);
+    # plus the 2 untimed steps that build each case
+    assert len(calls) == rounds * 2 * 2 + 1
+    assert steps.count("zipf") == steps.count("ce") == 2 + rounds * 2
+    for r in res.rows:  # a throughput step is not split into forward and backward
+        assert r["fwd_ms"] is None and r["bwd_ms"] is None and r["images_per_s"] == pytest.approx(4 / (r["ms"] / 1e3))
+    assert targets(res)[1][2] is None and "n/a" in format_bench_step(res)
 
 
 def test_step_subset_keeps_ce_first():
