@@ -43,9 +43,9 @@ def run(steps: int = 100, epochs: int = 2, workers: int = 8, out: Path | None = 
     report: dict[str, Any] = {"env": env, "settings": dict(steps=steps, epochs=epochs, workers=workers, model=model)}
     with _dataset_built_once(), tempfile.TemporaryDirectory() as tmp:
         report["steps"] = _step_rows(Path(tmp), methods, modes, paths, steps, epochs, workers, device, data, model)
-        report["losses"] = _loss_rows(device, loss_repeats, modes)
+        report["losses"] = loss_rows(device, loss_repeats, modes)
         report["profile"] = _profile(Path(tmp), device, data, model, profile_steps) if device.startswith("cuda") else []
-        report["sync"] = _sync_checks(Path(tmp), device, data, model, modes)
+        report["sync"] = sync_checks(Path(tmp), device, data, model, modes)
     text = format_report(report)
     print(text)
     if out:
@@ -105,7 +105,7 @@ def _step_rows(tmp: Path, methods, modes, paths, steps, epochs, workers, device,
     return rows
 
 
-def _loss_rows(device: str, repeats: int, modes) -> list[dict]:
+def loss_rows(device: str, repeats: int, modes) -> list[dict]:
     """CE and Zipf's loss alone at the CIFAR shape: forward + backward from leaf logits and a fixed map."""
     import torch
     import torch.nn.functional as F
@@ -166,7 +166,7 @@ def _profile(tmp: Path, device: str, data: dict, model: str, steps: int) -> list
     return rows
 
 
-def _sync_checks(tmp: Path, device: str, data: dict, model: str, modes) -> list[str]:
+def sync_checks(tmp: Path, device: str, data: dict, model: str, modes) -> list[str]:
     from harness.train.loop import train_trial
 
     if not device.startswith("cuda"):

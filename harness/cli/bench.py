@@ -165,7 +165,34 @@ def _gpu_arguments(p: argparse.ArgumentParser) -> None:
                    help="eager and/or compiled (train.compile) rows (repeatable; default both)")
     p.add_argument("--path", dest="paths", action="append", choices=["fast", "loader"],
                    help="the in-memory fast path and/or the DataLoader path (repeatable; default both)")
-    p.add_argument("--out", type=Path, default=None, help="also write bench_gpu.md and bench_gpu.json here")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write bench_gpu.md and bench_gpu.json (--suite: suite.md and suite.json) here")
+    p.add_argument("--suite", action="store_true",
+                   help="the prepared GPU suite (one call of under 8 minutes: CUDA tests, losses, every method's "
+                        "step eager and compiled, a 2-epoch sweep with two trials per GPU, the file loader, "
+                        "host syncs); on a CPU only with --smoke")
+    add_device(p)
+    p.add_argument("--smoke", action="store_true", help="--suite: tiny sizes, checks that it runs, measures nothing")
+    p.add_argument("--section", dest="sections", action="append", metavar="NAME",
+                   help="--suite: only this section (repeatable, or a,b; default all: cuda_tests, losses, steps, "
+                        "deterministic, sweep, data, sync)")
+
+
+def _suite_run(args: argparse.Namespace) -> int:
+    from harness.bench.suite import SECTIONS, format_suite, run_suite
+
+    sections = tuple(split_list(args.sections) or SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise UserError(f"bench gpu --suite: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+    device = _device(args, "gpu")
+    if not device.startswith("cuda") and not args.smoke:
+        raise UserError(f"bench gpu --suite: --device {device} is not a GPU; on a CPU the suite runs only in its "
+                        f"--smoke form")
+    report = run_suite(device=device, smoke=args.smoke, out=args.out, sections=sections)
+    print(format_suite(report))
+    failed = [name for name, entry in report["sections"].items() if "error" in entry]
+    return 1 if failed else 0
 
 
 def _gpu_run(args: argparse.Namespace) -> int:
@@ -174,6 +201,8 @@ def _gpu_run(args: argparse.Namespace) -> int:
     from harness.bench.gpu import ALL_METHODS
     from harness.bench.gpu import run as bench_gpu
 
+    if args.suite:
+        return _suite_run(args)
     if not torch.cuda.is_available():
         raise UserError("bench gpu: no CUDA device is visible; this benchmark needs one")
     if min(args.steps, args.epochs) < 1 or args.workers < 0:

@@ -1,0 +1,52 @@
+"""The prepared GPU suite (`tfbench bench gpu --suite`) in its CPU smoke form: every section runs, a failing
+section is one line of the report while the others still run, and the report is written as markdown and JSON."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.bench import suite
+from harness.bench.step import builtin_methods
+from harness.cli import main
+
+
+def test_suite_sections_run_and_write_markdown_and_json(tmp_path):
+    report = suite.run_suite(device="cpu", smoke=True, out=tmp_path,
+                             sections=("losses", "steps", "deterministic", "sync"), log=lambda s: None)
+    sections = report["sections"]
+    assert list(sections) == ["losses", "steps", "deterministic", "sync"]
+    assert not [name for name, entry in sections.items() if "error" in entry]
+    steps = sections["steps"]["rows"]
+    assert [r["method"] for r in steps] == builtin_methods() and {r["mode"] for r in steps} == {"eager"}
+    assert all(r["images_per_s"] > 0 and r["finite"] for r in steps)
+    default, deterministic = sections["deterministic"]["rows"]
+    assert (default["deterministic"], deterministic["deterministic"]) == (False, True)
+    assert deterministic["x_default"] == pytest.approx(deterministic["ms"] / default["ms"])
+    assert sections["sync"]["rows"] == [{"line": "host synchronisation: not checked (no CUDA device)"}]
+    saved = json.loads((tmp_path / "suite.json").read_text())
+    assert saved["sections"]["steps"]["rows"] == steps
+    md = (tmp_path / "suite.md").read_text()
+    assert "SMOKE" in md and all(f"## {name} (" in md for name in sections)
+
+
+def test_a_failing_section_is_one_line_and_the_others_still_run(tmp_path, monkeypatch, capsys):
+    def broken(**kw):
+        raise RuntimeError("the card fell off\nsecond line")
+
+    monkeypatch.setattr(suite, "RUNNERS", {**suite.RUNNERS, "losses": broken})
+    assert main(["bench", "gpu", "--suite", "--device", "cpu", "--smoke", "--section", "losses,sync",
+                 "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "failed: RuntimeError: the card fell off\n" in out and "second line" not in out
+    assert "## sync (" in out
+    saved = json.loads((tmp_path / "suite.json").read_text())
+    assert "the card fell off" in saved["sections"]["losses"]["traceback"]
+
+
+def test_suite_on_a_cpu_needs_smoke_and_known_sections(capsys):
+    assert main(["bench", "gpu", "--suite", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "runs only in its --smoke form" in err and len(err.splitlines()) == 1
+    assert main(["bench", "gpu", "--suite", "--smoke", "--device", "cpu", "--section", "stepz"]) == 2
+    assert "unknown section 'stepz'; allowed: cuda_tests, losses" in capsys.readouterr().err
