@@ -5,7 +5,8 @@
   on the whole global batches; for CE, for Zipf's LS with its extra dense layer and dense votes (a module and
   the classifier used outside the forward), for PS-KD; and PS-KD's fixed-size gather with a short last batch;
 - every built-in method as a whole 2-worker trial under find_unused_parameters=False: it finishes and both
-  replicas end with the same weights, extra modules and tables."""
+  replicas end with the same weights, extra modules and tables; compiled after DDP, Zipf's LS and CS-KD train
+  to the eager DDP trial's numbers."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +32,7 @@ CASES = {  # name: (method, params, lr, global batches of indices, by step; two 
     "pskd_short_batch": ("pskd", {}, 0.0, "short"),
 }
 METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"]
+COMPILED = ["zipf", "cskd"]
 
 
 def spawn(fn, *args) -> None:
@@ -123,11 +126,14 @@ def _trial_worker(rank: int, world: int, out: str) -> None:
     from harness.train import loop
 
     rigs = []
-    build = loop.build_rig
+    build, compile_ = loop.build_rig, torch.compile
     loop.build_rig = lambda *a, **k: rigs.append(build(*a, **k)) or rigs[-1]
-    for name in METHODS:
-        spec = resolve_trial(method=name, dataset="digits", model="tiny_cnn", seed=0,
-                             train=dict(epochs=2, batch_size=32, max_steps_per_epoch=3, workers=world))
+    # Dynamo's eager backend: the graphs captured around DDP, without minutes of C++ generation (test_compile.py)
+    torch.compile = lambda fn=None, **k: compile_(fn, **{**k, "backend": "eager", "mode": None})
+    for name in METHODS + [f"{m}_compiled" for m in COMPILED]:
+        spec = resolve_trial(method=name.removesuffix("_compiled"), dataset="digits", model="tiny_cnn", seed=0,
+                             train=dict(epochs=2, batch_size=32, max_steps_per_epoch=3, workers=world,
+                                        compile=name.endswith("_compiled")))
         result = loop.train_trial(spec, Path(out) / name, log=lambda s: None)
         r = rigs[-1]
         torch.save({"result": result, "ddp": type(getattr(r.step_model, "_orig_mod", r.step_model)).__name__,
@@ -137,13 +143,20 @@ def _trial_worker(rank: int, world: int, out: str) -> None:
 
 def test_every_method_trains_under_ddp_and_its_replicas_stay_equal(tmp_path):
     spawn(_trial_worker, str(tmp_path))
-    for name in METHODS:
+    for name in METHODS + [f"{m}_compiled" for m in COMPILED]:
         ranks = [torch.load(tmp_path / name / f"rank{r}.pt") for r in (0, 1)]
         for got in ranks:
             assert got["result"]["status"] == "finished" and got["result"]["world_size"] == 2, name
             assert got["ddp"] == "DistributedDataParallel", name
         a, b = ranks
-        assert (a["extra"] is None) == (name != "zipf")  # the digits preset: Zipf's extra dense layer
+        assert (a["extra"] is None) == (not name.startswith("zipf"))  # the digits preset: Zipf's extra dense layer
         for part in ("model", "extra", "method"):
             for key, value in (a[part] or {}).items():
                 assert torch.equal(value, b[part][key]), (name, part, key)
+    # DDP, then compiled (maps and the extra layer for Zipf's LS, the no-grad partner forward for CS-KD): the
+    # numbers of the eager DDP trial
+    for name in COMPILED:
+        eager, compiled = (read_metrics(tmp_path / n, untimed=True) for n in (name, f"{name}_compiled"))
+        assert len(eager) == len(compiled) == 2
+        for e, c in zip(eager, compiled, strict=True):
+            assert e.keys() == c.keys() and all(abs(e[k] - c[k]) < 1e-5 for k in e), name
