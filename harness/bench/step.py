@@ -146,7 +146,7 @@ def run_step(case: Case, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // G
                gamma=t.gamma, warmup_epochs=t.warmup_epochs)
     ctx = StepContext(epoch=EPOCH, num_epochs=t.epochs, indices=case.idx, generator=case.generator)
     loop.train_step(model=r.step_model, method=r.method, opt=r.opt, x=case.x, y=case.y, xp=case.xp, ctx=ctx, lr=lr,
-                    classifier=r.classifier, amp=r.amp, sums=case.sums, counts=case.counts, params=r.params,
+                    classifier=r.classifier, amp=r.amp, sums=case.sums, counts=case.counts,
                     loss_fn=r.loss_fn, after_loss=mark)
 
 

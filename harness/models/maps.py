@@ -19,6 +19,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def _returns_maps(model: nn.Module) -> bool:
+    """Whether `model(x)` already is forward_with_maps: a MapsForward, compiled or not, or a module declaring
+    `returns_maps` (a data-parallel trial's container of MapsForward) inside DistributedDataParallel."""
+    core = getattr(model, "_orig_mod", model)
+    if isinstance(core, nn.parallel.DistributedDataParallel):
+        core = core.module
+    return getattr(core, "returns_maps", False) is True
+
+
 def classifier(model: nn.Module) -> nn.Linear:
     """The model's final classifier (timm's get_classifier()); it must be one nn.Linear."""
     fc = _unwrap(model).get_classifier()
@@ -133,7 +142,7 @@ def forward_with_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tens
     Maps are NCHW (NHWC models are permuted). Models whose final features are not a map (ViTs), or whose head
     is not average pooling plus one Linear (up to the LayerNorm case), raise UserError.
     """
-    if isinstance(_unwrap(model), MapsForward):  # its compiled wrapper (train.compile): one graph, maps included
+    if _returns_maps(model):  # MapsForward, compiled (train.compile: one graph, maps included) or in DDP
         return model(x)
     model = _unwrap(model)
     if not hasattr(model, "forward_intermediates"):
@@ -163,6 +172,8 @@ class MapsForward(nn.Module):
     need maps (`train.compile`), and what to wrap before DistributedDataParallel so the maps forward goes
     through DDP's own forward. The head kind is probed once, outside any graph, then is a constant: the
     compiled forward is one graph (after one recompilation for the constant)."""
+
+    returns_maps = True
 
     def __init__(self, model: nn.Module):
         super().__init__()

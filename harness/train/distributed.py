@@ -1,9 +1,11 @@
 """Data-parallel plumbing (torch.distributed, set up by Ray Train's TorchTrainer): every worker takes its
-slice of each global batch, gradients are averaged by hand, rank 0 writes the files."""
+slice of each global batch, gradients are averaged by DistributedDataParallel, rank 0 writes the files."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from methods import Method
 
@@ -35,41 +37,70 @@ def barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
-def average_gradients(params: list[Tensor], world: int) -> None:
-    """All-reduce every gradient as one flat buffer. Why not DDP: methods call the classifier outside
-    forward (dense votes) and add their own modules (Zipf's extra classifier), which DDP's forward hooks miss."""
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+class Replicated(nn.Module):
+    """What DistributedDataParallel wraps: the step's forward module (the model, or `MapsForward` for a method
+    that needs maps) and the method's extra modules. Why one container: DDP reduces the gradients of its
+    module's parameters, and a method's own modules (Zipf's extra classifier) are used outside the forward, in
+    the loss; held here, their parameters are in DDP's buckets like the model's. `forward` is the forward
+    module's, so the forward goes through DDP's, which arms the reducer for the backward that follows."""
+
+    def __init__(self, forward: nn.Module, extra: nn.Module | None):
+        super().__init__()
+        self.forward_module = forward
+        self.extra = extra
+        self.returns_maps = getattr(forward, "returns_maps", False)  # forward_with_maps calls it as it is
+
+    def forward(self, x: Tensor) -> Any:
+        return self.forward_module(x)
 
 
-def gather_update(method: Method) -> None:
+def data_parallel(forward: nn.Module, extra: nn.Module | None, device: torch.device) -> nn.Module:
+    """`forward` and `extra` in torch's DistributedDataParallel: gradients averaged in buckets, each bucket's
+    all-reduce started during the backward as soon as its gradients exist, into buffers the gradients are
+    views of (no extra copy). Collective: every rank calls it (DDP starts from rank 0's weights).
+
+    - forward_sync_buffers=False (torch 2.14's name for broadcast_buffers=False): each worker keeps its own
+      batch-norm statistics during an epoch and rank 0's are taken once per epoch (`reduce_epoch`), as before
+      DDP; DDP's default would broadcast rank 0's before every forward.
+    - find_unused_parameters=False: every built-in method gives every parameter a gradient in every step
+      (tests/train/test_data_parallel.py trains each under DDP). Parameters used outside the forward are
+      reduced all the same: DDP hooks each parameter's gradient accumulator, which autograd runs once per
+      backward however many times the parameter was used (the classifier in the logits and in Zipf's votes).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(Replicated(forward, extra), device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False, gradient_as_bucket_view=True,
+                                   find_unused_parameters=False)
+
+
+def gather_update(method: Method, slots: int) -> None:
     """`Method.pending_update` from every worker, gathered, handed to `apply_update` on every worker
-    (PS-KD: each table gets the predictions of the whole global batch). Collective: every rank calls it."""
+    (PS-KD: each table gets the predictions of the whole global batch). Collective: every rank calls it.
+
+    `slots` bounds every worker's share of a global batch (ceil(batch_size / world): the plan gives rank r the
+    slice [r::world]), so each worker pads its update to `slots` rows and nobody exchanges sizes or reads one
+    on the host. Padding rows become copies of rank 0's first row (never padding: rank 0's slice is the
+    largest), so the update is one fixed-shape write; a row written twice with the same values is written once.
+    """
     pending = method.pending_update()
     if pending is None:  # the same on every rank: a method either keeps per-step updates or never does
         return
-    idx, values = pending
+    idx, values = pending  # (b,), (b, ...) with b <= slots
+    if len(idx) > slots:
+        raise ValueError(f"gather_update: {len(idx)} updates on one worker, more than its {slots} slots")
+    pad = slots - len(idx)
+    idx = torch.cat([idx, idx.new_full((pad,), -1)])  # (slots,)
+    values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])  # (slots, ...)
     world = torch.distributed.get_world_size()
-    sizes = [torch.zeros(1, dtype=torch.long, device=idx.device) for _ in range(world)]
-    torch.distributed.all_gather(sizes, torch.tensor([len(idx)], device=idx.device))
-    n = int(max(s.item() for s in sizes))
-    pad_idx = torch.full((n,), -1, dtype=idx.dtype, device=idx.device)
-    pad_idx[:len(idx)] = idx
-    pad_val = torch.zeros((n, values.shape[1]), dtype=values.dtype, device=values.device)
-    pad_val[:len(idx)] = values
-    all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
-    all_val = [torch.empty_like(pad_val) for _ in range(world)]
-    torch.distributed.all_gather(all_idx, pad_idx)
-    torch.distributed.all_gather(all_val, pad_val)
-    idx, values = torch.cat(all_idx), torch.cat(all_val)
-    keep = idx >= 0
-    method.apply_update(idx[keep], values[keep])
+    all_idx = idx.new_empty((world * slots,))
+    all_values = values.new_empty((world * slots, *values.shape[1:]))
+    torch.distributed.all_gather_single(all_idx, idx)
+    torch.distributed.all_gather_single(all_values, values)
+    valid = all_idx >= 0  # (world * slots,)
+    all_idx = torch.where(valid, all_idx, all_idx[0])
+    all_values = torch.where(valid.view(-1, *[1] * (values.ndim - 1)), all_values, all_values[:1])
+    method.apply_update(all_idx, all_values)
 
 
 def reduce_epoch(method: Method, sums: dict[str, Tensor], counts: Tensor, buffers: list[Tensor]) -> None:

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,9 @@ from harness.train.device import (
     sync,
 )
 from harness.train.distributed import (
-    average_gradients,
     barrier,
     broadcast,
+    data_parallel,
     gather_update,
     rank_world,
     reduce_epoch,
@@ -74,7 +75,7 @@ class TrialDiverged(RuntimeError):
 
 def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
                xp: Tensor | None, ctx: StepContext, lr: float, classifier: torch.nn.Module | None, amp: bool,
-               sums: dict[str, Tensor], counts: Tensor, params: list[Tensor], world: int = 1,
+               sums: dict[str, Tensor], counts: Tensor, gather: Callable[[Method], None] | None = None,
                after_loss: Callable[[], None] | None = None,
                loss_fn: Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]] | None = None) -> None:
     """One optimisation step: the code path of every trial, and of `tfbench bench step`.
@@ -83,7 +84,8 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
     into `sums` and (correct, seen) into `counts`, on the device: nothing here reads a value on the host.
     `after_loss()` is called once the loss exists (the benchmark's forward timer). `model` may be a compiled
     module (for methods that need maps, a compiled `MapsForward`) and `loss_fn` the method's compiled loss
-    (`train.compile`); by default `method.loss`.
+    (`train.compile`); by default `method.loss`. In a data-parallel trial `model` is the DDP-wrapped forward
+    (its backward averages the gradients) and `gather` hands the method's per-sample updates to every worker.
     """
     from harness.models import forward_with_maps
 
@@ -96,18 +98,18 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
         else:
             logits = model(x)
         if xp is not None:
-            with torch.no_grad():  # partners: train mode (BN statistics see both halves), no gradient
+            # partners: train mode (BN statistics see both halves), no gradient; under DDP a no-grad forward
+            # arms no reduction and (forward_sync_buffers=False) synchronises nothing
+            with torch.no_grad():
                 ctx.partner_logits = model(xp).float()
     parts = (loss_fn or method.loss)(logits.float(), y, ctx)
     if after_loss is not None:
         after_loss()
     opt.zero_grad(set_to_none=True)
     parts["loss"].backward()
-    if world > 1:
-        average_gradients(params, world)
     opt.step()
-    if world > 1:  # every worker's table gets the whole global batch; on_step_end then finds nothing pending
-        gather_update(method)
+    if gather is not None:  # every worker's table gets the whole global batch; on_step_end then finds nothing pending
+        gather(method)
     method.on_step_end()
     for name, value in parts.items():
         sums[name] = sums.get(name, 0) + value.detach().float() * len(y)
@@ -121,7 +123,7 @@ class StepRig:
     `tfbench bench step` builds its rigs with it, so the benchmark times the step a trial takes."""
 
     model: torch.nn.Module
-    step_model: torch.nn.Module    # the model, or (train.compile) its compiled forward, maps included
+    step_model: torch.nn.Module    # the model, or its forward (maps included) in DDP and/or compiled
     method: Method
     loss_fn: Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]]  # method.loss, or its compiled form
     extra: torch.nn.Module | None  # the method's trainable modules
@@ -145,6 +147,7 @@ class Rig(StepRig):
     rank: int
     world: int
     backends: dict[str, Any]       # cuDNN autotuning, TF32, determinism as set for this trial (config.json)
+    gather: Callable[[Method], None] | None  # data-parallel: every worker's per-sample updates to all of them
 
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
@@ -268,7 +271,7 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     backends = configure_backends(device, deterministic=t.deterministic)
     seed_everything(spec.seed)
     bundle, model, method = build_parts(spec, device, bundle)
-    step = build_step_rig(t, model, method, device)  # draws no random number
+    step = build_step_rig(t, model, method, device, world)  # draws no random number
     # why: a method that drew numbers from the global generator when built (Zipf's extra layer) must not
     # shift the draws that come later from it (DataLoader augmentation, worker seeds)
     torch.manual_seed(spec.seed + GLOBAL_STREAM)
@@ -283,13 +286,16 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     return Rig(**vars(step), generator=generator, method_gen=method_gen, plan=plan,
                loaders=make_loaders(bundle, spec, plan, splits, device, generator), bundle=bundle,
                select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
-               rank=rank, world=world, backends=backends)
+               rank=rank, world=world, backends=backends,
+               # a worker's slice of a global batch is at most ceil(B / world) (BatchPlan): the gather's fixed size
+               gather=partial(gather_update, slots=-(-t.batch_size // world)) if world > 1 else None)
 
-
-def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device) -> StepRig:
+def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device,
+                   world: int = 1) -> StepRig:
     """The step's half of a rig, from a model and a method already on `device`: the method's extra modules
     moved there, channels_last and bf16 autocast on CUDA, the optimiser over the model's and the extra
-    modules' parameters, and under train.compile the compiled forward and loss."""
+    modules' parameters, in a data-parallel trial (`world` > 1) the forward in DDP with the extra modules,
+    and under train.compile the compiled forward (DDP's, when there is one: DDP first, then compile) and loss."""
     from harness.models import MapsForward
     from harness.models import classifier as get_classifier
 
@@ -303,8 +309,12 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
     # train.compile compiles the whole step for every method: the forward (with the maps a method declared,
     # as one module) and the loss (a method may give a compile-friendly form: Method.compiled_loss)
     step_model, loss_fn = model, method.loss
+    if t.compile or world > 1:
+        step_model = MapsForward(model) if method.needs.features else model
+    if world > 1:
+        step_model = data_parallel(step_model, extra, device)
     if t.compile:
-        step_model = torch.compile(MapsForward(model) if method.needs.features else model)
+        step_model = torch.compile(step_model)
         loss_fn = method.compiled_loss()
     return StepRig(model=model, step_model=step_model, method=method, loss_fn=loss_fn, extra=extra, params=params,
                    opt=make_optimizer(params, t), classifier=get_classifier(model) if method.needs.features else None,
@@ -400,7 +410,7 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
         ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=r.method_gen)
         with no_host_sync(t.sync_debug and r.device.type == "cuda"):
             train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
-                       classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, params=r.params, world=r.world,
+                       classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, gather=r.gather,
                        loss_fn=r.loss_fn)
         counted += 1
     sync(r.device)
