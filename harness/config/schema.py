@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.config.spec import NonNegative, Positive, TrainSettings, Whole
+from harness.metrics import DEFAULT_PRIMARY, primary_metrics
 
 SCHEMA_VERSION = 1
 MAX_SEED = 2**32 - 1         # numpy's seed range; torch's is wider
@@ -19,9 +20,7 @@ MAX_TRIALS = 10_000          # a larger grid is a typo; the product of the axes 
 MAX_NAME = 100               # `name` becomes a folder name: portable file-name length, with room for suffixes
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 # The metrics a sweep's verdicts can be made on: reported-split numbers, at the selected or the last epoch.
-PRIMARY_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
-                   "selected_ece", "last_ece")
-DEFAULT_PRIMARY = "selected_top1"
+PRIMARY_METRICS = primary_metrics()
 
 
 class Strict(BaseModel):

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from harness.config.selection import DEFAULT_RULE, RULES
+
 Strict = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
 MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
 MAX_THREADS = 1024           # threads and loader workers: beyond any machine's cores (torch aborts on absurd counts)
@@ -65,8 +67,8 @@ class TrainConfig(BaseModel):
 
     epochs: Positive = Field(description="training epochs (default: the data set's preset)")
     recipe: Literal[RECIPE_NAMES] = Field(  # type: ignore[valid-type]
-        description="the official recipe whose optimiser/schedule defaults apply (default: imagenet for "
-                    "imagenet/inat21, else zipf)")
+        description="the official recipe whose optimiser/schedule defaults apply (default: the data set's, "
+                    "listed by `tfbench datasets`)")
     batch_size: Positive = Field(description="images per step (all workers together)")
     lr: NonNegative = Field(description="SGD learning rate")
     momentum: NonNegative = Field(description="SGD momentum")
@@ -94,14 +96,15 @@ class TrainConfig(BaseModel):
         "clean", description="clean: select the epoch on a held-out validation split, test once; paper: select "
                              "on the evaluation split (default clean)")
     holdout: Holdout = Field(0.1, description="clean protocol's validation split: a fraction in (0, 1) or a "
-                                              "whole number of images >= 1, stratified (default 0.1; cifar10/cifar100 "
-                                              "5000)")
+                                              "whole number of images >= 1, stratified (default: the data set's, "
+                                              "listed by `tfbench datasets`: 0.1, or 5000 where its papers hold "
+                                              "those out)")
     holdout_seed: Whole = Field(0, description="the seed of the holdout split (default 0)")
-    select: Literal["top1", "nll", "last"] = Field(
-        "top1", description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
+    select: Literal[RULES] = Field(  # type: ignore[valid-type]
+        DEFAULT_RULE, description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
                             "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
     split_per_seed: bool = Field(
-        False, description="draw the holdout split (and a data set's own split, e.g. digits' split_seed) from "
+        False, description="draw the holdout split (and a data set's own split, e.g. a split_seed parameter) from "
                            "the trial seed, so that paired tests cover data-split variance (default false)")
 
     def replace(self, **changes: Any) -> TrainConfig:
