@@ -13,13 +13,14 @@ folders (same request and seed as a current trial, another key) are stale: `tfbe
 `--rerun-stale` moves them to `stale/`, the readers leave them out. Folders written before keys were
 resolved (no `request` in their config.json) are matched on method, dataset, model, seed and method params.
 
-This module imports nothing of the harness but io and errors: every package may use it.
+This module imports nothing of the harness but io, errors and the metric vocabulary (which result.json
+numbers it checks): every package may use it. Over 400 lines on purpose: the two folder objects share the
+bounded readers, the lock and the temporaries' patterns; split, each half would reach into the other's.
 """
 from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import re
 import stat

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Method, Needs, StepContext, register
-from .traits import LOW
 from .functional import (
     RANK_FREE_DISTRIBUTIONS,
     SparsePdf,
@@ -39,6 +38,7 @@ from .functional import (
     ranks_from_logits,
     zipf_pdf_from_votes,
 )
+from .traits import LOW
 
 
 @register("zipf")

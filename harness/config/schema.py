@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from harness.config.spec import NonNegative, Positive, TrainSettings, Whole
+from harness.config.spec import STRICT, NonNegative, Positive, TrainSettings, Whole, short_repr
 from harness.metrics import DEFAULT_PRIMARY, primary_metrics
 
 SCHEMA_VERSION = 1
@@ -24,7 +24,7 @@ PRIMARY_METRICS = primary_metrics()
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = STRICT
 
 
 class Resources(Strict):
@@ -88,7 +88,7 @@ class SweepFile(Strict):
     @classmethod
     def _version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"found {_short(v)}; allowed: {SCHEMA_VERSION}")
+            raise ValueError(f"found {short_repr(v)}; allowed: {SCHEMA_VERSION}")
         return v
 
     @field_validator("name")
@@ -98,7 +98,7 @@ class SweepFile(Strict):
             raise ValueError(f"found a name of {len(v)} characters; allowed: at most {MAX_NAME} characters "
                              f"(it names the folder results/<name>/)")
         if not NAME_RULE.fullmatch(v):
-            raise ValueError(f"found {_short(v)}; allowed: letters, digits, '-', '_', '.', not starting with "
+            raise ValueError(f"found {short_repr(v)}; allowed: letters, digits, '-', '_', '.', not starting with "
                              f"'.' or '-' (it names results/<name>/)")
         return v
 
@@ -110,7 +110,3 @@ class SeedRange(Strict):
 
 SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1)]
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class Rule:
     """One selection rule: what the loop, the search's scheduler and the tables read about it."""

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from harness.config import catalog
-from harness.metrics import DEFAULT_PRIMARY, Aggregated, Metric, legacy_sources, table_metrics
 from harness.errors import UserError
+from harness.metrics import DEFAULT_PRIMARY, Aggregated, Metric, legacy_sources, table_metrics
 from harness.results import records
 from harness.results.stats import (
     DEFAULT_ALPHA,
@@ -35,7 +35,6 @@ from harness.results.stats import (
     paired_difference,
     seeds_needed,
 )
-
 
 # The metrics aggregated per configuration (all of them get mean / std / n), the ones a table can be ranked by
 # (`tfbench table --metric`): read from the vocabulary (harness/metrics.py), where each is defined once.

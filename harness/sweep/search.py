@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.config.selection import DEFAULT_RULE, selection_rule
 from harness.config.resolve import request_hash, with_seed
 from harness.config.search import SearchSpec
+from harness.config.selection import DEFAULT_RULE, selection_rule
 from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError

@@ -3,7 +3,13 @@
 `train_trial(spec, out_dir)` is an ordinary function (no Ray). It reads top to bottom: set up, resume, loop
 over epochs (train steps, then an evaluation on the selection split with plain cross-entropy), evaluate the
 test split under `clean`, write results. The pieces live beside it: `parts` (dataset, model, method,
-loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `device`, `trained`.
+loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `device`, `trained`. The
+record's metrics are named by the vocabulary (harness/metrics.py), not here.
+
+Over 400 lines, `train_trial` about a hundred and `train_step` sixteen keyword arguments, on purpose: the
+trial reads top to bottom in one function as nanoGPT's loop does (set up, resume, epochs, finish), and the
+step takes plain tensors and modules so that `tfbench bench step` times the very step a trial takes without
+building a trial; a rig object in their place would hide what the step touches.
 """
 from __future__ import annotations
 
