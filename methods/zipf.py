@@ -166,8 +166,13 @@ class Zipf(Method):
             ce, zipf = ce_and_zipf_kl(logits=z, targets=targets, pdf=pdf, mask=p.mask)
         else:  # as the official code: no pdf at all
             ce, zipf = F.cross_entropy(z, targets), z.new_zeros(())
-        total = ce + p.lam * zipf
-        parts = {"ce": ce.detach(), "zipf": zipf.detach()}
+        return self._with_aux(ce, zipf, targets, ctx)
+
+    def _with_aux(self, ce: Tensor, zipf: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """The total and its parts, with the extra classifier's CE on the pooled previous-stage map (B, D')
+        when there is one: the same for the eager and the compiled loss."""
+        p = self.params
+        total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
         if self.extra is not None:
             pooled = self._prev_map(ctx).float().mean(dim=(2, 3))  # (B, D'): global average pool
             aux = F.cross_entropy(self.extra(pooled).float(), targets)
@@ -196,12 +201,7 @@ class Zipf(Method):
                               extra_bias=None if extra is None else extra.bias, upsample=p.upsample,
                               distribution=p.distribution, alpha=p.alpha, smallest_prob=p.smallest_prob,
                               exp_lambda=p.exp_lambda, mask=p.mask)
-            total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
-            if extra is not None:
-                aux = F.cross_entropy(extra(self._prev_map(ctx).float().mean(dim=(2, 3))).float(), targets)
-                total = total + p.beta * aux
-                parts["aux_ce"] = aux.detach()
-            return {"loss": total, **parts}
+            return self._with_aux(ce, zipf, targets, ctx)
 
         return loss
 
