@@ -10,3 +10,8 @@ def printable(text: str) -> str:
     escapes such as \\x1b, so that they cannot move the cursor or recolour the screen; line breaks kept."""
     return "\n".join("".join(ch if ch.isprintable() or ch == "\t" else repr(ch)[1:-1] for ch in line)
                      for line in str(text).split("\n"))
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message squeezed onto one line (errors quote library messages)."""
+    return " ".join(str(e).split())[:200]

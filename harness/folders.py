@@ -13,13 +13,14 @@ folders (same request and seed as a current trial, another key) are stale: `tfbe
 `--rerun-stale` moves them to `stale/`, the readers leave them out. Folders written before keys were
 resolved (no `request` in their config.json) are matched on method, dataset, model, seed and method params.
 
-This module imports nothing of the harness but io and errors: every package may use it.
+This module imports nothing of the harness but io, errors and the metric vocabulary (which result.json
+numbers it checks): every package may use it. Over 400 lines on purpose: the two folder objects share the
+bounded readers, the lock and the temporaries' patterns; split, each half would reach into the other's.
 """
 from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import re
 import stat
@@ -32,6 +33,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.io import atomic_write_json, atomic_write_text
+from harness.metrics import checked, problem
 
 STATUSES = ("finished", "failed", "pending")
 
@@ -93,30 +95,15 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-# result.json's numbers that a table reads: each must be a finite number in its range
-FRACTIONS = ("selected_top1", "selected_top5", "last_top1", "last_top5", "val_selected_top1", "best_top1",
-             "best_top5", "selected_ece", "last_ece", "train_top1")
-NON_NEGATIVE = ("selected_nll", "last_nll", "val_selected_nll", "step_time_s", "peak_mem_bytes", "state_bytes",
-                "wall_time_s")
-
-
 def result_problem(record: dict[str, Any], key: str | None) -> str | None:
     """Why a finished trial's result.json cannot be counted (None when it can): another trial's key (a copied
     folder), or a number of the wrong type or out of range (a value edited or damaged)."""
     if key is not None and record.get("key") not in (None, key):
         return f"it is the record of another trial ({str(record.get('key'))[:80]!r})"
-    for name in (*FRACTIONS, *NON_NEGATIVE):
-        value = record.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"{name} is {value!r:.40}; allowed: a finite number"
-        if value < 0 or (name in FRACTIONS and value > 1):
-            return f"{name} is {value!r}; allowed: {'a fraction in [0, 1]' if name in FRACTIONS else '>= 0'}"
-    epoch = record.get("selected_epoch")  # trials.csv gives it back as 2.0
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or
-                              not math.isfinite(epoch) or not float(epoch).is_integer() or epoch < 1):
-        return f"selected_epoch is {epoch!r:.40}; allowed: a whole number >= 1"
+    for name in checked():  # each number a table reads must be a finite number in its range
+        why = problem(name, record.get(name))
+        if why:
+            return why
     return None
 
 

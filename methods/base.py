@@ -60,7 +60,8 @@ class Method:
     What the harness shows and presets about a method is declared here too, beside its math (as timm keeps
     a model's `default_cfgs` beside the model): `label` and `color` in tables and figures, `order` among the
     methods of a table, `recipe` (its authors' training recipe, by name: harness/config/presets.py), and
-    `preset(dataset, model)`, the parameter values its authors used there (a sweep's or --set's values win).
+    `preset(dataset, model)`, the parameter values its authors used there (a sweep's or --set's values win;
+    `dataset` carries the data set's traits, e.g. its resolution class: methods/traits.py).
     """
 
     name: ClassVar[str] = "?"
@@ -73,7 +74,8 @@ class Method:
 
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:
-        """Parameter values its authors used for `dataset` / `model` (applied before the Params defaults)."""
+        """Parameter values its authors used for `dataset` / `model` (applied before the Params defaults).
+        `dataset` is the data set's name as a `methods.traits.DataSet`: a str that also carries its traits."""
         return {}
 
     def __init__(

@@ -38,6 +38,7 @@ from .functional import (
     ranks_from_logits,
     zipf_pdf_from_votes,
 )
+from .traits import LOW
 
 
 @register("zipf")
@@ -54,10 +55,12 @@ class Zipf(Method):
     label, color, order = "Zipf's LS", "#d62728", 6  # the seed paper's method: red
 
     # The seed's Table 2 (alpha = 1 everywhere) plus the official commands' bilinear vote upsampling on the
-    # low-resolution sets; the small embedded sets have even smaller maps, so they get the low-resolution preset.
+    # low-resolution sets, per data set where the paper gives values; any other data set by its resolution
+    # class: a low-resolution one (the small embedded sets, whose maps are smaller still) gets the extra dense
+    # layer and bilinear votes, a high-resolution one the ImageNet form (the Params defaults).
     LOW_RES: ClassVar[dict[str, Any]] = dict(alpha=1.0, lam=0.1, beta=0.1, extra_dense_layer=True, upsample="bilinear")
     BY_DATASET: ClassVar[dict[str, dict[str, Any]]] = {
-        "cifar100": LOW_RES, "cifar10": LOW_RES, "digits": LOW_RES, "fashion_mnist": LOW_RES, "synthetic": LOW_RES,
+        "cifar100": LOW_RES, "cifar10": LOW_RES,
         "tinyimagenet": dict(alpha=1.0, lam=1.0, beta=0.5, extra_dense_layer=True, upsample="bilinear"),
         "imagenet": dict(alpha=1.0, lam=0.1, extra_dense_layer=False, upsample="none"),
         "inat21": dict(alpha=1.0, lam=1.0, extra_dense_layer=False, upsample="none"),
@@ -65,7 +68,9 @@ class Zipf(Method):
 
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:
-        return dict(cls.BY_DATASET.get(dataset, {}))
+        if dataset in cls.BY_DATASET:
+            return dict(cls.BY_DATASET[dataset])
+        return dict(cls.LOW_RES) if getattr(dataset, "resolution", None) == LOW else {}
 
     @dataclass(frozen=True)
     class Params:
@@ -161,8 +166,13 @@ class Zipf(Method):
             ce, zipf = ce_and_zipf_kl(logits=z, targets=targets, pdf=pdf, mask=p.mask)
         else:  # as the official code: no pdf at all
             ce, zipf = F.cross_entropy(z, targets), z.new_zeros(())
-        total = ce + p.lam * zipf
-        parts = {"ce": ce.detach(), "zipf": zipf.detach()}
+        return self._with_aux(ce, zipf, targets, ctx)
+
+    def _with_aux(self, ce: Tensor, zipf: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """The total and its parts, with the extra classifier's CE on the pooled previous-stage map (B, D')
+        when there is one: the same for the eager and the compiled loss."""
+        p = self.params
+        total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
         if self.extra is not None:
             pooled = self._prev_map(ctx).float().mean(dim=(2, 3))  # (B, D'): global average pool
             aux = F.cross_entropy(self.extra(pooled).float(), targets)
@@ -191,12 +201,7 @@ class Zipf(Method):
                               extra_bias=None if extra is None else extra.bias, upsample=p.upsample,
                               distribution=p.distribution, alpha=p.alpha, smallest_prob=p.smallest_prob,
                               exp_lambda=p.exp_lambda, mask=p.mask)
-            total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
-            if extra is not None:
-                aux = F.cross_entropy(extra(self._prev_map(ctx).float().mean(dim=(2, 3))).float(), targets)
-                total = total + p.beta * aux
-                parts["aux_ce"] = aux.detach()
-            return {"loss": total, **parts}
+            return self._with_aux(ce, zipf, targets, ctx)
 
         return loss
 

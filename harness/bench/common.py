@@ -62,7 +62,7 @@ def fmt_mib(n: int | float | None) -> str:
 
 
 def verdict(ok: bool | None) -> str:
-    """Where a measurement lies against the issue's reference figure: a statement, not a pass mark."""
+    """Where a measurement lies against its reference figure (docs/benchmarks.md): a statement, not a pass mark."""
     return "n/a" if ok is None else ("inside" if ok else "outside")
 
 

@@ -339,7 +339,7 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
 
 
 def targets(result: StepBench) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for the issue's CPU targets; None where the method was not run."""
+    """(target, measured, met) for the CPU targets (docs/benchmarks.md); None where the method was not run."""
     by = {r["method"]: r for r in result.rows}
     out: list[tuple[str, str, bool | None]] = []
     z = by.get("zipf")

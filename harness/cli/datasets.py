@@ -48,6 +48,7 @@ def format_rows(rows: list[dict]) -> str:
             out.append("  data:   built in (no files needed)")
         out.append(f"  layout: {r['layout']}")
         out.append(f"  params: {', '.join(r['params']) or 'none'}")
+        out.append("  defaults: " + ", ".join(f"{k} {v}" for k, v in r["defaults"].items()))
     return "\n".join(out)
 
 

@@ -45,8 +45,9 @@ def format_record(r: dict[str, Any]) -> str:
     table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
     lines.extend("  " + row for row in table.splitlines())
     if groups:
-        lines.append("  (a data set column: the values a trial there uses, its preset applied; data sets not named "
-                     "use the defaults; a sweep file's or --set's values win)")
+        lines.append("  (a data set column: the values a trial there uses, its preset applied; a data set not "
+                     "listed gets the preset for its traits, e.g. its resolution class; a sweep file's or --set's "
+                     "values win)")
     return "\n".join(lines)
 
 

@@ -8,11 +8,13 @@
 
 Outputs go to results/<name>/zipf/<trial key>/ for a trial at results/<name>/trials/<key>/ (a trial folder
 elsewhere: <trial dir>/zipf/), to results/toy/zipf/ for the toy, or to --out.
+
+About 400 lines on purpose: the four subcommands share their flags, the trial lookup and the output
+folders; the math lives in harness/analysis/zipf*.py, so what is here is argument handling and printing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -308,12 +310,11 @@ def find_ce_trial(trial_dir: Path, spec: Any) -> Path:
                         f"next to it; pass --ce-trial")
     found = []
     for d in sorted(trials.iterdir()):
-        cfg = d / TrialFolder.CONFIG
-        if not (cfg.exists() and (d / TrialFolder.CHECKPOINT).exists()):
+        s = TrialFolder(d).spec()  # bounded and validated, as every reader of a trial's records
+        if not isinstance(s, dict) or not (d / TrialFolder.CHECKPOINT).exists():
             continue
-        s = json.loads(cfg.read_text())["spec"]
-        if s["method"] == "ce" and s["dataset"] == spec.dataset and s["model"] == spec.model:
-            found.append((s["seed"] != spec.seed, d))
+        if s.get("method") == "ce" and s.get("dataset") == spec.dataset and s.get("model") == spec.model:
+            found.append((s.get("seed") != spec.seed, d))
     if not found:
         raise UserError(f"{trials}: no CE trial of dataset {spec.dataset!r} and model {spec.model!r} with a "
                         f"checkpoint; pass --ce-trial")

@@ -22,7 +22,6 @@ CATALOG = Path(__file__).with_name("catalog.json")
 
 def describe(name: str) -> dict[str, Any]:
     """The record of one registered method, from its class (imports the methods and the data sets)."""
-    from harness.config.presets import default_model
     from harness.data import DATASETS
     from methods import METHODS
     from methods.params import type_name
@@ -36,7 +35,8 @@ def describe(name: str) -> dict[str, Any]:
     groups: dict[str, list[str]] = {}
     values_of: dict[str, dict[str, Any]] = {}
     for dataset in DATASETS.names():
-        preset = cls.preset(dataset, default_model(dataset))
+        data_cls = DATASETS.get(dataset)
+        preset = cls.preset(data_cls.traits(), data_cls.default_model)
         values = {k: preset.get(k, v) for k, v in defaults.items()}
         ident = json.dumps(values, sort_keys=True, default=str)
         groups.setdefault(ident, []).append(dataset)

@@ -1,9 +1,10 @@
-"""Training presets: the official recipes (values of the training settings) and each data set's defaults
-(epochs, held-out split, recipe, model).
+"""Training presets: the official recipes, by name (values of the training settings).
 
-A method's own parameter presets per data set and model live on the method (`Method.preset`). Order of
-precedence when a trial is resolved: explicit value (sweep file or --set) > dataset_defaults > the
-method's preset > its Params defaults; for training settings: explicit > the recipe > the data set's default.
+Each data set's defaults (model, epochs, held-out split, recipe, resolution class) live on its class
+(`harness.data.DatasetDef`), and a method's own parameter presets per data set and model on the method
+(`Method.preset`, which sees the data set's traits). Order of precedence when a trial is resolved: explicit
+value (sweep file or --set) > dataset_defaults > the method's preset > its Params defaults; for training
+settings: explicit > the recipe > the data set's default.
 """
 from __future__ import annotations
 
@@ -21,38 +22,7 @@ RECIPES: dict[str, TrainSettings] = {
     # TF-KD: wd 5e-4, x0.2 at epochs 60, 120, 160 of 200, one warm-up epoch.
     "tfkd": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
                           milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup_epochs=1),
-    # ImageNet / INAT21: batch 256, 0.1 * 0.1^(epoch // 30) over 100 epochs.
+    # The ImageNet-size sets' recipe: batch 256, 0.1 * 0.1^(epoch // 30) over 100 epochs.
     "imagenet": TrainSettings(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=256,
                               milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),
 }
-
-# Datasets whose official recipe is the ImageNet step schedule.
-IMAGENET_RECIPE_DATASETS = {"imagenet", "inat21"}
-
-
-def default_recipe(dataset: str) -> str:
-    return "imagenet" if dataset in IMAGENET_RECIPE_DATASETS else "zipf"
-
-
-# The clean protocol's held-out validation split: 5,000 images on CIFAR (the split of the papers that hold
-# one out), 10% of each class elsewhere.
-HOLDOUT_BY_DATASET: dict[str, float] = {"cifar10": 5000, "cifar100": 5000}
-
-
-def default_holdout(dataset: str) -> float:
-    return HOLDOUT_BY_DATASET.get(dataset, 0.1)
-
-
-# Epochs when neither the sweep file nor --epochs says: the official recipes' lengths on the paper's sets (200 on
-# CIFAR and Tiny ImageNet, 100 on ImageNet and iNat21); the small embedded sets converge in a few dozen.
-EPOCHS_BY_DATASET: dict[str, int] = {"imagenet": 100, "inat21": 100, "digits": 30, "synthetic": 30,
-                                     "fashion_mnist": 30}
-
-
-def default_epochs(dataset: str) -> int:
-    return EPOCHS_BY_DATASET.get(dataset, 200)
-
-
-def default_model(dataset: str) -> str:
-    return {"digits": "tiny_cnn", "synthetic": "tiny_cnn", "fashion_mnist": "tiny_cnn",
-            "imagenet": "resnet50", "inat21": "resnet50"}.get(dataset, "cifar_preact_resnet18")

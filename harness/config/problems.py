@@ -66,7 +66,7 @@ class Problems:
 
 
 def _generic(path: Path_) -> Path_:
-    """('dataset_defaults', 'cifar100', 'train') -> ('dataset_defaults', '*', 'train'), ('methods', 2) ->
+    """('dataset_defaults', 'mydata', 'train') -> ('dataset_defaults', '*', 'train'), ('methods', 2) ->
     ('methods', '*'): where a model's list of allowed keys is found."""
     if len(path) >= 2 and path[0] == "dataset_defaults":
         path = ("dataset_defaults", "*", *path[2:])

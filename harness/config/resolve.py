@@ -12,13 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.config.presets import (
-    RECIPES,
-    default_epochs,
-    default_holdout,
-    default_model,
-    default_recipe,
-)
+from harness.config.presets import RECIPES
 from harness.config.problems import render
 from harness.config.schema import MAX_SEED
 from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrainSettings, TrialSpec
@@ -134,25 +128,25 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     from harness.data import DATASETS
 
     cls = METHODS.get(method)
+    data_cls = DATASETS.get(dataset)  # the data set's facts: its default model, epochs, holdout, recipe, traits
     given_model = model
-    model = model or default_model(dataset)
+    model = model or data_cls.default_model
     model_problems = check_model(model, model_params or {})
     if model_problems:
         raise UserError(" | ".join(f"model {model}{'.' + render(p) if p else ''}: {w}" for p, w in model_problems))
-    preset = {k: v for k, v in cls.preset(dataset, model).items()
+    preset = {k: v for k, v in cls.preset(data_cls.traits(), model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
     values = {**preset, **(method_params or {})}
     params_obj = cls.Params(**values) if typed else make_params(cls, values)  # nan and inf refused as types
     resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
-    data_cls = DATASETS.get(dataset)
     # before any data is read; a class count known only from the files is checked when the trial starts
     cls.check(params_obj, num_classes=data_cls.class_count(data_cls.Params(**resolved_data)))
     params = dataclasses.asdict(params_obj)
     given_train = check_train(train or {})
     values = dict(given_train)
-    epochs = values.pop("epochs", default_epochs(dataset))
-    recipe = values.pop("recipe", default_recipe(dataset))
-    values.setdefault("holdout", default_holdout(dataset))
+    epochs = values.pop("epochs", data_cls.default_epochs)
+    recipe = values.pop("recipe", data_cls.recipe)
+    values.setdefault("holdout", data_cls.holdout)
     config = resolve_train(epochs, recipe, **values)
     train_images = data_cls.train_images(data_cls.Params(**resolved_data))
     if config.protocol == "clean" and config.holdout >= 1 and train_images is not None and \

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from harness.config.spec import NonNegative, Positive, TrainSettings, Whole
+from harness.config.spec import STRICT, NonNegative, Positive, TrainSettings, Whole, short_repr
+from harness.metrics import DEFAULT_PRIMARY, primary_metrics
 
 SCHEMA_VERSION = 1
 MAX_SEED = 2**32 - 1         # numpy's seed range; torch's is wider
@@ -19,13 +20,11 @@ MAX_TRIALS = 10_000          # a larger grid is a typo; the product of the axes 
 MAX_NAME = 100               # `name` becomes a folder name: portable file-name length, with room for suffixes
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 # The metrics a sweep's verdicts can be made on: reported-split numbers, at the selected or the last epoch.
-PRIMARY_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
-                   "selected_ece", "last_ece")
-DEFAULT_PRIMARY = "selected_top1"
+PRIMARY_METRICS = primary_metrics()
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = STRICT
 
 
 class Resources(Strict):
@@ -89,7 +88,7 @@ class SweepFile(Strict):
     @classmethod
     def _version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"found {_short(v)}; allowed: {SCHEMA_VERSION}")
+            raise ValueError(f"found {short_repr(v)}; allowed: {SCHEMA_VERSION}")
         return v
 
     @field_validator("name")
@@ -99,7 +98,7 @@ class SweepFile(Strict):
             raise ValueError(f"found a name of {len(v)} characters; allowed: at most {MAX_NAME} characters "
                              f"(it names the folder results/<name>/)")
         if not NAME_RULE.fullmatch(v):
-            raise ValueError(f"found {_short(v)}; allowed: letters, digits, '-', '_', '.', not starting with "
+            raise ValueError(f"found {short_repr(v)}; allowed: letters, digits, '-', '_', '.', not starting with "
                              f"'.' or '-' (it names results/<name>/)")
         return v
 
@@ -111,7 +110,3 @@ class SeedRange(Strict):
 
 SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1)]
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

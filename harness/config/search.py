@@ -6,7 +6,7 @@
       seed: 0                         # the searcher's seed: a rerun proposes the same configurations
       scheduler: {name: asha, grace_period: 1, reduction_factor: 3}   # or {name: fifo}: no early stopping
       space:                          # method -> parameter -> one of
-        ls:   {smoothing: {uniform: [0.0, 0.3]}}         #   uniform: [low, high]
+        ls:   {epsilon: {uniform: [0.0, 0.3]}}           #   uniform: [low, high]
         zipf: {alpha: {loguniform: [0.1, 2.0]},          #   loguniform: [low, high] (low > 0)
                lam: {choice: [0.1, 1.0]}}                #   choice: [v1, v2, ...]
 

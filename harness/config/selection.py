@@ -3,7 +3,7 @@
 Rules, all read on the selection split (clean: the held-out validation split; paper: the evaluation split):
 - `top1` (default): the highest validation top-1; ties broken by the lower validation NLL, then by the
   later epoch. Why the tie-break: on a small or easy selection split many epochs tie at the maximum (the
-  quickstart's 142 digits reach 100% within a few epochs), and "the first epoch that reached it" then
+  quickstart's 142 images reach 100% within a few epochs), and "the first epoch that reached it" then
   judges a fast learner at its least-trained weights. NLL keeps ranking the tied epochs by how confident
   and correct they are; the later epoch is the better-trained one when even that ties.
 - `nll`: the lowest validation NLL, ties to the later epoch.
@@ -23,8 +23,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-RULES = ("top1", "nll", "last")
+
+@dataclass(frozen=True)
+class Rule:
+    """One selection rule: what the loop, the search's scheduler and the tables read about it."""
+
+    name: str
+    text: str                 # how the tables describe it
+    reads_split: bool         # False for `last`: nothing is selected, so no best.pt is kept and no split is weak
+    scheduler: tuple[str, str]  # the per-epoch record ASHA and TPE compare, and its mode: the rule's first key
+
+
+SELECTION_RULES: dict[str, Rule] = {r.name: r for r in (
+    Rule("top1", "the highest validation top-1, ties to the lower validation NLL, then the later epoch", True,
+         ("val_top1", "max")),
+    Rule("nll", "the lowest validation NLL", True, ("val_nll", "min")),
+    Rule("last", "the last epoch", False, ("val_top1", "max")),
+)}
+RULES = tuple(SELECTION_RULES)
 DEFAULT_RULE = "top1"
+
+
+def selection_rule(name: str) -> Rule:
+    """The rule called `name` (train.select has been checked against RULES where it was read)."""
+    if name not in SELECTION_RULES:
+        raise ValueError(f"unknown selection rule {name!r}; allowed: {', '.join(RULES)}")
+    return SELECTION_RULES[name]
 TIE_LIMIT = 3          # this many epochs (or more) tied at the maximum top-1: the tie-break, not top-1, selects
 MIN_PER_CLASS = 20     # fewer selection images in some class: one image moves that class's accuracy by > 5%
 
@@ -98,7 +122,7 @@ def diagnose(rule: str, *, val_top1: Sequence[float], class_counts: Sequence[int
     if rule == "top1" and ties >= TIE_LIMIT:
         reasons.append(f"{ties} of {len(finite)} epochs tie at its maximum top-1 ({100 * top:.2f}%), so the "
                        f"tie-break (lower validation NLL, then the later epoch) selected")
-    if rule != "last" and smallest < MIN_PER_CLASS:
+    if selection_rule(rule).reads_split and smallest < MIN_PER_CLASS:
         reasons.append(f"it holds {smallest} image(s) of its smallest class (fewer than {MIN_PER_CLASS}; "
                        f"{sum(counts)} images in all)")
     return Diagnosis(rule=rule, ties_at_max=ties, epochs=len(finite), images=sum(counts),

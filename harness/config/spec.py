@@ -11,14 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-Strict = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+from harness.config.selection import DEFAULT_RULE, RULES
+
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)  # every model of the typed edge
 MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
 MAX_THREADS = 1024           # threads and loader workers: beyond any machine's cores (torch aborts on absurd counts)
 RECIPE_NAMES = ("zipf", "pskd", "tfkd", "imagenet")  # harness/config/presets.py holds their values
 DEVICE_RULE = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """A value as an error quotes it: its repr, cut at 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -32,7 +35,7 @@ def _milestones(v: Any) -> Any:
     if ok and not (all(isinstance(m, float) and m < 1 for m in v) or all(float(m).is_integer() for m in v)):
         ok = False
     if not ok:
-        raise ValueError(f"found {_short(v)}; allowed: a list of fractions of the run in (0, 1) or of whole "
+        raise ValueError(f"found {short_repr(v)}; allowed: a list of fractions of the run in (0, 1) or of whole "
                          f"epochs >= 1")
     return tuple(v)
 
@@ -44,7 +47,7 @@ def _holdout(v: Any) -> Any:
     fraction = isinstance(v, float) and math.isfinite(v) and 0 < v < 1
     count = isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 1 <= v <= MAX_INT
     if not (fraction or count):
-        raise ValueError(f"found {_short(v)}; allowed: a fraction in (0, 1) or a whole number of images >= 1")
+        raise ValueError(f"found {short_repr(v)}; allowed: a fraction in (0, 1) or a whole number of images >= 1")
     return float(v)
 
 
@@ -61,12 +64,12 @@ class TrainConfig(BaseModel):
     values of those fields. Fields without a default here get theirs from the data set and the recipe when a
     trial is resolved (harness/config/resolve.py)."""
 
-    model_config = Strict
+    model_config = STRICT
 
     epochs: Positive = Field(description="training epochs (default: the data set's preset)")
     recipe: Literal[RECIPE_NAMES] = Field(  # type: ignore[valid-type]
-        description="the official recipe whose optimiser/schedule defaults apply (default: imagenet for "
-                    "imagenet/inat21, else zipf)")
+        description="the official recipe whose optimiser/schedule defaults apply (default: the data set's, "
+                    "listed by `tfbench datasets`)")
     batch_size: Positive = Field(description="images per step (all workers together)")
     lr: NonNegative = Field(description="SGD learning rate")
     momentum: NonNegative = Field(description="SGD momentum")
@@ -95,14 +98,15 @@ class TrainConfig(BaseModel):
         "clean", description="clean: select the epoch on a held-out validation split, test once; paper: select "
                              "on the evaluation split (default clean)")
     holdout: Holdout = Field(0.1, description="clean protocol's validation split: a fraction in (0, 1) or a "
-                                              "whole number of images >= 1, stratified (default 0.1; cifar10/cifar100 "
-                                              "5000)")
+                                              "whole number of images >= 1, stratified (default: the data set's, "
+                                              "listed by `tfbench datasets`: 0.1, or 5000 where its papers hold "
+                                              "those out)")
     holdout_seed: Whole = Field(0, description="the seed of the holdout split (default 0)")
-    select: Literal["top1", "nll", "last"] = Field(
-        "top1", description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
+    select: Literal[RULES] = Field(  # type: ignore[valid-type]
+        DEFAULT_RULE, description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
                             "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
     split_per_seed: bool = Field(
-        False, description="draw the holdout split (and a data set's own split, e.g. digits' split_seed) from "
+        False, description="draw the holdout split (and a data set's own split, e.g. a split_seed parameter) from "
                            "the trial seed, so that paired tests cover data-split variance (default false)")
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -116,7 +120,7 @@ def partial(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
     for field_name, f in model.model_fields.items():
         kind = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
         fields[field_name] = (kind | None, Field(None, description=f.description))
-    return create_model(name, __config__=Strict, __doc__=doc, **fields)
+    return create_model(name, __config__=STRICT, __doc__=doc, **fields)
 
 
 TrainSettings = partial(TrainConfig, "TrainSettings", "Training settings for every trial. A value left out (or "

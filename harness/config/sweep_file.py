@@ -1,30 +1,19 @@
 """Sweep files: load (yaml.safe_load), validate every problem in one pass, expand into resolved trials.
 
-A sweep file (schema_version 1):
+A sweep file (schema_version 1) names methods, data sets, models, seeds, training settings, per-data-set
+overrides (`dataset_defaults`), resources and retries; sweeps/quickstart.yaml is the smallest complete one,
+and docs/sweep-files.md the full reference (generated from the models in schema.py). A method or data set
+is a name or {name, params}; a list value in params is an axis of a grid.
 
-    schema_version: 1
-    name: quickstart                    # results go to results/<name>/
-    imports: [my_method.py]             # optional: user method files (relative to the sweep file) or modules
-    methods:                            # a name, or {name, params}; a list value in params is a grid axis
-      - ce
-      - {name: zipf, params: {alpha: [0.5, 1.0, 1.5]}}
-    datasets:                           # a name, or {name, params} (params: root, image_size, ...)
-      - digits
-    models: [tiny_cnn]                  # optional: default is each dataset's usual model
-    seeds: [0, 1, 2]                    # a list, or {count: 3} for 0..2
-    train: {epochs: 30}                 # training overrides (see TrainConfig), for every trial
-    dataset_defaults:                   # optional per-dataset overrides: train settings and method params
-      cifar100: {train: {epochs: 200}, methods: {zipf: {lam: 0.1}}}
-    resources: {cpus_per_trial: 1, gpus_per_trial: 0, workers_per_trial: 1, max_concurrent: 2}
-    retries: 1                          # extra attempts for a trial that raises
-
-Precedence for a method parameter: the method entry's params > dataset_defaults > the paper's per-dataset
-presets (harness/config/presets.py) > the method's defaults. `--set` overrides are applied on top of the file.
+Precedence for a method parameter: the method entry's params > dataset_defaults > the method's preset for
+the data set (`Method.preset`, which sees the data set's traits) > the method's defaults. `--set` overrides
+are applied on top of the file.
 
 Validation: the structure is one strict pydantic model (`schema.SweepFile`); names, method and dataset
-parameters (each against its class's Params), models, seeds and the grid size are checked next, every
-problem collected in one pass and formatted once (`problems.Problems`). Only a sound file is expanded.
-The full schema is docs/sweep-files.md (generated from the models).
+parameters (each against its class's Params), models, seeds and the grid size are checked next by one phase
+each (`load_sweep`), every problem collected in one pass and formatted once (`problems.Problems`). Only a
+sound file is expanded. Over 400 lines on purpose: the phases share the `Draft` and the file paths their
+problems point at; split across modules, one pass would become several.
 """
 from __future__ import annotations
 
@@ -93,147 +82,201 @@ class SweepSpec:
 
 
 def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
-    """Read, validate and expand a sweep file. Raises SweepError listing every problem found, each once."""
+    """Read, validate and expand a sweep file. Raises SweepError listing every problem found, each once.
+
+    One pass of phases over one list of problems (`Draft.P`): each phase checks its part of the file whatever
+    the others found, so that one run reports every problem; the trials are expanded only from what passed
+    its own checks, and only when everything did."""
     path = Path(path)
-    src = str(path)
     raw, lines = read_yaml(path)
     if not isinstance(raw, dict):
-        raise SweepError(src, [f"top level: found {type(raw).__name__}; allowed: a mapping with keys "
-                               f"{', '.join(TOP_KEYS)}"])
+        raise SweepError(str(path), [f"top level: found {type(raw).__name__}; allowed: a mapping with keys "
+                                     f"{', '.join(TOP_KEYS)}"])
     try:
         overrides = parse_sets(sets or [])
     except UserError as e:
-        raise SweepError(src, [str(e)]) from None
-    P = Problems(src, lines)
-    try:
-        SweepFile.model_validate(raw)
-        bad: set[Any] = set()
-    except ValidationError as e:
-        P.add_pydantic((), e.errors(), KEY_NAMES)
-        bad = {err["loc"][0] for err in e.errors() if err["loc"]}
-
-    def ok(key: str) -> bool:
-        return key not in bad
-
+        raise SweepError(str(path), [str(e)]) from None
+    d = Draft(path=path, raw=raw, lines=lines, overrides=overrides, P=Problems(str(path), lines))
     # imports first: they may register methods that the rest of the file names
-    imports = raw.get("imports") or [] if ok("imports") else []
-    resolved_imports: list[str] = []
-    for i, ref in enumerate(imports):
-        try:
-            load_user_module(ref, base_dir=path.parent)
-            resolved_imports.append(str((path.parent / ref).resolve()) if ref.endswith(".py") else ref)
-        except UserImportError as e:
-            P.add(("imports", i), str(e).replace("imports: ", "", 1))
+    for phase in (_structure, _imports, _method_and_dataset_entries, _models, _seeds_and_train, _dataset_defaults,
+                  _resources_and_search, _train_sets, _method_sets, _size):
+        phase(d)
+    trials = _expand(d) if d.expand else []
+    d.P.raise_if_any()
+    keys = [t.key() for t in trials]
+    if len(set(keys)) != len(keys):
+        d.P.add((), "the axes produce the same trial more than once; remove the duplicated entries")
+    if d.search is not None:  # what only the resolved trials say: their epochs and protocol, per data set
+        _check_search_trials(d.P, d.search, trials, d.resources)
+    d.P.raise_if_any()
+    if d.resources.workers_per_trial > 1:
+        trials = [_with_workers(t, d.resources.workers_per_trial) for t in trials]
+    return SweepSpec(name=raw["name"], source=path, raw=raw, trials=trials, resources=d.resources,
+                     retries=raw.get("retries", 1), lines=lines, search=d.search)
 
+
+@dataclass
+class Draft:
+    """A sweep file on its way through `load_sweep`'s phases: what each found, and whether it was sound."""
+
+    path: Path
+    raw: dict[str, Any]
+    lines: dict[tuple, int]
+    overrides: dict[str, dict[str, Any]]      # --set, by kind: method, dataset, model, train
+    P: Problems
+    bad: set[Any] = field(default_factory=set)  # top-level keys the schema refused
+    imports: list[str] = field(default_factory=list)
+    methods: list[tuple[int, tuple[str, dict]]] = field(default_factory=list)  # (index, (name, grid))
+    sound_methods: list[tuple[int, tuple[str, dict]]] = field(default_factory=list)
+    sound_datasets: list[tuple[int, tuple[str, dict]]] = field(default_factory=list)
+    models: list[str] | None = None
+    seeds: list[int] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    search: SearchSpec | None = None
+    typed_sets: dict[str, dict[str, Any]] = field(default_factory=dict)  # --set method.x, as each method types it
+    sound: dict[str, bool] = field(default_factory=dict)
+    expand: bool = False
+
+    def ok(self, key: str) -> bool:
+        """The schema accepted the top-level `key` (a refused one is reported once, by the schema)."""
+        return key not in self.bad
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default) if self.ok(key) else default
+
+
+def _structure(d: Draft) -> None:
+    try:
+        SweepFile.model_validate(d.raw)
+    except ValidationError as e:
+        d.P.add_pydantic((), e.errors(), KEY_NAMES)
+        d.bad = {err["loc"][0] for err in e.errors() if err["loc"]}
+
+
+def _imports(d: Draft) -> None:
+    for i, ref in enumerate(d.value("imports") or []):
+        try:
+            load_user_module(ref, base_dir=d.path.parent)
+            d.imports.append(str((d.path.parent / ref).resolve()) if ref.endswith(".py") else ref)
+        except UserImportError as e:
+            d.P.add(("imports", i), str(e).replace("imports: ", "", 1))
+
+
+def _method_and_dataset_entries(d: Draft) -> None:
     from harness.data import DATASETS
 
-    methods = _entries(P, "methods", raw.get("methods") if ok("methods") else [], METHODS, "method")
-    datasets = _entries(P, "datasets", raw.get("datasets") if ok("datasets") else [], DATASETS, "dataset")
-    # every check below runs whatever the others found, so that one pass reports every problem; what the
-    # trials are expanded from is only what passed its own checks (`sound`)
-    sound: dict[str, bool] = {}
-    typed_methods = [(mi, (m, _check_grid(P, ("methods", mi, "params"), m, params))) for mi, (m, params) in methods]
-    methods = [(mi, (m, grid if grid is not None else params)) for (mi, (m, grid)), (_, (_, params))
-               in zip(typed_methods, methods, strict=True)]
-    sound_methods = [(mi, (m, grid)) for mi, (m, grid) in typed_methods if grid is not None]
-    sound_datasets = [(di, (d, params)) for di, (d, params) in datasets
-                      if _check_dataset_params(P, ("datasets", di, "params"), d, {**params, **overrides["dataset"]},
-                                               set(overrides["dataset"]))]
-    count = len(P.found)
+    methods = _entries(d.P, "methods", d.value("methods", []), METHODS, "method")
+    datasets = _entries(d.P, "datasets", d.value("datasets", []), DATASETS, "dataset")
+    typed = [(mi, (m, _check_grid(d.P, ("methods", mi, "params"), m, params))) for mi, (m, params) in methods]
+    d.methods = [(mi, (m, grid if grid is not None else params)) for (mi, (m, grid)), (_, (_, params))
+                 in zip(typed, methods, strict=True)]
+    d.sound_methods = [(mi, (m, grid)) for mi, (m, grid) in typed if grid is not None]
+    sets = d.overrides["dataset"]
+    d.sound_datasets = [(di, (name, params)) for di, (name, params) in datasets
+                        if _check_dataset_params(d.P, ("datasets", di, "params"), name, {**params, **sets}, set(sets))]
 
-    models = raw.get("models") if ok("models") else None
+
+def _models(d: Draft) -> None:
+    count = len(d.P.found)
+    d.models = models = d.value("models")
     if models:
         if len(set(models)) != len(models):
-            P.add(("models",), f"found duplicated names {models!r:.80}; allowed: each name once")
+            d.P.add(("models",), f"found duplicated names {models!r:.80}; allowed: each name once")
         for model in dict.fromkeys(models):
             for _sub, what in check_model(model, {}):
-                P.add(("models", models.index(model)), what)
-    for key in overrides["model"]:
+                d.P.add(("models", models.index(model)), what)
+    for key in d.overrides["model"]:
         if key in HARNESS_MODEL_KEYS:
-            P.add((), f"--set model.{key}: set by the harness ({HARNESS_MODEL_KEYS[key]}); allowed: other keyword "
-                      f"arguments of the model, e.g. drop_rate")
-    sound["models"] = len(P.found) == count
+            d.P.add((), f"--set model.{key}: set by the harness ({HARNESS_MODEL_KEYS[key]}); allowed: other keyword "
+                        f"arguments of the model, e.g. drop_rate")
+    d.sound["models"] = len(d.P.found) == count
 
-    seeds = _seeds(P, raw.get("seeds", [0]))
-    train = (raw.get("train") or {}) if ok("train") else {}
-    sound["train"] = ok("train") and ok("dataset_defaults")
+
+def _seeds_and_train(d: Draft) -> None:
+    d.seeds = _seeds(d.P, d.raw.get("seeds", [0]))
+    d.train = d.value("train") or {}
+    d.sound["train"] = d.ok("train") and d.ok("dataset_defaults")
+
+
+def _dataset_defaults(d: Draft) -> None:
+    from harness.data import DATASETS
+
     # copies: the typed method values replace the file's own below, and sweep.yaml records the file as given
-    per_dataset = {d: dict(block or {}) for d, block in
-                   ((raw.get("dataset_defaults") or {}) if ok("dataset_defaults") else {}).items()}
-    for d, block in per_dataset.items():
-        if d not in DATASETS:
-            P.add(("dataset_defaults", d), f"unknown dataset {d!r}{did_you_mean(d, DATASETS.names())}; "
-                                           f"allowed: {', '.join(DATASETS.names())}")
+    d.per_dataset = {name: dict(block or {}) for name, block in (d.value("dataset_defaults") or {}).items()}
+    for name, block in d.per_dataset.items():
+        if name not in DATASETS:
+            d.P.add(("dataset_defaults", name), f"unknown dataset {name!r}{did_you_mean(name, DATASETS.names())}; "
+                                                f"allowed: {', '.join(DATASETS.names())}")
         for m, params in (block.get("methods") or {}).items():
             if m not in METHODS:
-                P.add(("dataset_defaults", d, "methods", m),
-                      f"unknown method {m!r}{did_you_mean(m, METHODS.names())}; allowed: {', '.join(METHODS.names())}")
+                d.P.add(("dataset_defaults", name, "methods", m), f"unknown method {m!r}"
+                        f"{did_you_mean(m, METHODS.names())}; allowed: {', '.join(METHODS.names())}")
             else:
-                grid = _check_grid(P, ("dataset_defaults", d, "methods", m), m, params)
-                sound["dataset_defaults"] = sound.get("dataset_defaults", True) and grid is not None
+                grid = _check_grid(d.P, ("dataset_defaults", name, "methods", m), m, params)
+                d.sound["dataset_defaults"] = d.sound.get("dataset_defaults", True) and grid is not None
                 block["methods"] = {**block["methods"], m: grid if grid is not None else params}
         if block.get("model"):
             for _sub, what in check_model(block["model"], {}):
-                P.add(("dataset_defaults", d, "model"), what)
-                sound["dataset_defaults"] = False
+                d.P.add(("dataset_defaults", name, "model"), what)
+                d.sound["dataset_defaults"] = False
 
-    resources = _resources(P, raw.get("resources") or {} if ok("resources") else {})
-    search = None
-    if raw.get("search") is not None and ok("search"):
-        grids = {m: [k for k, v in params.items() if isinstance(v, list)] for _, (m, params) in methods}
-        search = check_search(P, raw["search"], [m for _, (m, _) in methods],
-                              overrides["train"].get("epochs", train.get("epochs")), grids,
-                              overrides["train"].get("protocol", train.get("protocol")))
-    for key, value in overrides["train"].items():
+
+def _resources_and_search(d: Draft) -> None:
+    d.resources = _resources(d.P, d.value("resources") or {})
+    if d.raw.get("search") is not None and d.ok("search"):
+        grids = {m: [k for k, v in params.items() if isinstance(v, list)] for _, (m, params) in d.methods}
+        train = d.overrides["train"]
+        d.search = check_search(d.P, d.raw["search"], [m for _, (m, _) in d.methods],
+                                train.get("epochs", d.train.get("epochs")), grids,
+                                train.get("protocol", d.train.get("protocol")))
+
+
+def _train_sets(d: Draft) -> None:
+    for key, value in d.overrides["train"].items():
         try:
             check_train({key: value}, "--set train")
         except UserError as e:
-            P.add((), str(e))
-            sound["--set train"] = False
-    method_fields = {m: {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for _, (m, _) in methods}
-    typed_sets: dict[str, dict[str, Any]] = {m: {} for m in method_fields}  # --set method.x, as each method types it
-    for key, value in overrides["method"].items():
-        owners = [m for m, names in method_fields.items() if key in names]
+            d.P.add((), str(e))
+            d.sound["--set train"] = False
+
+
+def _method_sets(d: Draft) -> None:
+    fields = {m: {f.name for f in dataclasses.fields(METHODS.get(m).Params)} for _, (m, _) in d.methods}
+    d.typed_sets = {m: {} for m in fields}
+    for key, value in d.overrides["method"].items():
+        owners = [m for m, names in fields.items() if key in names]
         if not owners:
-            P.add((), f"--set method.{key}: no method of this sweep has a parameter {key!r}")
+            d.P.add((), f"--set method.{key}: no method of this sweep has a parameter {key!r}")
         for m in owners:
             checked, problems = check_params(METHODS.get(m).Params, {key: value})
             for _loc, what in problems:
-                P.add((), f"--set method.{key}: {what} (method {m!r})")
-                sound["--set method"] = False
+                d.P.add((), f"--set method.{key}: {what} (method {m!r})")
+                d.sound["--set method"] = False
             if checked is not None:
-                typed_sets[m][key] = checked[key]
+                d.typed_sets[m][key] = checked[key]
 
-    # how many trials before expanding: a 100 x 100 x 100 grid with 1,000 seeds is refused in microseconds
-    expand = all(sound.values()) and bool(sound_methods) and bool(sound_datasets)
-    seeds = seeds or [0]  # a broken seeds list is reported above; one seed still expands the grid for its checks
-    if expand:
-        total, parts = 0, []
-        for mi, (m, m_params) in sound_methods:
-            for _, (d, _) in sound_datasets:
-                grid = {**((per_dataset.get(d) or {}).get("methods") or {}).get(m, {}), **m_params}
-                axes = [len(v) for v in grid.values() if isinstance(v, list)]
-                n = math.prod(axes) * len(models or [None]) * len(seeds)
-                total += n
-                parts.append(f"methods[{mi}] ({m}) on {d}: {' x '.join(map(str, axes + [len(models or [None])]))}"
-                             f" x {len(seeds)} seeds = {n:,}")
-        if total > MAX_TRIALS:
-            P.add((), f"the sweep expands to {total:,} trials ({'; '.join(parts[:4])}{'; ...' if len(parts) > 4 else ''}); "
-                      f"allowed: at most {MAX_TRIALS:,} trials per sweep file (split it, or shrink the grid)")
-            expand = False
-    trials = _expand(P, sound_methods, sound_datasets, models, seeds, train, per_dataset, overrides, typed_sets,
-                     tuple(resolved_imports)) if expand else []
-    P.raise_if_any()
-    keys = [t.key() for t in trials]
-    if len(set(keys)) != len(keys):
-        P.add((), "the axes produce the same trial more than once; remove the duplicated entries")
-    if search is not None:  # what only the resolved trials say: their epochs and protocol, per data set
-        _check_search_trials(P, search, trials, resources)
-    P.raise_if_any()
-    if resources.workers_per_trial > 1:
-        trials = [_with_workers(t, resources.workers_per_trial) for t in trials]
-    return SweepSpec(name=raw["name"], source=path, raw=raw, trials=trials, resources=resources,
-                     retries=raw.get("retries", 1), lines=lines, search=search)
+
+def _size(d: Draft) -> None:
+    """How many trials before expanding: a 100 x 100 x 100 grid with 1,000 seeds is refused in microseconds."""
+    d.expand = all(d.sound.values()) and bool(d.sound_methods) and bool(d.sound_datasets)
+    d.seeds = d.seeds or [0]  # a broken seeds list is reported already; one seed still expands the grid for its checks
+    if not d.expand:
+        return
+    total, parts, models = 0, [], len(d.models or [None])
+    for mi, (m, m_params) in d.sound_methods:
+        for _, (name, _) in d.sound_datasets:
+            grid = {**((d.per_dataset.get(name) or {}).get("methods") or {}).get(m, {}), **m_params}
+            axes = [len(v) for v in grid.values() if isinstance(v, list)]
+            n = math.prod(axes) * models * len(d.seeds)
+            total += n
+            parts.append(f"methods[{mi}] ({m}) on {name}: {' x '.join(map(str, axes + [models]))}"
+                         f" x {len(d.seeds)} seeds = {n:,}")
+    if total > MAX_TRIALS:
+        d.P.add((), f"the sweep expands to {total:,} trials ({'; '.join(parts[:4])}{'; ...' if len(parts) > 4 else ''}); "
+                    f"allowed: at most {MAX_TRIALS:,} trials per sweep file (split it, or shrink the grid)")
+        d.expand = False
 
 
 def _entries(P: Problems, what: str, value: list[Any], registry: Any, kind: str) -> list[tuple[int, tuple[str, dict]]]:
@@ -332,30 +375,30 @@ def _resources(P: Problems, value: dict[str, Any]) -> Resources:
     return r
 
 
-def _expand(P: Problems, methods, datasets, models, seeds, train, per_dataset, overrides, typed_sets,
-            imports) -> list[TrialSpec]:
+def _expand(d: Draft) -> list[TrialSpec]:
     """One resolve per (method entry, dataset, grid point, model); seeds are copies that differ in the seed.
     Every method value was type-checked where it stands (`_check_grid`); the method's range checks run here,
     once per grid point, and a problem is reported at the axis value it names."""
     trials: list[TrialSpec] = []
-    for (mi, (m, m_params)), (_, (d, d_params)) in itertools.product(methods, datasets):
-        block = per_dataset.get(d) or {}
-        d_train = {**train, **(block.get("train") or {}), **overrides["train"]}
+    sets = d.overrides
+    for (mi, (m, m_params)), (_, (name, d_params)) in itertools.product(d.sound_methods, d.sound_datasets):
+        block = d.per_dataset.get(name) or {}
+        d_train = {**d.train, **(block.get("train") or {}), **sets["train"]}
         grid = {**(block.get("methods") or {}).get(m, {}), **m_params}
         keys = list(grid)
         axes = [v if isinstance(v, list) else [v] for v in grid.values()]
         for combo in itertools.product(*axes):
-            for model in models or [block.get("model")]:
+            for model in d.models or [block.get("model")]:
                 try:
-                    spec = resolve_trial(method=m, dataset=d, model=model, seed=seeds[0],
-                                         method_params={**dict(zip(keys, combo, strict=True)), **typed_sets[m]},
-                                         dataset_params={**d_params, **overrides["dataset"]},
-                                         model_params=dict(overrides["model"]), train=d_train, imports=imports,
-                                         typed=True)
+                    spec = resolve_trial(method=m, dataset=name, model=model, seed=d.seeds[0],
+                                         method_params={**dict(zip(keys, combo, strict=True)), **d.typed_sets[m]},
+                                         dataset_params={**d_params, **sets["dataset"]},
+                                         model_params=dict(sets["model"]), train=d_train,
+                                         imports=tuple(d.imports), typed=True)
                 except (UserError, MethodParamError, RegistryError) as e:
-                    P.add(_where(mi, keys, axes, combo, str(e), m_params), str(e))
+                    d.P.add(_where(mi, keys, axes, combo, str(e), m_params), str(e))
                     continue
-                trials.extend(with_seed(spec, s) for s in seeds)
+                trials.extend(with_seed(spec, s) for s in d.seeds)
     return trials
 
 

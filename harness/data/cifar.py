@@ -45,6 +45,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
 
 
 class _Cifar(DatasetDef):
+    holdout = 5000  # the held-out split of the papers that hold one out
     folder: ClassVar[str]
     train_files: ClassVar[tuple[str, ...]]
     test_file: ClassVar[str]

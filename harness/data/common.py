@@ -16,8 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import pil_loader
 from torchvision.transforms import v2
 
-from harness.data.registry import one_line
-from harness.errors import UserError
+from harness.errors import UserError, one_line
 
 
 class TensorImageDataset(Dataset):

@@ -54,6 +54,7 @@ class Digits(DatasetDef):
     in_memory = True
     split_seed_param = "split_seed"
     known_classes = 10
+    default_model, default_epochs = "tiny_cnn", 30  # converges in a few dozen epochs
 
     @classmethod
     def train_images(cls, p: Any) -> int | None:
@@ -119,6 +120,7 @@ class Synthetic(DatasetDef):
                 raise UserError("dataset 'synthetic': max_shift, noise, seed and crop_padding must be >= 0")
 
     layout = "generated in memory (no files)"
+    default_model, default_epochs = "tiny_cnn", 30  # converges in a few dozen epochs
     needs_root = False
     in_memory = True
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from harness.data.cifar import CIFAR_MEAN, CIFAR_STD
-from harness.data.registry import DataBundle, DatasetDef, file_bundle, one_line, register_dataset
+from harness.data.registry import HIGH, DataBundle, DatasetDef, file_bundle, one_line, register_dataset
 from harness.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,6 +150,8 @@ class TinyImageNet(DatasetDef):
 class ImageNet(DatasetDef):
     """ImageNet-1k (or any ImageFolder pair) at 224: random-resized-crop + flip; resize 256 + centre crop."""
 
+    default_model, default_epochs, recipe, resolution = "resnet50", 100, "imagenet", HIGH
+
     @dataclass(frozen=True)
     class Params:
         root: str | None = None
@@ -211,6 +213,8 @@ INAT_LEVELS = ("kingdom", "phylum", "class", "order", "family", "genus")
 @register_dataset("inat21")
 class INat21(DatasetDef):
     """iNaturalist 2021 in torchvision's layout: train = 2021_train_mini, val = 2021_valid (10,000 species)."""
+
+    default_model, default_epochs, recipe, resolution = "resnet50", 100, "imagenet", HIGH
 
     @dataclass(frozen=True)
     class Params:

@@ -80,6 +80,7 @@ class FashionMNIST(DatasetDef):
     """Zalando's Fashion-MNIST (28x28 grey, 10 classes, 60,000 + 10,000) from its IDX files."""
 
     known_classes = 10
+    default_model, default_epochs = "tiny_cnn", 30  # converges in a few dozen epochs
 
     @classmethod
     def train_images(cls, p: Any) -> int | None:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.errors import UserError
+from harness.errors import UserError, one_line  # one_line: what the families quote library errors with
 from methods.params import check_params
 from methods.registry import Registry
+from methods.traits import HIGH, LOW, DataSet
 
 if TYPE_CHECKING:  # torch only when the data is built: listing and checking data sets imports none of it
     from torch import Tensor
@@ -169,6 +170,19 @@ class DatasetDef:
     # Likewise the training split's size, when fixed (the clean protocol's holdout must be smaller).
     known_train_images: ClassVar[int | None] = None
 
+    # The data set's facts that a trial defaults from (harness/config/resolve.py) and that methods' presets
+    # key on (`traits`). Why here and not in a table keyed by name: a new data set is one file and one import.
+    default_model: ClassVar[str] = "cifar_preact_resnet18"  # when a sweep names no model
+    default_epochs: ClassVar[int] = 200    # when neither the sweep file nor --epochs says
+    holdout: ClassVar[float] = 0.1         # the clean protocol's validation split: a fraction, or images (>= 1)
+    recipe: ClassVar[str] = "zipf"         # the official training recipe (harness/config/presets.py RECIPES)
+    resolution: ClassVar[str] = LOW        # LOW or HIGH (methods/traits.py): what a method's presets key on
+
+    @classmethod
+    def traits(cls) -> DataSet:
+        """The name and traits a method's `preset` sees."""
+        return DataSet(cls.name, resolution=cls.resolution)
+
     @classmethod
     def class_count(cls, p: Any) -> int | None:
         """The class count with parameters `p`, when it is known without reading the data."""
@@ -220,11 +234,6 @@ class DatasetDef:
 
 
 DATASETS = Registry("dataset", base=DatasetDef)
-
-
-def one_line(e: BaseException) -> str:
-    """An exception's message squeezed onto one line (errors quote library messages)."""
-    return " ".join(str(e).split())[:200]
 
 
 def make_dataset_params(cls: type[DatasetDef], values: dict[str, Any] | None) -> Any:
@@ -322,6 +331,8 @@ def describe_datasets() -> list[dict[str, Any]]:
         rec: dict[str, Any] = {
             "name": name, "in_memory": cls.in_memory, "download": cls.can_download, "layout": cls.layout,
             "params": [f.name for f in dataclasses.fields(cls.Params)],
+            "defaults": {"model": cls.default_model, "epochs": cls.default_epochs, "holdout": cls.holdout,
+                         "recipe": cls.recipe, "resolution": cls.resolution},
         }
         if cls.needs_root:
             choice = resolve_root(cls, None)
@@ -339,7 +350,7 @@ def describe_datasets() -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "DATASETS", "DataBundle", "DatasetDef", "InMemory", "RootChoice", "build_dataset", "check_dataset",
+    "DATASETS", "HIGH", "LOW", "DataBundle", "DatasetDef", "InMemory", "RootChoice", "build_dataset", "check_dataset",
     "data_home", "describe_datasets", "file_bundle", "in_memory_bundle", "make_dataset_params",
-    "register_dataset", "resolve_root",
+    "one_line", "register_dataset", "resolve_root",
 ]

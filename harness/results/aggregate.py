@@ -14,7 +14,7 @@ groups, the ablation rows, the learning curves and sharpness; one module keeps i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from harness.config import catalog
-from harness.config.schema import DEFAULT_PRIMARY
 from harness.errors import UserError
+from harness.metrics import DEFAULT_PRIMARY, Aggregated, Metric, legacy_sources, table_metrics
 from harness.results import records
 from harness.results.stats import (
     DEFAULT_ALPHA,
@@ -36,44 +36,10 @@ from harness.results.stats import (
     seeds_needed,
 )
 
-
-@dataclass(frozen=True)
-class MetricSpec:
-    label: str            # axis / caption text
-    short: str            # column header text
-    scale: float          # display factor (fractions -> percent)
-    decimals: int
-    higher_is_better: bool
-    effect: float = math.nan  # the difference worth detecting, in display units (`tfbench seeds --effect`)
-
-
-# Columns of trials.csv that are aggregated per configuration (all of them get mean / std / n).
-# "selected" is the reported split (clean: test; paper: the evaluation split) at the epoch the protocol
-# selected; "best" is the per-epoch maximum of the selection split (clean: validation).
-# Default effects (`effect`): one point of accuracy or calibration error, 0.01 nats of NLL.
-METRICS: dict[str, MetricSpec] = {
-    "selected_top1": MetricSpec("top-1 at the selected epoch (%)", "selected top-1 (%)", 100.0, 2, True, 1.0),
-    "last_top1": MetricSpec("top-1 at the last epoch (%)", "last top-1 (%)", 100.0, 2, True, 1.0),
-    "selected_top5": MetricSpec("top-5 at the selected epoch (%)", "selected top-5 (%)", 100.0, 2, True, 1.0),
-    "last_top5": MetricSpec("top-5 at the last epoch (%)", "last top-5 (%)", 100.0, 2, True, 1.0),
-    "selected_nll": MetricSpec("NLL at the selected epoch", "selected NLL", 1.0, 3, False, 0.01),
-    "last_nll": MetricSpec("NLL at the last epoch", "NLL", 1.0, 3, False, 0.01),
-    "selected_ece": MetricSpec("ECE at the selected epoch (%)", "selected ECE (%)", 100.0, 2, False, 1.0),
-    "last_ece": MetricSpec("ECE at the last epoch (%)", "ECE (%)", 100.0, 2, False, 1.0),
-    "val_selected_top1": MetricSpec("selection-split top-1 at the selected epoch (%)", "val top-1 (%)", 100.0, 2,
-                                    True, 1.0),
-    "val_selected_nll": MetricSpec("selection-split NLL at the selected epoch", "val NLL", 1.0, 3, False, 0.01),
-    "best_top1": MetricSpec("best per-epoch selection-split top-1 (%)", "best val top-1 (%)", 100.0, 2, True, 1.0),
-    "best_top5": MetricSpec("best per-epoch selection-split top-5 (%)", "best val top-5 (%)", 100.0, 2, True, 1.0),
-    "train_val_gap": MetricSpec("train - val top-1 (%)", "train-val gap (%)", 100.0, 2, False),
-    "step_time_s": MetricSpec("train step time (ms)", "step (ms)", 1000.0, 1, False),
-    "peak_mem_bytes": MetricSpec("peak memory (bytes)", "peak mem", 1.0, 0, False),
-    "selected_epoch": MetricSpec("selected epoch", "sel. epoch", 1.0, 1, False),
-    "state_bytes": MetricSpec("method state (bytes)", "state", 1.0, 0, False),
-}
-# The metrics a table can be ranked by (`tfbench table --metric`).
-TABLE_METRICS = ("selected_top1", "last_top1", "selected_top5", "last_top5", "selected_nll", "last_nll",
-                 "selected_ece", "last_ece", "val_selected_top1", "best_top1", "best_top5")
+# The metrics aggregated per configuration (all of them get mean / std / n), the ones a table can be ranked by
+# (`tfbench table --metric`): read from the vocabulary (harness/metrics.py), where each is defined once.
+METRICS: Mapping[str, Metric] = Aggregated()
+TABLE_METRICS = table_metrics()
 DEFAULT_METRIC = DEFAULT_PRIMARY  # the primary metric when a sweep names none
 
 
@@ -88,9 +54,7 @@ def companion(metric: str) -> str | None:
 
 # Records written before protocols existed have the best epoch on the evaluation split (paper) as best_*.
 LEGACY = "legacy"
-_LEGACY_FALLBACK = {"selected_top1": "best_top1", "selected_top5": "best_top5", "val_selected_top1": "best_top1",
-                    "selected_epoch": "best_epoch"}
-SHARPNESS = MetricSpec("sharpness", "sharpness", 1.0, 3, False)
+SHARPNESS = Metric("sharpness", "sharpness", "sharpness", 1.0, 3, False)
 
 BASELINE = "ce"
 
@@ -133,13 +97,14 @@ def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
     on every row: records from before protocols existed are `legacy`, their selected_* taken from best_*
     (what those records reported: the best epoch on the evaluation split)."""
     trials = trials.copy()
-    for m in [*METRICS, "best_epoch"]:
+    fallback = legacy_sources()
+    for m in [*METRICS, *(old for old in dict.fromkeys(fallback.values()) if old not in METRICS)]:
         trials[m] = pd.to_numeric(trials[m], errors="coerce") if m in trials.columns else np.nan
     protocol = trials["protocol"] if "protocol" in trials.columns else pd.Series(np.nan, index=trials.index)
     protocol = protocol.astype(object).where(protocol.notna() & (protocol.astype(str).str.strip() != ""), LEGACY)
     trials["protocol"] = protocol.astype(str)
     legacy = trials["protocol"] == LEGACY
-    for new, old in _LEGACY_FALLBACK.items():
+    for new, old in fallback.items():
         trials.loc[legacy, new] = trials.loc[legacy, new].fillna(trials.loc[legacy, old])
     return trials
 
@@ -392,13 +357,13 @@ def best_per_method(groups: pd.DataFrame, *, dataset: str, model: str) -> pd.Dat
     the most finished seeds, the best mean validation top-1 at the selected epoch, ties to the lower
     validation NLL (`train.select`'s order; by NLL first under `nll`). Never by a test-split number.
     Figures with one line or point per method use these; an ablation sweep would otherwise crowd them."""
-    from harness.config.selection import config_order
+    from harness.config.selection import DEFAULT_RULE, config_order
 
     g = groups[(groups["dataset"].astype(str) == dataset) & (groups["model"].astype(str) == model)]
     keep = []
     for _, m in g.groupby("method", sort=False):
         def order(i: Any, m: pd.DataFrame = m) -> tuple:
-            rule = str(m.at[i, "select"]) if "select" in m.columns else "top1"
+            rule = str(m.at[i, "select"]) if "select" in m.columns else DEFAULT_RULE
             # Most seeds first, so that a lucky single-seed configuration does not stand for the method.
             return (-int(m.at[i, "val_selected_top1_n"]),
                     *config_order(rule, top1=m.at[i, "val_selected_top1_mean"], nll=m.at[i, "val_selected_nll_mean"]))

@@ -21,18 +21,13 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import UserError, printable
 from harness.folders import KEY_RULE, STATUSES, ResultsFolder, read_bounded, read_lines, result_problem
 from harness.io import atomic_write_text, csv_text
+from harness.metrics import columns as result_columns
 
 if TYPE_CHECKING:  # pandas only for the readers: the runner imports this module for trials.csv
     import pandas as pd
 
 Warn = Callable[[str], None]
 
-# Columns taken from result.json (records written by an older tfbench lack some: they read as empty).
-RESULT_COLUMNS = ["selected_epoch", "selected_top1", "selected_top5", "selected_nll", "selected_ece",
-                  "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1", "val_selected_nll",
-                  "best_top1", "best_top5", "best_epoch", "train_top1", "train_val_gap", "step_time_s",
-                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s", "test_images",
-                  "select_ties", "select_images", "select_min_per_class", "select_weak", "select_why"]
 LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model", "seed", "epochs", "protocol",
                 "select"]
 # Records written before train.select existed selected the first epoch of the highest validation top-1.
@@ -64,7 +59,8 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
     row.update({f"p.{k}": v for k, v in (spec.get("method_params") or {}).items()})
     if status == "finished":
         result = trial.result() or {}
-        row.update({k: v for k, v in result.items() if k in RESULT_COLUMNS})
+        columns = set(result_columns())
+        row.update({k: v for k, v in result.items() if k in columns})
         row["protocol"] = result.get("protocol", row["protocol"])
     elif status == "failed":
         row["error"] = trial.error()
@@ -73,7 +69,7 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
 
 def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
     param_names = sorted({k for r in rows for k in r if k.startswith("p.")})
-    header = [*LEAD_COLUMNS, *param_names, *RESULT_COLUMNS]
+    header = [*LEAD_COLUMNS, *param_names, *result_columns()]  # the result's: harness/metrics.py
     return csv_text(header, ([r.get(c, "") for c in header] for r in rows))  # a column a row lacks: empty
 
 
@@ -184,9 +180,9 @@ def without_implausible(trials: pd.DataFrame, *, warn: Warn = warn_stderr) -> pd
         return trials
     trials = trials.copy()
     finished = trials["status"].astype(str) == "finished"
-    bad = []
+    bad, columns = [], set(result_columns())
     for i in trials.index[finished]:
-        row = {k: _plain(v) for k, v in trials.loc[i].items() if k in RESULT_COLUMNS}
+        row = {k: _plain(v) for k, v in trials.loc[i].items() if k in columns}
         problem = result_problem(row, None)
         if problem:
             bad.append(f"{trials.at[i, 'key']} ({problem})")

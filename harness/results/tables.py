@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from harness.config.selection import SELECTION_RULES
+from harness.metrics import Metric, details
 from harness.results import records
 from harness.results.aggregate import (
     BASELINE,
@@ -21,7 +23,6 @@ from harness.results.aggregate import (
     LEGACY,
     METRICS,
     SHARPNESS,
-    MetricSpec,
     ablation_rows,
     across_scores,
     cells,
@@ -60,8 +61,7 @@ PROTOCOL_TEXT = {
     LEGACY: "protocol: paper (recorded before protocols existed: best epoch on the evaluation split, as the "
             "official code; optimistic)",
 }
-SELECT_TEXT = {"top1": "the highest validation top-1, ties to the lower validation NLL, then the later epoch",
-               "nll": "the lowest validation NLL", "last": "the last epoch",
+SELECT_TEXT = {**{name: rule.text for name, rule in SELECTION_RULES.items()},
                records.LEGACY_SELECT: "the first epoch of the highest top-1 (recorded before train.select)"}
 
 
@@ -119,7 +119,7 @@ def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
     return int(max(counts[counts == counts.max()].index))
 
 
-def metric_cell(row: pd.Series, *, metric: str, spec: MetricSpec, decimals: int, typical: int | None) -> str:
+def metric_cell(row: pd.Series, *, metric: str, spec: Metric, decimals: int, typical: int | None) -> str:
     """`77.38 +- 0.32`, plus `(n=2, 1 failed)` where n differs from the table's typical n or trials failed,
     and `seeds 0,2` where the finished seeds are not the baseline's (the means then cover other seeds)."""
     text = format_mean_std(row[f"{metric}_mean"] * spec.scale, row[f"{metric}_std"] * spec.scale,
@@ -173,7 +173,7 @@ def protocols_of(groups: pd.DataFrame) -> list[str]:
     return list(groups.loc[groups["n"].astype(int) > 0, "protocol"].astype(str)) or list(groups["protocol"].astype(str))
 
 
-def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec: MetricSpec | None = None,
+def comparison_table(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, spec: Metric | None = None,
                      title: str = "Comparison", decimals: int | None = None, alpha: float = DEFAULT_ALPHA,
                      baseline: str = BASELINE, primary: str | None = None) -> Table:
     """Methods (one row per configuration label) x dataset / model; ▲ / ▼ where significantly better /
@@ -238,7 +238,7 @@ def ablation_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha
     return tables
 
 
-def format_diff(row: pd.Series, spec: MetricSpec, prefix: str = "") -> str:
+def format_diff(row: pd.Series, spec: Metric, prefix: str = "") -> str:
     """`+1.23 [+0.40, +2.06]` in display units; `+1.23 [n/a]` with one pair; `n/a` without any."""
     if not is_finite(row[f"{prefix}diff_mean"]):
         return "n/a"
@@ -254,7 +254,7 @@ VERDICT_TEXT = {"better": "better", "worse": "worse", "identical": "identical", 
                 "sensitive": "selection-sensitive"}
 
 
-def _power_cells(row: pd.Series, spec: MetricSpec) -> list[str]:
+def _power_cells(row: pd.Series, spec: Metric) -> list[str]:
     """The smallest difference these seeds detect (80% power) and the seeds the stated effect needs."""
     if row.get("verdict") == "identical":
         return ["identical", "identical"]
@@ -336,8 +336,7 @@ def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = B
 
 def details_table(groups: pd.DataFrame) -> Table:
     """Every configuration with every aggregated metric (mean +- std) and its n and failures."""
-    shown = ["selected_top1", "last_top1", "best_top1", "selected_epoch", "selected_top5", "last_nll", "last_ece",
-             "train_val_gap", "step_time_s"]
+    shown = details()
     rows = []
     for _, r in groups.iterrows():
         row = [r["label"], f"{r['dataset']} / {r['model']}", str(r.get("protocol", "")), str(r.get("select", "")),

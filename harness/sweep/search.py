@@ -14,7 +14,7 @@ Why tfbench's own record, not Ray's restore: the trial folders already survive a
 stopped search trial that is proposed again replays its recorded epochs to the scheduler instead of
 training, so ASHA sees the same history, and a rerun of a finished search+confirm starts no Ray at all.
 
-Why one module of about 440 lines: the space, the Ray trainable, the selection and the records share the
+Why one module of over 400 lines: the space, the Ray trainable, the selection and the records share the
 one notion of a search trial (`search_trial`, its key and status), and read best side by side.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from harness.config.resolve import request_hash, with_seed
 from harness.config.search import SearchSpec
+from harness.config.selection import DEFAULT_RULE, selection_rule
 from harness.config.spec import TrialSpec
 from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
@@ -41,14 +42,14 @@ from harness.results import records
 from harness.sweep.session import TuneSession, pause_for_tests
 from harness.sweep.trainables import run_one
 
-METRIC, MODE, TIME_ATTR = "val_top1", "max", "epoch"
+METRIC, TIME_ATTR = "val_top1", "epoch"
 
 
 def scheduler_metric(rule: str) -> tuple[str, str]:
     """What ASHA's rungs and TPE compare each epoch: the selection rule's first key (`nll`: validation NLL,
     lower is better; otherwise validation top-1). Why only the first key: a scheduler compares one number;
     the tie-break applies when the finished trials are selected (`select_best`)."""
-    return ("val_nll", "min") if rule == "nll" else (METRIC, MODE)
+    return selection_rule(rule).scheduler
 SEARCH_JSON, SEARCH_CSV = "search.json", "search.csv"
 SIGNIFICANT = 4  # sampled floats are rounded to 4 significant digits: readable keys and tables
 
@@ -228,7 +229,7 @@ def search_trainable(config: dict[str, Any], base: dict[str, Any], folder: str, 
         run_one(spec.to_dict(), str(trial.path), threads, report=report)
 
 
-def make_scheduler(search: SearchSpec, folder: ResultsFolder, epochs: int, rule: str = "top1") -> Any:
+def make_scheduler(search: SearchSpec, folder: ResultsFolder, epochs: int, rule: str = DEFAULT_RULE) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
     if search.scheduler == "fifo":
@@ -258,7 +259,7 @@ def make_scheduler(search: SearchSpec, folder: ResultsFolder, epochs: int, rule:
                          grace_period=search.grace_period, reduction_factor=search.reduction_factor)
 
 
-def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]], rule: str = "top1") -> Any:
+def _tpe(space: dict[str, Any], search: SearchSpec, done: list[dict[str, Any]], rule: str = DEFAULT_RULE) -> Any:
     try:
         import optuna  # noqa: F401
         from ray.tune.search.optuna import OptunaSearch
@@ -439,7 +440,7 @@ def write_search_record(folder: ResultsFolder, sweep: SweepSpec, groups: list[Gr
                            "best_val_top1": best["val"] if best else None,
                            "confirm": [t.key() for t in confirm], "confirm_specs": [t.to_dict() for t in confirm]})
         csv_rows.extend(rows)
-    rule = groups[0].base.train.select if groups else "top1"
+    rule = groups[0].base.train.select if groups else DEFAULT_RULE
     record = {"metric": METRIC, "selected_on": f"validation split (train.select {rule}: val_selected_top1, "
                                                f"val_selected_nll)", **search.to_dict(),
               "groups": out_groups}

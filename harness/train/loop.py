@@ -3,7 +3,13 @@
 `train_trial(spec, out_dir)` is an ordinary function (no Ray). It reads top to bottom: set up, resume, loop
 over epochs (train steps, then an evaluation on the selection split with plain cross-entropy), evaluate the
 test split under `clean`, write results. The pieces live beside it: `parts` (dataset, model, method,
-loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `device`, `trained`.
+loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `device`, `trained`. The
+record's metrics are named by the vocabulary (harness/metrics.py), not here.
+
+Over 400 lines, `train_trial` about a hundred and `train_step` sixteen keyword arguments, on purpose: the
+trial reads top to bottom in one function as nanoGPT's loop does (set up, resume, epochs, finish), and the
+step takes plain tensors and modules so that `tfbench bench step` times the very step a trial takes without
+building a trial; a rig object in their place would hide what the step touches.
 """
 from __future__ import annotations
 
@@ -20,11 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config.selection import diagnose, is_better
+from harness.config.selection import diagnose, is_better, selection_rule
 from harness.config.spec import TrainConfig, TrialSpec
 from harness.errors import UserError
 from harness.folders import TrialFolder
 from harness.io import append_jsonl, environment, write_jsonl
+from harness.metrics import epoch_values, reported_quantities
 from harness.train.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -172,7 +179,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     claim(trial, spec.key(), force=force, log=log)
     r = build_rig(spec, bundle)
     lead, clean = r.rank == 0, t.protocol == "clean"
-    keeps_best = clean and t.select != "last"  # `last` selects the final weights: no best.pt to keep
+    keeps_best = clean and selection_rule(t.select).reads_split  # `last` selects the final weights: no best.pt
     quiet = log if lead else (lambda s: None)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +207,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         history.append(metrics)
         if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
                      best_nll=best.get("nll", math.inf)):
-            best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in ("top1", "top5", "nll", "ece")}}
+            best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in reported_quantities()}}
             if keeps_best and lead:  # before the checkpoint that records it: see checkpoint.restore_best
                 save_best(out / BEST, model=r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
         if lead:
@@ -215,8 +222,8 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             report(metrics)
 
     metrics = history[-1] if history else {}
-    last = {k[4:]: metrics.get(k) for k in ("val_top1", "val_top5", "val_nll", "val_ece")}
-    selected = {k: best.get(k) for k in ("top1", "top5", "nll", "ece")}
+    last = {k: metrics.get(f"val_{k}") for k in reported_quantities()}
+    selected = {k: best.get(k) for k in reported_quantities()}
     if clean:  # the test split, exactly twice (once when the last epoch is the selected one)
         last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
         selected = last
@@ -233,12 +240,9 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     step_time = timing["seconds"] / max(timing["steps"], 1)
     result = {
         "status": "finished", "protocol": t.protocol,
-        "selected_epoch": best["epoch"], **{f"selected_{k}": v for k, v in selected.items()},
-        **{f"last_{k}": v for k, v in last.items()}, "val_selected_top1": best["top1"],
-        "val_selected_nll": best.get("nll"), **diagnosis.record(),
-        "test_images": len(r.bundle.val_labels) if clean else len(r.select_labels),
-        "best_top1": best["top1"], "best_top5": best.get("top5"), "best_epoch": best["epoch"],
-        "train_top1": metrics.get("train_top1"),
+        "selected_epoch": best["epoch"], **epoch_values(selected=selected, last=last, best=best),
+        **diagnosis.record(), "test_images": len(r.bundle.val_labels) if clean else len(r.select_labels),
+        "best_epoch": best["epoch"], "train_top1": metrics.get("train_top1"),
         "train_val_gap": (metrics["train_top1"] - metrics["val_top1"]) if metrics else None,
         "step_time_s": step_time, "images_per_s": t.batch_size / step_time if step_time else None,
         "peak_mem_bytes": peak_memory(r.device),
@@ -343,7 +347,7 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
     t, lead = spec.train, r.rank == 0
     history = read_metrics(out / TrialFolder.METRICS, log) if t.checkpoint else []
     state = load_checkpoint(out / CHECKPOINT, log, rename=lead, max_epoch=len(history)) if t.checkpoint else None
-    if state is not None and t.protocol == "clean" and t.select != "last":
+    if state is not None and t.protocol == "clean" and selection_rule(t.select).reads_split:
         ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=True) if lead else True
         barrier(r.world)  # rank 0 has rolled best.pt back before the others look
         if not lead:

@@ -1,5 +1,5 @@
 """Trial keys hash the fully resolved trial and travel: no path in them, every default filled, what changes a
-number in them (issue 12), plus the stale-trial finder on hand-built results folders."""
+number in them, plus the stale-trial finder on hand-built results folders."""
 from __future__ import annotations
 
 import hashlib

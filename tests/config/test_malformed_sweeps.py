@@ -1,4 +1,4 @@
-"""Malformed sweep files written by hand (issue 12): each gives exit 2, exactly one line per problem (all
+"""Malformed sweep files written by hand: each gives exit 2, exactly one line per problem (all
 problems of the file, each once), no traceback, nothing written, no Ray started, within 2 s.
 
 Unlike test_fuzz_sweep.py, the real runner is not replaced: the resource checks in `run_sweep`'s start must

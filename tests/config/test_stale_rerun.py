@@ -1,5 +1,5 @@
 """A dataset default changes between two runs: the finished trial is reported stale, not reused and not
-deleted; `--rerun-stale` retrains it under its new key and keeps the old folder under stale/ (issue 12).
+deleted; `--rerun-stale` retrains it under its new key and keeps the old folder under stale/.
 
 The first trial is trained with `train_trial` directly (no Ray); only the retraining goes through Ray."""
 from __future__ import annotations

@@ -21,7 +21,9 @@ FORBIDDEN = {
     "harness.models": {"harness.config", "harness.train", "harness.sweep", "harness.cli", "harness.results"},
     "harness.sweep": {"harness.cli", "harness.bench", "harness.analysis"},
 }
-LEAVES = ("harness.io", "harness.errors", "harness.progress", "harness.folders")  # import only io and errors
+# the floor: import only each other's lower members (errors, then io and metrics, then progress and folders)
+LEAVES = ("harness.io", "harness.errors", "harness.metrics", "harness.progress", "harness.folders")
+FLOOR = {"harness.io", "harness.errors", "harness.metrics"}
 
 
 def package(module: str) -> str | None:
@@ -89,10 +91,36 @@ def test_no_arrow_points_up(src):
     assert not bad, f"{src} imports {sorted(bad)}"
 
 
-def test_the_leaves_import_only_io_and_errors():
+def test_the_leaves_import_only_the_floor():
     edges = graph()
     for leaf in LEAVES:
-        assert edges.get(leaf, set()) <= {"harness.io", "harness.errors"}, (leaf, edges.get(leaf))
+        assert edges.get(leaf, set()) <= FLOOR - {leaf}, (leaf, edges.get(leaf))
+    assert not edges.get("harness.metrics"), "the metric vocabulary imports nothing of the harness"
+
+
+def test_no_two_modules_import_each_other():
+    """Module by module, function-level imports included: a circle inside a package is one too (a module that
+    imports its own package's __init__, which imports it, is Python's package idiom, not a circle)."""
+    known = {module for module, _path, _target, _names in imports()}
+    edges: dict[str, set[str]] = {}
+    for module, _path, target, names in imports():
+        for name in [target, *(f"{target}.{n}" for n in names)]:
+            if name in known and name != module:
+                edges.setdefault(module, set()).add(name)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1 and not node.startswith(nxt + "."):
+                pytest.fail("import circle: " + " -> ".join([*trail, node, nxt]))
+            if not state.get(nxt):
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if not state.get(node):
+            visit(node, [])
 
 
 def test_no_module_imports_another_modules_private_names():

@@ -1,4 +1,4 @@
-"""Reliability (issue 9): what survives a kill, Ctrl-C, damaged files, failing trials, bad data, a full or
+"""Reliability: what survives a kill, Ctrl-C, damaged files, failing trials, bad data, a full or
 shared results folder, and hostile input. The fast tests run trials in-process; the ones marked slow start
 `tfbench run` (Ray) for real, as a subprocess where the test kills or interrupts it.
 

@@ -1,4 +1,4 @@
-"""Tune, then confirm (issue 17): the search section's validation, the seeded search space, selection on
+"""Tune, then confirm: the search section's validation, the seeded search space, selection on
 the validation split only, ASHA's early stops recorded as `stopped`, resume without retraining, confirm
 trials with every seed, the summary's search section, and the TensorBoard event files."""
 from __future__ import annotations
