@@ -120,6 +120,7 @@ class DataBench:
     smoke: bool
     machine: str
     seconds: float
+    pixels: tuple[int, int] = (64, 256)  # the generated images' smallest and largest side
 
 
 def bench_data(*, dataset: str | None = None, root: str | None = None, image_size: int | None = None,
@@ -176,9 +177,14 @@ def bench_data(*, dataset: str | None = None, root: str | None = None, image_siz
                      "first_epoch_images_per_s": n0 / s0, "images_per_epoch": steady[k][0][0]})
     return DataBench(rows=rows, step_images_per_s=rate, dataset=GENERATED if dataset is None else name,
                      train_images=len(bundle.train_labels), image_size=size, batch=batch, workers=workers,
-                     epochs=epochs, model=model, smoke=smoke,
+                     epochs=epochs, model=model, smoke=smoke, pixels=(sizes["min_px"], sizes["max_px"]),
                      machine=machine_line(dev, used_threads if dev.type == "cpu" else None),
                      seconds=time.perf_counter() - t_start)
+
+
+def rate_text(v: float) -> str:
+    """Images/s: whole numbers from 100 on, three significant digits below (a CPU step is about 1)."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def bottleneck(loader_rate: float, step_rate: float) -> str:
@@ -191,18 +197,18 @@ def format_bench_data(res: DataBench, tablefmt: str = "github") -> str:
     timm = next((r for r in res.rows if r["loader"].startswith("timm")), None)
     headers = ["loader", "images/s (median epoch)", "best epoch", "first epoch (incl. worker start-up)",
                "x timm", "x step"]
-    table = [(r["loader"], f"{r['images_per_s']:.0f}", f"{r['best_images_per_s']:.0f}",
-              f"{r['first_epoch_images_per_s']:.0f}",
+    table = [(r["loader"], rate_text(r["images_per_s"]), rate_text(r["best_images_per_s"]),
+              rate_text(r["first_epoch_images_per_s"]),
               f"{r['images_per_s'] / timm['images_per_s']:.2f}" if timm else "n/a",
               f"{r['images_per_s'] / res.step_images_per_s:.2f}") for r in res.rows]
-    what = ("a generated folder of JPEGs (ImageNet layout, 64-256 px)" if res.dataset == GENERATED
+    what = (f"a generated folder of JPEGs (ImageNet layout, {res.pixels[0]}-{res.pixels[1]} px)" if res.dataset == GENERATED
             else f"data set {res.dataset}")
     head = (f"training loader vs step: {what}, {res.train_images} training images at {res.image_size}x{res.image_size}, "
             f"batch {res.batch}, {res.workers} worker(s); median of {res.epochs} alternating epochs after a first "
             f"epoch each{' (SMOKE: sizes too small to mean anything)' if res.smoke else ''}\n{res.machine}\n")
     ours = res.rows[0]
     load = load_average()
-    foot = [f"model step: {res.model}, CE, batch {res.batch}: {res.step_images_per_s:.0f} images/s "
+    foot = [f"model step: {res.model}, CE, batch {res.batch}: {rate_text(res.step_images_per_s)} images/s "
             f"(bench step's timing, median)",
             f"bottleneck with the default loader: {bottleneck(ours['images_per_s'], res.step_images_per_s)}",
             f"took {res.seconds:.0f} s" + (f"; load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"

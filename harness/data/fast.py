@@ -54,9 +54,10 @@ def apply_augment(x: Tensor, draws: Tensor, *, crop_padding: int) -> Tensor:
     B, C, H, W = x.shape
     dev = x.device
     p = max(int(crop_padding), 0)
-    if p > 0:
-        x = F.pad(x, (p, p, p, p))  # (B, C, H+2p, W+2p), zeros
     oy, ox, flipped = draws.unbind(1)
+    if p == 0:  # the flip alone (file sets after a resized crop): one select, not two gathers
+        return torch.where(flipped.bool()[:, None, None, None], x.flip(3), x)
+    x = F.pad(x, (p, p, p, p))  # (B, C, H+2p, W+2p), zeros
     rows = oy[:, None] + torch.arange(H, device=dev)  # (B, H)
     cols = ox[:, None] + torch.arange(W, device=dev)  # (B, W)
     # Flipping the crop = reading its columns right to left.

@@ -4,6 +4,7 @@ against torchvision's own float pipeline (v1 Resize/CenterCrop/ToTensor/Normaliz
 against the uint8 pixels read with PIL and numpy for the augmentation."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,44 @@ class _sync_error:
 
     def __exit__(self, *exc):
         torch.cuda.set_sync_debug_mode("default")
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_on_the_device_path_equals_uninterrupted(tmp_path):
+    """The flips are drawn from the trial's loader generator (checkpointed), the resized crops in the main
+    process (num_workers 0) from the global generator (checkpointed): a resumed trial repeats the epochs."""
+    from harness.train.loop import train_trial
+
+    photo_tree(tmp_path / "data")
+    spec = resolve_trial(method="ce", dataset="imagenet", model="tiny_cnn", seed=0,
+                         dataset_params={"root": str(tmp_path / "data"), "image_size": 16},
+                         train={"epochs": 3, "batch_size": 5, "protocol": "paper", "device": "cpu"})
+
+    def untimed(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+
+    train_trial(spec, tmp_path / "whole", log=lambda s: None)
+
+    def die_after_epoch_2(m):
+        if m["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_trial(spec, tmp_path / "cut", report=die_after_epoch_2, log=lambda s: None)
+    train_trial(spec, tmp_path / "cut", log=lambda s: None)
+    assert untimed(tmp_path / "cut") == untimed(tmp_path / "whole")
+
+
+def test_flip_alone_mirrors_exactly_the_drawn_samples():
+    from harness.data.fast import apply_augment
+
+    x = torch.arange(3 * 2 * 2 * 4, dtype=torch.uint8).view(3, 2, 2, 4)  # (B, C, H, W), every pixel distinct
+    draws = torch.tensor([[0, 0, 1], [0, 0, 0], [0, 0, 1]])
+    out = apply_augment(x, draws, crop_padding=0).numpy()
+    want = x.numpy().copy()
+    want[[0, 2]] = want[[0, 2]][..., ::-1]
+    assert np.array_equal(out, want)
