@@ -104,7 +104,7 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
     eval_batch = max(t.batch_size, 256)
     cuda = device.type == "cuda"
     if t.fast_path and mem is not None:
-        common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=cuda)
+        common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=device.type == "cuda")
         train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=False,
                              generator=generator, crop_padding=mem.crop_padding, flip=mem.flip, **common)
         test = TensorLoader(mem.val_x, mem.val_y, batch_size=eval_batch, shuffle=False,
