@@ -1,7 +1,8 @@
 """`tfbench bench TARGET`: benchmarks that print measured tables. TARGETS is the one table of targets: per target
 its help line, its options and its runner, which checks the options (one line per mistake) and calls the
 target's plain function in harness/bench/: methods.py (a method's loss alone), step.py (a full training step),
-harness.py (train_trial against a bare loop), sweep.py (trials per hour on Ray Tune), gpu.py (the GPU check).
+harness.py (train_trial against a bare loop), sweep.py (trials per hour on Ray Tune), gpu.py (the GPU check),
+data.py (a file-based set's training loader against the model's step, and against timm's loader).
 
 Flags mean one thing in every target: --device (default auto), --threads, --method (repeatable, also `a,b`),
 --smoke, --tablefmt (tabulate's table style; `--format` elsewhere names a results file format).
@@ -217,6 +218,39 @@ def _gpu_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None,
+                   help="a registered file-based data set (imagenet, tinyimagenet, inat21); default: a generated "
+                        "folder of JPEGs in ImageNet's layout, also timed with timm's create_loader")
+    p.add_argument("--root", default=None, help="the data set's root (with --dataset; else its usual root)")
+    p.add_argument("--image-size", type=int, default=None, help="the data set's image_size (default its own: 224)")
+    p.add_argument("--images", type=int, default=512, help="generated folder: training images (default 512)")
+    p.add_argument("--classes", type=int, default=8, help="generated folder: classes (default 8)")
+    p.add_argument("--batch", type=int, default=None, help="images per batch (default 256 on CUDA, 32 on CPU)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per loader after its first (default 3)")
+    p.add_argument("--model", default=None, help="the model whose step is timed (default the data set's: resnet50)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps (median reported; default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
+    _common(p)
+
+
+def _data_run(args: argparse.Namespace) -> int:
+    from harness.bench.data import bench_data, format_bench_data
+
+    _positive(args, "data", "image_size", "images", "classes", "batch", "epochs", "repeats")
+    if args.workers < 0 or args.warmup < 0:
+        raise UserError(f"bench data: --workers and --warmup must be >= 0, got {args.workers}, {args.warmup}")
+    if args.root and not args.dataset:
+        raise UserError("bench data: --root needs --dataset (which data set lives there)")
+    result = bench_data(dataset=args.dataset, root=args.root, image_size=args.image_size, images=args.images,
+                        classes=args.classes, batch=args.batch, workers=args.workers, epochs=args.epochs,
+                        model=args.model, repeats=args.repeats, warmup=args.warmup, device=_device(args, "data"),
+                        threads=args.threads, smoke=args.smoke)
+    print(format_bench_data(result, tablefmt=args.tablefmt))
+    return 0
+
+
 # target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
@@ -226,6 +260,8 @@ TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callabl
     "sweep": ("trials per hour of a small sweep with 1 and 2 concurrent trials", _sweep_arguments, _sweep_run),
     "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
             "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
+    "data": ("a file-based set's training loader images/s against the model's step and timm's loader",
+             _data_arguments, _data_run),
 }
 
 

@@ -78,7 +78,8 @@ class TrainConfig(BaseModel):
     milestones: Milestones = Field(description="learning-rate steps: fractions of the run in (0, 1), or epochs >= 1")
     gamma: NonNegative = Field(description="learning-rate factor at each milestone")
     warmup_epochs: Whole = Field(description="linear warm-up epochs")
-    fast_path: bool = Field(True, description="whole data set as one tensor on the device (in-memory sets)")
+    fast_path: bool = Field(True, description="augment and normalise on the device: in-memory sets as one tensor "
+                                              "there, file sets as uint8 batches; false: the torchvision path")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms; on CUDA also turns "
                                                    "off cudnn.benchmark and TF32 (on by default there)")
     device: Annotated[str, Field(pattern=DEVICE_RULE)] = Field("auto", description="auto, cpu, cuda or cuda:N")

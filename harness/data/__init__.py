@@ -6,6 +6,9 @@ keys its table on it). Datasets small enough to live in memory (digits, syntheti
 cifar100) also carry `bundle.memory`, the raw uint8 pixels of both splits, for the on-device fast path of
 `harness.data.fast.TensorLoader`; `bundle.train` etc. are then the torchvision path over the same tensors,
 with the same augmentation semantics (random crop with zero padding of the raw pixels, horizontal flip).
+Datasets of image files carry `bundle.files` instead: the same splits as uint8 images brought to size in
+the workers, for the device path of `harness.data.fast.DeviceLoader` (crop with padding, flip and
+normalisation batched on the device).
 
 - `registry`: `DATASETS`, `DatasetDef`, `DataBundle`, where each dataset looks for its files, the factory.
 - `common`: the two per-split `Dataset` classes (tensor, image files with `on_bad_image`), transforms.

@@ -2,8 +2,9 @@
 
 A split is either one uint8 tensor in memory (`TensorImageDataset`: digits, synthetic, Fashion-MNIST,
 CIFAR) or a list of `(image file, label)` pairs decoded with PIL on demand (`ImageFileDataset`: Tiny
-ImageNet, ImageNet, iNat21). Both yield `(image, label, index)`, the index being the sample's position in
-its split (PS-KD keys its table on it).
+ImageNet, ImageNet, iNat21; twice over the same files: normalised float images, and uint8 images for the
+device path, see `file_transforms`). Both yield `(image, label, index)`, the index being the sample's
+position in its split (PS-KD keys its table on it).
 """
 from __future__ import annotations
 
@@ -88,9 +89,23 @@ def tensor_transform(*, size: int, crop_padding: int, flip: bool, mean: tuple[fl
     return v2.Compose(ops)
 
 
-def pil_tail(mean: tuple[float, ...], std: tuple[float, ...]) -> list[Any]:
-    """The end of every file-based pipeline: PIL image -> normalised float tensor (C, H, W)."""
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+def file_transforms(geometry: list[Any], *, size: int, crop_padding: int, flip: bool, mean: tuple[float, ...],
+                    std: tuple[float, ...]) -> tuple[Any, Any]:
+    """(float, uint8) transforms of a file-based split from its per-sample `geometry` (v2 ops on the PIL image:
+    resizes and crops that need the image's own size).
+
+    float: the torchvision path, everything in the worker: geometry, RandomCrop(size, padding) and flip,
+    then PIL -> normalised float (C, H, W). uint8: the geometry only, then PIL -> uint8 (C, size, size); the
+    crop with padding, the flip and the normalisation are left to `fast.DeviceLoader`, batched on the device.
+    The geometry runs on the PIL image in both, so without augmentation both give the same pixels.
+    """
+    aug: list[Any] = []
+    if crop_padding > 0:
+        aug.append(v2.RandomCrop(size, padding=crop_padding))  # zero padding of the raw pixels
+    if flip:
+        aug.append(v2.RandomHorizontalFlip())
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose([*geometry, *aug, *tail]), v2.Compose([*geometry, v2.PILToTensor()])
 
 
-__all__ = ["ImageFileDataset", "TensorImageDataset", "one_line", "pil_tail", "tensor_transform"]
+__all__ = ["ImageFileDataset", "TensorImageDataset", "file_transforms", "one_line", "tensor_transform"]

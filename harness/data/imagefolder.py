@@ -3,7 +3,9 @@
 Class folders and sample lists come from torchvision's ImageFolder machinery (`find_classes`,
 `make_dataset`, `IMG_EXTENSIONS`), iNat21's from `torchvision.datasets.INaturalist`; Tiny ImageNet's
 official validation split (one folder plus `val_annotations.txt`) has no torchvision reader and is parsed
-here. Images are decoded lazily by `ImageFileDataset` (see `harness.data.common` for `on_bad_image`).
+here. Images are decoded lazily by `ImageFileDataset` (see `harness.data.common` for `on_bad_image`). Each
+data set states its recipe as the per-sample geometry (on the PIL image, in the workers) and the
+augmentation after it (crop with padding, flip), which the device path runs batched on the device.
 Hidden files and folders (names starting with a dot: macOS `._*` files, `.ipynb_checkpoints`) are not
 images or classes, where torchvision's defaults would take them for such.
 """
@@ -77,8 +79,6 @@ class TinyImageNet(DatasetDef):
     def build(self, p: Any, root: Path | None) -> DataBundle:
         from torchvision.transforms import v2
 
-        from harness.data.common import pil_tail
-
         assert root is not None
         self.require_layout(root)
         wnids = class_folders(root / "train")
@@ -103,18 +103,16 @@ class TinyImageNet(DatasetDef):
         if not train or not val:
             raise self.malformed(root, f"has {len(train)} train and {len(val)} val images")
         s = p.image_size
+        sized = [v2.Resize(s), v2.CenterCrop(s)]
         if s == 32:
             # The official Zipf/CS-KD recipe: random-resized-crop 32 + flip; test images resized to 32.
-            train_tf = v2.Compose([v2.RandomResizedCrop(32), v2.RandomHorizontalFlip(), *pil_tail(CIFAR_MEAN, CIFAR_STD)])
-            eval_tf = v2.Compose([v2.Resize(32), v2.CenterCrop(32), *pil_tail(CIFAR_MEAN, CIFAR_STD)])
+            train_geometry, padding = [v2.RandomResizedCrop(32)], 0
         else:
             # Native 64x64: CIFAR-style crop with padding + flip; the test image as it is.
-            train_tf = v2.Compose([v2.Resize(64), v2.CenterCrop(64), v2.RandomCrop(64, padding=4),
-                                   v2.RandomHorizontalFlip(), *pil_tail(CIFAR_MEAN, CIFAR_STD)])
-            eval_tf = v2.Compose([v2.Resize(64), v2.CenterCrop(64), *pil_tail(CIFAR_MEAN, CIFAR_STD)])
+            train_geometry, padding = sized, 4
         return file_bundle(name="tinyimagenet", classes=self._names(root, wnids), train=train, val=val,
-                           train_tf=train_tf, eval_tf=eval_tf, input_size=s, mean=CIFAR_MEAN, std=CIFAR_STD,
-                           on_bad_image=p.on_bad_image, root=root)
+                           train_geometry=train_geometry, eval_geometry=sized, crop_padding=padding, flip=True,
+                           input_size=s, mean=CIFAR_MEAN, std=CIFAR_STD, on_bad_image=p.on_bad_image, root=root)
 
     def _official_val(self, root: Path, ann: Path, index: dict[str, int]) -> list[tuple[str, int]]:
         out = []
@@ -184,9 +182,8 @@ class ImageNet(DatasetDef):
         val = image_folder_samples(root / "val", classes)
         if not train or not val:
             raise self.malformed(root, f"has {len(train)} train and {len(val)} val images")
-        train_tf, eval_tf = _imagenet_transforms(p.image_size)
-        return file_bundle(name=self.name, classes=classes, train=train, val=val, train_tf=train_tf,
-                           eval_tf=eval_tf, input_size=p.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        return file_bundle(name=self.name, classes=classes, train=train, val=val, **_imagenet_recipe(p.image_size),
+                           input_size=p.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                            on_bad_image=p.on_bad_image, root=root)
 
 
@@ -195,16 +192,14 @@ def _check_size(size: int) -> None:
         raise UserError(f"image_size must be >= 8, got {size}")
 
 
-def _imagenet_transforms(size: int) -> tuple[Any, Any]:
+def _imagenet_recipe(size: int) -> dict[str, Any]:
+    """Random-resized-crop + flip; resize (256 for 224) + centre crop: `file_bundle`'s geometry arguments."""
     from torchvision.transforms import v2
-
-    from harness.data.common import pil_tail
 
     _check_size(size)
     resize = round(size * 256 / 224)  # 256 for 224, the usual ratio otherwise
-    train_tf = v2.Compose([v2.RandomResizedCrop(size), v2.RandomHorizontalFlip(), *pil_tail(IMAGENET_MEAN, IMAGENET_STD)])
-    eval_tf = v2.Compose([v2.Resize(resize), v2.CenterCrop(size), *pil_tail(IMAGENET_MEAN, IMAGENET_STD)])
-    return train_tf, eval_tf
+    return dict(train_geometry=[v2.RandomResizedCrop(size)], eval_geometry=[v2.Resize(resize), v2.CenterCrop(size)],
+                crop_padding=0, flip=True)
 
 
 INAT_LEVELS = ("kingdom", "phylum", "class", "order", "family", "genus")
@@ -266,9 +261,8 @@ class INat21(DatasetDef):
         names = sorted({d.split("_")[1 + INAT_LEVELS.index(level)] for d in cats})
         supers = [names.index(d.split("_")[1 + INAT_LEVELS.index(level)]) for d in cats]
         classes = [" ".join(d.split("_")[6:8]) for d in cats]
-        train_tf, eval_tf = _imagenet_transforms(p.image_size)
         return file_bundle(name=self.name, classes=classes, train=self._samples(tr), val=self._samples(va),
-                           train_tf=train_tf, eval_tf=eval_tf, input_size=p.image_size, mean=IMAGENET_MEAN,
+                           **_imagenet_recipe(p.image_size), input_size=p.image_size, mean=IMAGENET_MEAN,
                            std=IMAGENET_STD, on_bad_image=p.on_bad_image, root=root, superclasses=supers,
                            superclass_names=names)
 

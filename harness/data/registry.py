@@ -57,6 +57,19 @@ class InMemory:
 
 
 @dataclass
+class Uint8Files:
+    """The device path of a file-based set: each split's images decoded and brought to size in DataLoader
+    workers as uint8 (C, S, S), then cropped with padding, flipped and normalised on the device, batched
+    (`harness.data.fast.DeviceLoader`). Same files, labels, indices and bad-file masks as the float splits."""
+
+    train: Dataset
+    val: Dataset
+    train_eval: Dataset
+    crop_padding: int          # random crop with this zero padding, on the device (0 = none)
+    flip: bool                 # random horizontal flip, on the device
+
+
+@dataclass
 class DataBundle:
     name: str
     num_classes: int
@@ -74,6 +87,7 @@ class DataBundle:
     val_labels: Tensor         # the evaluation split's labels (its size and class counts are reported)
     memory: InMemory | None
     root: str | None
+    files: Uint8Files | None = None  # file-based sets: the uint8 splits of the device path
 
     @property
     def skipped_images(self) -> int:
@@ -127,23 +141,34 @@ def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y:
 
 
 def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
-                train_tf: Any, eval_tf: Any, input_size: int, mean: tuple[float, ...], std: tuple[float, ...],
-                on_bad_image: str, root: Path, superclasses: list[int] | None = None,
-                superclass_names: list[str] | None = None) -> DataBundle:
-    """A bundle over image files; train and train_eval share one bad-file mask (same files)."""
+                train_geometry: list[Any], eval_geometry: list[Any], crop_padding: int, flip: bool, input_size: int,
+                mean: tuple[float, ...], std: tuple[float, ...], on_bad_image: str, root: Path,
+                superclasses: list[int] | None = None, superclass_names: list[str] | None = None) -> DataBundle:
+    """A bundle over image files from each split's per-sample geometry (v2 ops on the PIL image) and the
+    augmentation after it: the torchvision float splits and the device path's uint8 ones (`files`). Every
+    split over the same files shares one bad-file mask (train, train_eval and their uint8 twins)."""
     import torch
 
-    from harness.data.common import ImageFileDataset
+    from harness.data.common import ImageFileDataset, file_transforms
 
-    tr = ImageFileDataset(train, train_tf, on_bad_image=on_bad_image)
+    aug = dict(size=input_size, mean=mean, std=std)
+    train_f, train_u8 = file_transforms(train_geometry, crop_padding=crop_padding, flip=flip, **aug)
+    eval_f, eval_u8 = file_transforms(eval_geometry, crop_padding=0, flip=False, **aug)
+    tr = ImageFileDataset(train, train_f, on_bad_image=on_bad_image)
+    va = ImageFileDataset(val, eval_f, on_bad_image=on_bad_image)
+
+    def twin(samples: list[tuple[str, int]], tf: Any, like: ImageFileDataset) -> ImageFileDataset:
+        return ImageFileDataset(samples, tf, on_bad_image=on_bad_image, bad=like.bad)
+
     return DataBundle(
         name=name, num_classes=len(classes), in_chans=3, input_size=input_size, classes=classes,
         superclasses=superclasses, superclass_names=superclass_names, mean=tuple(mean), std=tuple(std),
-        train=tr, val=ImageFileDataset(val, eval_tf, on_bad_image=on_bad_image),
-        train_eval=ImageFileDataset(train, eval_tf, on_bad_image=on_bad_image, bad=tr.bad),
+        train=tr, val=va, train_eval=twin(train, eval_f, tr),
         train_labels=torch.tensor([label for _, label in train], dtype=torch.int64),
         val_labels=torch.tensor([label for _, label in val], dtype=torch.int64),
         memory=None, root=str(root),
+        files=Uint8Files(train=twin(train, train_u8, tr), val=twin(val, eval_u8, va),
+                         train_eval=twin(train, eval_u8, tr), crop_padding=int(crop_padding), flip=bool(flip)),
     )
 
 
@@ -350,7 +375,8 @@ def describe_datasets() -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "DATASETS", "HIGH", "LOW", "DataBundle", "DatasetDef", "InMemory", "RootChoice", "build_dataset", "check_dataset",
+    "DATASETS", "HIGH", "LOW", "DataBundle", "DatasetDef", "InMemory", "RootChoice", "Uint8Files", "build_dataset",
+    "check_dataset",
     "data_home", "describe_datasets", "file_bundle", "in_memory_bundle", "make_dataset_params",
     "one_line", "register_dataset", "resolve_root",
 ]

@@ -404,7 +404,6 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
         if i == warmup_steps and warmup_steps:
             sync(r.device)
             tick, counted = time.perf_counter(), 0
-        x, y, idx = x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True), idx.to(r.device)
         xp = None
         if r.method.needs.pairs:  # the batch is cat(anchors, partners)
             half = len(y) // 2

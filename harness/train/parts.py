@@ -81,8 +81,9 @@ class BatchPlan(torch.utils.data.Sampler):
 
 @dataclass
 class Loaders:
-    """`batches()` iterates one training epoch of (x, y, idx); `select` is the split the epoch is selected
-    on (clean: held-out validation; paper: the evaluation split); `test` is the evaluation split."""
+    """`batches()` iterates one training epoch of (x, y, idx), device-ready (on the device, x normalised);
+    `select` is the split the epoch is selected on (clean: held-out validation; paper: the evaluation split);
+    `test` is the evaluation split. Both yield device-ready batches too."""
 
     batches: Callable[[], Iterator[tuple]]
     select: Any
@@ -92,11 +93,16 @@ class Loaders:
 def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, device: torch.device,
                  generator: torch.Generator) -> Loaders:
     """In-memory sets take the fast path: each split is one tensor on the device and augmentation runs
-    there, batched; others use a DataLoader (the held-out split is a Subset of the unaugmented train_eval)."""
-    from harness.data.fast import TensorLoader
+    there, batched. Sets of files take the device path (`bundle.files`): workers decode and size each image as
+    uint8, and the crop with padding, flip and normalisation run on the device (`fast.DeviceLoader`);
+    `train.fast_path: false` keeps the torchvision path (everything in the workers, float batches). The
+    held-out split is a Subset of the unaugmented train_eval."""
+    from harness.data.fast import DeviceLoader, TensorLoader
+    from harness.train.device import no_host_sync
 
     t, mem = spec.train, bundle.memory
     eval_batch = max(t.batch_size, 256)
+    cuda = device.type == "cuda"
     if t.fast_path and mem is not None:
         common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=device.type == "cuda")
         train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=False,
@@ -108,14 +114,25 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
             select = TensorLoader(train.x, train.y, batch_size=eval_batch, shuffle=False, drop_last=False,
                                   generator=None, indices=splits.select, **common)
         return Loaders(batches=lambda: (train.batch(idx) for idx in plan), select=select, test=test)
-    loader = torch.utils.data.DataLoader(bundle.train, batch_sampler=_ListPlan(plan), num_workers=t.num_workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=t.num_workers > 0)
-    test = torch.utils.data.DataLoader(bundle.val, batch_size=eval_batch, shuffle=False, num_workers=t.num_workers)
+    files = bundle.files if t.fast_path else None
+    src = files or bundle  # the uint8 splits of the device path, or the torchvision path's float ones
+
+    def device_loader(dataset: Any, augment: bool, **kw: Any) -> DeviceLoader:
+        # pinned batches cross non-blocking; persistent workers keep their start-up out of every epoch
+        loader = torch.utils.data.DataLoader(dataset, num_workers=t.num_workers, pin_memory=cuda,
+                                             persistent_workers=t.num_workers > 0, **kw)
+        return DeviceLoader(loader, device=device, mean=bundle.mean, std=bundle.std, generator=generator,
+                            crop_padding=files.crop_padding if files and augment else 0,
+                            flip=bool(files and augment and files.flip), channels_last=cuda,
+                            guard=lambda: no_host_sync(t.sync_debug and cuda))
+
+    train = device_loader(src.train, True, batch_sampler=_ListPlan(plan))
+    test = device_loader(src.val, False, batch_size=eval_batch, shuffle=False)
     select = test
     if splits.select is not None:
-        held = torch.utils.data.Subset(bundle.train_eval, splits.select.tolist())
-        select = torch.utils.data.DataLoader(held, batch_size=eval_batch, shuffle=False, num_workers=t.num_workers)
-    return Loaders(batches=lambda: iter(loader), select=select, test=test)
+        held = torch.utils.data.Subset(src.train_eval, splits.select.tolist())
+        select = device_loader(held, False, batch_size=eval_batch, shuffle=False)
+    return Loaders(batches=lambda: iter(train), select=select, test=test)
 
 
 class _ListPlan(torch.utils.data.Sampler):
