@@ -98,11 +98,13 @@ def timm_loader(train_root: Path, *, size: int, batch: int, workers: int, mean: 
 def step_rate(*, model: str, num_classes: int, num_train: int, size: int, batch: int, device: torch.device,
               repeats: int, warmup: int) -> float:
     """Images/s of CE's training step (`bench step`'s case and timing) at this batch and image size."""
-    from harness.bench.step import build_case, timed_step
+    from harness.bench.step import build_case, timed_window
 
     case = build_case("ce", model_name=model, num_classes=num_classes, num_train=num_train, input_size=size,
                       batch=batch, device=device)
-    times = [timed_step(case, r)[1] for r in range(warmup + repeats)][warmup:]
+    # throughput, as a trial steps (a window of steps per synchronisation): what the loader has to keep up with
+    window = 5
+    times = [timed_window(case, r * window, window) for r in range(warmup + repeats)][warmup:]
     return batch / median(times)
 
 

@@ -177,7 +177,10 @@ def _sweep(*, device: str, smoke: bool, tmp: Path) -> list[dict]:
 def _data(*, device: str, smoke: bool, tmp: Path) -> list[dict]:
     from harness.bench.data import bench_data
 
-    return bench_data(device=device, smoke=smoke).rows
+    res = bench_data(device=device, smoke=smoke, workers=2 if smoke else 8, epochs=2 if smoke else 3)
+    return [{"what": r["loader"], "images_per_s": r["images_per_s"]} for r in res.rows] + [
+        {"what": f"training step ({res.model}, batch {res.batch}, {res.image_size} px)",
+         "images_per_s": res.step_images_per_s}]
 
 
 def _sync(*, device: str, smoke: bool, tmp: Path) -> list[dict]:

@@ -13,9 +13,9 @@ from harness.cli import main
 
 def test_suite_sections_run_and_write_markdown_and_json(tmp_path):
     report = suite.run_suite(device="cpu", smoke=True, out=tmp_path,
-                             sections=("losses", "steps", "deterministic", "sync"), log=lambda s: None)
+                             sections=("losses", "steps", "deterministic", "data", "sync"), log=lambda s: None)
     sections = report["sections"]
-    assert list(sections) == ["losses", "steps", "deterministic", "sync"]
+    assert list(sections) == ["losses", "steps", "deterministic", "data", "sync"]
     assert not [name for name, entry in sections.items() if "error" in entry]
     steps = sections["steps"]["rows"]
     assert [r["method"] for r in steps] == builtin_methods() and {r["mode"] for r in steps} == {"eager"}
@@ -23,6 +23,8 @@ def test_suite_sections_run_and_write_markdown_and_json(tmp_path):
     default, deterministic = sections["deterministic"]["rows"]
     assert (default["deterministic"], deterministic["deterministic"]) == (False, True)
     assert deterministic["x_default"] == pytest.approx(deterministic["ms"] / default["ms"])
+    data = sections["data"]["rows"]  # our loader, the torchvision path, timm's, then the model's step
+    assert len(data) == 4 and data[-1]["what"].startswith("training step") and all(r["images_per_s"] > 0 for r in data)
     assert sections["sync"]["rows"] == [{"line": "host synchronisation: not checked (no CUDA device)"}]
     saved = json.loads((tmp_path / "suite.json").read_text())
     assert saved["sections"]["steps"]["rows"] == steps
