@@ -67,7 +67,8 @@ class TrainConfig(BaseModel):
     recipe: Literal[RECIPE_NAMES] = Field(  # type: ignore[valid-type]
         description="the official recipe whose optimiser/schedule defaults apply (default: imagenet for "
                     "imagenet/inat21, else zipf)")
-    batch_size: Positive = Field(description="images per step (all workers together)")
+    batch_size: Positive = Field(description="images per step (all workers together); the last partial batch "
+                                             "of an epoch is dropped in training")
     lr: NonNegative = Field(description="SGD learning rate")
     momentum: NonNegative = Field(description="SGD momentum")
     weight_decay: NonNegative = Field(description="L2 weight decay")
