@@ -427,6 +427,9 @@ def describe_stale(stale: dict[str, tuple[str, dict, dict]]) -> list[str]:
                  if a.get(k) != b.get(k) and k != "seed"]
         if "spec_version" not in old:
             diffs.insert(0, "stored by an older tfbench (keys now hash the resolved spec)")
+        elif old["spec_version"] != new.get("spec_version", old["spec_version"]):
+            diffs.insert(0, f"stored by an older tfbench (spec version {old['spec_version']} -> "
+                            f"{new['spec_version']}: the same settings give other numbers; docs/sweep-files.md)")
         groups[(old.get("method"), old.get("dataset"), old.get("model"), tuple(diffs[:4]))].append(old_key)
     lines = []
     for (method, dataset, model, diffs), keys in groups.items():

@@ -126,10 +126,15 @@ class Method:
         raise NotImplementedError
 
     def compiled_loss(self, mode: str | None = None) -> Callable[[Tensor, Tensor, StepContext], dict[str, Tensor]]:
-        """`loss` for a compiled run (`train.compile`): `torch.compile(self.loss)` unless the method overrides
-        it (Zipf's LS swaps its few-FLOPs eager form for a static-shape one that compiles into a few kernels).
-        `mode` is torch.compile's (`"reduce-overhead"` adds CUDA-graph capture)."""
-        return torch.compile(self.loss, mode=mode)
+        """`loss` for a compiled run (`train.compile`). By default `loss` compiled as one graph (fullgraph: a
+        graph break is an error) per shape, the float parameters read as tensors so that a new value reuses
+        the graph (`methods.compiled.compiled_method_loss`). A loss that reads `ctx.epoch` or draws random
+        numbers overrides this: Zipf's LS swaps its few-FLOPs eager form for static-shape regions and draws its
+        random priors outside them; PS-KD returns its eager `loss`. `mode` is torch.compile's
+        (`"reduce-overhead"` adds CUDA-graph capture)."""
+        from .compiled import compiled_method_loss
+
+        return compiled_method_loss(self, mode)
 
     def extra_modules(self) -> nn.Module | None:
         """Trainable modules the method adds (optimised with the model, saved in checkpoints)."""

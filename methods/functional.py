@@ -90,15 +90,15 @@ def ls_parts(*, logp: Tensor, targets: Tensor, form: str) -> tuple[Tensor, Tenso
 
 # --- TF-KD (Tf-KD_reg) --------------------------------------------------------------------------
 
-def tfkd_teacher(*, targets: Tensor, num_classes: int, correct_prob: float, temperature: float,
+def tfkd_teacher(*, targets: Tensor, num_classes: int, correct_prob: float | Tensor, temperature: float | Tensor,
                  dtype: torch.dtype = torch.float32) -> Tensor:
     """The manual teacher q = softmax(u / T), u = a on the target and (1 - a)/(C - 1) elsewhere. (B, C).
 
     The softmax is applied to a probability vector as if it were logits: the official code's quirk.
+    a and T may be 0-dim tensors (a compiled loss's inputs), hence `where` rather than a fill.
     """
     c = num_classes
-    u = torch.full((targets.shape[0], c), (1.0 - correct_prob) / (c - 1), dtype=dtype, device=targets.device)
-    u.scatter_(1, targets[:, None], correct_prob)
+    u = torch.where(F.one_hot(targets, c).bool(), correct_prob, (1.0 - correct_prob) / (c - 1)).to(dtype)
     return torch.softmax(u / temperature, dim=1)
 
 
@@ -226,8 +226,8 @@ def ranks_from_logits(*, logits: Tensor) -> Tensor:
     return 1 + z.shape[1] - not_greater
 
 
-def rank_weights(*, ranks: Tensor, distribution: str = "zipf", alpha: float = 1.0, num_classes: int | None = None,
-                 smallest_prob: float | None = None, exp_lambda: float | None = None,
+def rank_weights(*, ranks: Tensor, distribution: str = "zipf", alpha: float | Tensor = 1.0, num_classes: int | None = None,
+                 smallest_prob: float | Tensor | None = None, exp_lambda: float | Tensor | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
     """Unnormalised weight of each rank, as in the official `get_masked_distribution`. ranks -> same shape, float.
 
@@ -238,7 +238,8 @@ def rank_weights(*, ranks: Tensor, distribution: str = "zipf", alpha: float = 1.
     constant:          1 (uniform over the non-target classes: the 'others' LS target, as a KL)
     random_uniform:    U(0, 1), one draw per entry, independent of the rank (as the official code)
     random_pareto:     Lomax / Pareto II with shape 1, i.e. numpy's `pareto(1)`: exp(E) - 1 with E ~ Exp(1)
-    Random draws come from `generator` (on the ranks' device), or the global RNG when None.
+    Random draws come from `generator` (on the ranks' device), or the global RNG when None. The float
+    parameters may be 0-dim tensors (inputs of a compiled graph rather than constants baked into it).
     """
     shape, device = ranks.shape, ranks.device
     if distribution == "zipf":

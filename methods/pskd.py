@@ -82,6 +82,12 @@ class PSKD(Method):
         return {"loss": total, "ce": ce, "kd": kd}
 
     # --- the table update ---------------------------------------------------------------------
+    def compiled_loss(self, mode: str | None = None):
+        """Eager by design: alpha_t changes every epoch (a graph per epoch, or a graph break to read it), the
+        loss mutates the method's state (the pending table rows) and is a gather from the (N, C) table plus a
+        soft CE, memory-bound; under `train.compile` the forward is compiled and this loss runs as it is."""
+        return self.loss
+
     def pending_update(self) -> tuple[Tensor, Tensor] | None:
         """Hand over (and forget) this worker's (indices (B,), probs (B, C)) of the last step."""
         pending, self._pending = self._pending, None

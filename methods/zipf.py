@@ -166,13 +166,13 @@ class Zipf(Method):
             ce, zipf = ce_and_zipf_kl(logits=z, targets=targets, pdf=pdf, mask=p.mask)
         else:  # as the official code: no pdf at all
             ce, zipf = F.cross_entropy(z, targets), z.new_zeros(())
-        return self._with_aux(ce, zipf, targets, ctx)
+        return self._total(ce, zipf, targets, ctx)
 
-    def _with_aux(self, ce: Tensor, zipf: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
-        """The total and its parts, with the extra classifier's CE on the pooled previous-stage map (B, D')
-        when there is one: the same for the eager and the compiled loss."""
+    def _total(self, ce: Tensor, zipf: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """CE + lam * KL, plus beta * the extra classifier's CE on the pooled previous map; the logged parts."""
         p = self.params
-        total, parts = ce + p.lam * zipf, {"ce": ce.detach(), "zipf": zipf.detach()}
+        total = ce + p.lam * zipf
+        parts = {"ce": ce.detach(), "zipf": zipf.detach()}
         if self.extra is not None:
             pooled = self._prev_map(ctx).float().mean(dim=(2, 3))  # (B, D'): global average pool
             aux = F.cross_entropy(self.extra(pooled).float(), targets)
@@ -181,27 +181,52 @@ class Zipf(Method):
         return {"loss": total, **parts}
 
     def compiled_loss(self, mode: str | None = None):
-        """The dense-vote loss through `methods.compiled` (one static-shape region: votes, ranks, weights, CE
-        and KL, equal to `loss` to 1e-6); the rank-free and non-dense variants compile their eager form."""
-        p = self.params
-        if not (self.uses_votes and p.lam > 0):
-            return super().compiled_loss(mode)
-        from .compiled import compiled_zipf_loss
+        """The pdf, CE and KL as one fullgraph region of `methods.compiled` (equal to `loss` to 1e-6): from the
+        dense votes, from the ranks of the logits (`dense: false`), or from rank-free weights, which are drawn
+        here, eagerly, with `ctx.generator` exactly as `loss` draws them (the same numbers for the same seed)
+        and enter the region as an input. alpha, smallest_prob and exp_lambda enter as tensors: one graph
+        per shape and choice of distribution, upsample and mask, whatever their values. The rest stays eager
+        by design: the weighted sum, the extra classifier's CE (one small linear layer), and `lam: 0`
+        (plain CE, no pdf, one fused kernel)."""
+        from .compiled import (
+            compiled_region,
+            compiled_zipf_loss,
+            float_params_as_tensors,
+            zipf_loss_given_weights,
+            zipf_loss_logit_ranks,
+        )
 
-        region = compiled_zipf_loss(mode)
+        p = self.params
+        rank_free = p.distribution in RANK_FREE_DISTRIBUTIONS
+        region = (compiled_region(zipf_loss_given_weights, mode) if rank_free
+                  else compiled_zipf_loss(mode) if p.dense else compiled_region(zipf_loss_logit_ranks, mode))
+        as_tensors: list[Any] = []  # the float parameters as 0-dim tensors, made once on the logits' device
 
         def loss(logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+            z = logits.float()
+            if p.lam <= 0:
+                return self._total(F.cross_entropy(z, targets), z.new_zeros(()), targets, ctx)
+            if rank_free:
+                w = rank_free_weights(shape=tuple(z.shape), distribution=p.distribution, device=z.device,
+                                      generator=ctx.generator)  # (B, C)
+                ce, zipf = region(logits=z, targets=targets, weights=w, mask=p.mask)
+                return self._total(ce, zipf, targets, ctx)
+            if not as_tensors:
+                as_tensors.append(float_params_as_tensors(p, z.device))
+            t = as_tensors[0]
+            rank = dict(distribution=p.distribution, alpha=t.alpha, smallest_prob=t.smallest_prob,
+                        exp_lambda=t.exp_lambda, mask=p.mask)
+            if not p.dense:
+                ce, zipf = region(logits=z, targets=targets, **rank)
+                return self._total(ce, zipf, targets, ctx)
             if ctx.final_map is None or ctx.classifier is None:
                 raise ValueError("method 'zipf' (dense: true) needs ctx.final_map and ctx.classifier")
             extra = self.extra
-            ce, zipf = region(logits=logits.float(), targets=targets, final_map=ctx.final_map,
-                              weight=ctx.classifier.weight, bias=ctx.classifier.bias,
-                              extra_votes_map=self._prev_map(ctx) if extra is not None else None,
+            ce, zipf = region(logits=z, targets=targets, final_map=ctx.final_map, weight=ctx.classifier.weight,
+                              bias=ctx.classifier.bias, extra_votes_map=self._prev_map(ctx) if extra is not None else None,
                               extra_weight=None if extra is None else extra.weight,
-                              extra_bias=None if extra is None else extra.bias, upsample=p.upsample,
-                              distribution=p.distribution, alpha=p.alpha, smallest_prob=p.smallest_prob,
-                              exp_lambda=p.exp_lambda, mask=p.mask)
-            return self._with_aux(ce, zipf, targets, ctx)
+                              extra_bias=None if extra is None else extra.bias, upsample=p.upsample, **rank)
+            return self._total(ce, zipf, targets, ctx)
 
         return loss
 

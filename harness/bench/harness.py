@@ -17,7 +17,6 @@ other work.
 """
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ def bare_run(spec: Any, bundle: Any, device: torch.device) -> dict[str, float]:
     mean = torch.tensor(bundle.mean, dtype=torch.float32, device=device).view(c, 1, 1)
     std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(c, 1, 1)
     n, b = len(y_all), t.batch_size
-    steps = math.ceil(n / b)
+    steps = n // b  # the trial's batch plan drops the last partial batch too
     if t.max_steps_per_epoch:
         steps = min(steps, t.max_steps_per_epoch)
     warm = min(3, steps // 4)  # train_trial's warm-up exclusion
@@ -173,7 +172,7 @@ def bench_harness(*, epochs: int = 2, dataset: str = CIFAR_LIKE, model: str | No
             raise UserError(f"bench harness: dataset {dataset!r} does not fit in memory (no fast path); use "
                             f"{CIFAR_LIKE}, synthetic, digits, fashion_mnist, cifar10 or cifar100")
         n = len(bundle.train_labels)
-        steps = math.ceil(n / batch) if not max_steps else min(max_steps, math.ceil(n / batch))
+        steps = n // batch if not max_steps else min(max_steps, n // batch)
         out = []
         with tempfile.TemporaryDirectory(prefix="tfbench-bench-harness-") as tmp:
             for r in range(rounds):  # the order alternates, so that going first or second favours neither

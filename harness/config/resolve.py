@@ -153,6 +153,8 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
             config.holdout >= train_images:
         raise UserError(f"train.holdout is {config.holdout:g} images, but {dataset} trains on {train_images:,}; "
                         f"allowed: fewer images than that, or a fraction in (0, 1)")
+    if train_images is not None:  # the clean protocol's fitted split is smaller still: checked again when built
+        check_batch_fits(config.batch_size, train_images)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"seed: found {seed!r}; allowed: a whole number in [0, {MAX_SEED}]")
     request = request_hash(method=method, dataset=dataset, model=given_model,
@@ -162,6 +164,14 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
                      dataset_params=resolved_data, model_params=dict(model_params or {}),
                      train=config, imports=tuple(imports), method_source=source_hash(cls), request=request)
     return with_seed(base, seed)
+
+
+def check_batch_fits(batch_size: int, train_size: int) -> None:
+    """Refuse a training split smaller than one batch: training drops the last partial batch of an epoch (one
+    static shape for a compiled step), so no step would run."""
+    if train_size < batch_size:
+        raise UserError(f"train.batch_size {batch_size} is larger than the training split ({train_size:,} images): "
+                        f"training drops the last partial batch, so no step would run; lower train.batch_size")
 
 
 SEED_SPACE = 2**31  # split seeds stay whole numbers that torch, numpy and scikit-learn all take

@@ -70,7 +70,8 @@ class TrainConfig(BaseModel):
     recipe: Literal[RECIPE_NAMES] = Field(  # type: ignore[valid-type]
         description="the official recipe whose optimiser/schedule defaults apply (default: the data set's, "
                     "listed by `tfbench datasets`)")
-    batch_size: Positive = Field(description="images per step (all workers together)")
+    batch_size: Positive = Field(description="images per step (all workers together); the last partial batch "
+                                             "of an epoch is dropped in training")
     lr: NonNegative = Field(description="SGD learning rate")
     momentum: NonNegative = Field(description="SGD momentum")
     weight_decay: NonNegative = Field(description="L2 weight decay")
@@ -128,7 +129,9 @@ TrainSettings = partial(TrainConfig, "TrainSettings", "Training settings for eve
                                                       "null) is the recipe's, the data set's or the default.")
 
 
-SPEC_VERSION = 3  # bump when the meaning of a stored spec changes: every key changes with it
+# bump when the meaning of a stored spec changes: every key changes with it. 4: training drops the last
+# partial batch (same settings, other numbers), file sets flip on the device
+SPEC_VERSION = 4
 # Excluded from the key: where the data lives and which device runs it change no number; checkpoint and
 # sync_debug change only what is written or checked. threads and num_workers change numbers (reduction
 # order, which worker augments which sample), so they are in the key.

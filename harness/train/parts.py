@@ -2,7 +2,6 @@
 `load_trained`), the epoch's index batches (`BatchPlan`) and the loaders of the protocol's three splits."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.config.resolve import check_batch_fits
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from harness.train.splits import Splits
@@ -48,6 +48,10 @@ class BatchPlan(torch.utils.data.Sampler):
     `batch_size`, each worker keeping its slice `[rank::world]`. For a paired method (CS-KD) the method's
     sampler picks (anchor, partner) batches and a batch is `cat(anchors, partners)`, 2B indices.
 
+    Every batch has `batch_size` samples: the last, partial batch of an epoch is dropped (floor(N / B) steps),
+    so a compiled step sees one static shape (a smaller batch would compile a second graph, and then every
+    step would run a dynamic one). The permutation changes every epoch, so every sample is still trained on.
+
     `fit` (clean protocol) maps positions among the fitted samples back to the training split's indices,
     so methods keyed on the sample index (PS-KD) see the dataset's own indices under both protocols."""
 
@@ -57,9 +61,10 @@ class BatchPlan(torch.utils.data.Sampler):
         self.fit = None if fit is None else fit.to(generator.device)
         self.labels = labels if fit is None else labels[fit.to(labels.device)]
         self.batch_size, self.rank, self.world, self.max_steps = batch_size, rank, world, max_steps
+        check_batch_fits(batch_size, len(self.labels))
 
     def __len__(self) -> int:
-        n = math.ceil(len(self.labels) / self.batch_size)
+        n = len(self.labels) // self.batch_size  # the partial batch is dropped
         return min(n, self.max_steps) if self.max_steps else n
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -105,7 +110,7 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
     cuda = device.type == "cuda"
     if t.fast_path and mem is not None:
         common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=device.type == "cuda")
-        train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=False,
+        train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=True,
                              generator=generator, crop_padding=mem.crop_padding, flip=mem.flip, **common)
         test = TensorLoader(mem.val_x, mem.val_y, batch_size=eval_batch, shuffle=False,
                             drop_last=False, generator=generator, **common)

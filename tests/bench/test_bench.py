@@ -227,7 +227,9 @@ def test_gpu_check_script_runs_in_smoke_form_on_cpu(tmp_path, capsys):
     # the GPU check itself needs CUDA; this runs its code path on a tiny model so that it cannot rot
     from harness.bench.gpu import run
 
-    small = dict(num_classes=4, num_superclasses=2, image_size=16, train_per_class=8, val_per_class=2,
+    # 4 x 32 = 128 training images: one whole batch of 128 (training drops a partial batch, and refuses a split
+    # smaller than one batch)
+    small = dict(num_classes=4, num_superclasses=2, image_size=16, train_per_class=32, val_per_class=2,
                  crop_padding=4, flip=True)
     report = run(steps=2, epochs=1, workers=0, out=tmp_path, device="cpu", dataset_params=small, model="tiny_cnn",
                  methods=("ce", "zipf"), modes=("eager",), loss_repeats=2)

@@ -11,7 +11,7 @@ from helpers import read_metrics
 from harness.config.resolve import resolve_trial
 from harness.models import MapsForward
 from harness.train.loop import train_trial
-from methods.compiled import compiled_zipf_loss
+from methods.compiled import reset
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,9 @@ def compile_calls(monkeypatch):
         return real(fn, **kwargs)
 
     monkeypatch.setattr(torch, "compile", recording)
-    compiled_zipf_loss.cache_clear()
+    reset()
     yield calls
-    compiled_zipf_loss.cache_clear()
+    reset()
     torch._dynamo.reset()
 
 
@@ -51,12 +51,13 @@ def test_compile_applies_to_every_method_and_trains_to_the_eager_numbers(tmp_pat
     compiled = run(tmp_path, method, True)
     forwards = [f for f in compile_calls if isinstance(f, torch.nn.Module)]
     losses = [f for f in compile_calls if not isinstance(f, torch.nn.Module)]
-    assert len(forwards) == 1 and len(losses) == 1, compile_calls
+    # PS-KD's loss is eager by design (alpha_t changes every epoch; its table is state): its forward compiles
+    assert len(forwards) == 1 and len(losses) == (0 if method == "pskd" else 1), compile_calls
     needs_maps = method == "zipf"  # the digits preset: dense votes and the extra dense layer
     assert isinstance(forwards[0], MapsForward) == needs_maps
     if method == "zipf":  # the static-shape region of methods.compiled, not the eager loss
         assert losses[0].__name__ == "zipf_loss_dense"
-    else:
+    elif method != "pskd":
         assert getattr(losses[0], "__name__", "") == "loss"
     for a, b in zip(eager, compiled, strict=True):
         for key in ("train_loss", "train_top1", "val_top1", "val_nll"):
