@@ -97,7 +97,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 FRACTIONS = ("selected_top1", "selected_top5", "last_top1", "last_top5", "val_selected_top1", "best_top1",
              "best_top5", "selected_ece", "last_ece", "train_top1")
 NON_NEGATIVE = ("selected_nll", "last_nll", "val_selected_nll", "step_time_s", "peak_mem_bytes", "state_bytes",
-                "wall_time_s")
+                "wall_time_s", "steps_time_s", "eval_time_s", "checkpoint_time_s", "checkpoint_write_time_s",
+                "other_time_s")
 
 
 def result_problem(record: dict[str, Any], key: str | None) -> str | None:

@@ -31,7 +31,8 @@ Warn = Callable[[str], None]
 RESULT_COLUMNS = ["selected_epoch", "selected_top1", "selected_top5", "selected_nll", "selected_ece",
                   "last_top1", "last_top5", "last_nll", "last_ece", "val_selected_top1", "val_selected_nll",
                   "best_top1", "best_top5", "best_epoch", "train_top1", "train_val_gap", "step_time_s",
-                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s", "test_images",
+                  "images_per_s", "peak_mem_bytes", "state_bytes", "wall_time_s", "steps_time_s", "eval_time_s",
+                  "checkpoint_time_s", "checkpoint_write_time_s", "other_time_s", "test_images",
                   "select_ties", "select_images", "select_min_per_class", "select_weak", "select_why"]
 LEAD_COLUMNS = ["key", "status", "stale", "error", "method", "dataset", "model", "seed", "epochs", "protocol",
                 "select"]
