@@ -119,6 +119,10 @@ VOCABULARY: dict[str, Metric] = {m.name: m for m in [
     cost("peak_mem_bytes", "peak memory (bytes)", "peak mem", summary=15),
     cost("state_bytes", "method state (bytes)", "state", summary=17),
     cost("wall_time_s"),
+    # where the wall time went (harness/train/walltime.py): steps + evaluation + checkpoints (the blocking part)
+    # + the rest = wall_time_s; the background writer's time overlaps them
+    *(cost(name) for name in ("steps_time_s", "eval_time_s", "checkpoint_time_s", "checkpoint_write_time_s",
+                              "other_time_s")),
     # how the selection split could discriminate (harness.config.selection.Diagnosis.record)
     *(Metric(name) for name in ("test_images", "select_ties", "select_images", "select_min_per_class",
                                 "select_weak", "select_why")),

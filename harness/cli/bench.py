@@ -1,8 +1,9 @@
 """`tfbench bench TARGET`: benchmarks that print measured tables. TARGETS is the one table of targets: per target
 its help line, its options and its runner, which checks the options (one line per mistake) and calls the
 target's plain function in harness/bench/: methods.py (a method's loss alone), step.py (a full training step),
-harness.py (train_trial against a bare loop), sweep.py (trials per hour on Ray Tune), gpu.py (the GPU check),
-data.py (a file-based set's training loader against the model's step, and against timm's loader).
+harness.py (train_trial against a bare loop), checkpoint.py (checkpoints on against off), sweep.py (trials
+per hour on Ray Tune), gpu.py (the GPU check), data.py (a file-based set's training loader against the model's
+step, and against timm's loader).
 
 Flags mean one thing in every target: --device (default auto), --threads, --method (repeatable, also `a,b`),
 --smoke, --tablefmt (tabulate's table style; `--format` elsewhere names a results file format).
@@ -251,6 +252,39 @@ def _data_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (default 6; >= 3)")
+    p.add_argument("--steps", type=int, default=2,
+                   help="steps per epoch (default 2: the state's size sets a checkpoint's cost, not the epoch)")
+    p.add_argument("--batch", type=int, default=None, help="images per step (default 32)")
+    p.add_argument("--rounds", type=int, default=3, help="on/off pairs, order alternating (median; default 3)")
+    p.add_argument("--every", default=None,
+                   help="train.checkpoint_every for the 'on' trials: epochs or an interval like 10min (default: "
+                        "the setting's default)")
+    _common(p)
+
+
+def _checkpoint_run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from harness.bench.checkpoint import bench_checkpoint, format_bench_checkpoint
+    from harness.config.spec import TrainSettings
+
+    _positive(args, "checkpoint", "epochs", "steps", "batch", "rounds")
+    every = args.every
+    if every is not None:
+        every = int(every) if every.isdigit() else every
+        try:
+            TrainSettings(checkpoint_every=every)
+        except ValidationError as e:
+            raise UserError(f"bench checkpoint: --every: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    result = bench_checkpoint(epochs=args.epochs, steps=args.steps, batch=args.batch, rounds=args.rounds,
+                              every=every, device=_device(args, "checkpoint"), threads=args.threads,
+                              smoke=args.smoke)
+    print(format_bench_checkpoint(result, tablefmt=args.tablefmt))
+    return 0
+
+
 # target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
@@ -258,6 +292,8 @@ TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callabl
     "harness": ("train_trial's images/s against a bare PyTorch loop of the same work", _harness_arguments,
                 _harness_run),
     "sweep": ("trials per hour of a small sweep with 1 and 2 concurrent trials", _sweep_arguments, _sweep_run),
+    "checkpoint": ("the extra wall time per epoch that checkpoints add (on against off, one run)",
+                   _checkpoint_arguments, _checkpoint_run),
     "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
             "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
     "data": ("a file-based set's training loader images/s against the model's step and timm's loader",

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -51,11 +52,36 @@ def _holdout(v: Any) -> Any:
     return float(v)
 
 
+_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+_INTERVAL = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(s|min|h)$")
+
+
+def interval_seconds(every: int | str) -> float | None:
+    """train.checkpoint_every as seconds for an interval such as '10min' (a number, then s, min or h); None for
+    a count of epochs."""
+    if isinstance(every, int):
+        return None
+    match = _INTERVAL.match(every)
+    assert match, every  # checked by _checkpoint_every
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def _checkpoint_every(v: Any) -> Any:
+    """A whole number of epochs >= 1, or a positive time interval ('30s', '10min', '1.5h')."""
+    epochs = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INT
+    interval = isinstance(v, str) and (m := _INTERVAL.match(v)) is not None and 0 < float(m[1]) < 1e9
+    if not (epochs or interval):
+        raise ValueError(f"found {short_repr(v)}; allowed: a whole number of epochs >= 1, or a time interval: a "
+                         f"number then s, min or h (e.g. 30s, 10min, 1h)")
+    return v
+
+
 Whole = Annotated[int, Field(ge=0, le=MAX_INT)]
 Positive = Annotated[int, Field(ge=1, le=MAX_INT)]
 NonNegative = Annotated[float, Field(ge=0)]
 Milestones = Annotated[tuple[int | float, ...], BeforeValidator(_milestones)]
 Holdout = Annotated[float, BeforeValidator(_holdout)]
+Every = Annotated[int | str, BeforeValidator(_checkpoint_every)]
 
 
 class TrainConfig(BaseModel):
@@ -91,7 +117,11 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the step: the forward with the maps a method "
                                              "declared, and its loss")
     amp: bool = Field(True, description="bf16 autocast on CUDA (never on CPU)")
-    checkpoint: bool = Field(True, description="write checkpoint.pt every epoch")
+    checkpoint: bool = Field(True, description="write checkpoint.pt (false: no checkpoints, no resume)")
+    checkpoint_every: Every = Field(
+        1, description="how often a checkpoint is written: every N epochs, or at the first epoch end an interval "
+                       "(e.g. 30s, 10min, 1h) after the last one; the final epoch always (default 1: every "
+                       "epoch; docs/training.md)")
     max_steps_per_epoch: Whole = Field(0, description="0 = whole epochs; > 0 caps each epoch")
     workers: Annotated[int, Field(ge=1, le=MAX_THREADS)] = Field(
         1, description="data-parallel workers (set from resources.workers_per_trial)")
@@ -132,10 +162,11 @@ TrainSettings = partial(TrainConfig, "TrainSettings", "Training settings for eve
 # bump when the meaning of a stored spec changes: every key changes with it. 4: training drops the last
 # partial batch (same settings, other numbers), file sets flip on the device
 SPEC_VERSION = 4
-# Excluded from the key: where the data lives and which device runs it change no number; checkpoint and
-# sync_debug change only what is written or checked. threads and num_workers change numbers (reduction
+# Excluded from the key: where the data lives and which device runs it change no number; checkpoint,
+# checkpoint_every and sync_debug change only what is written or checked (a resumed trial's numbers are an
+# uninterrupted one's). threads and num_workers change numbers (reduction
 # order, which worker augments which sample), so they are in the key.
-NOT_IN_KEY_TRAIN = ("device", "checkpoint", "sync_debug")
+NOT_IN_KEY_TRAIN = ("device", "checkpoint", "checkpoint_every", "sync_debug")
 NOT_IN_KEY_DATASET = ("root", "download")
 # What a stored spec from before a setting existed meant by it (TrialSpec.from_dict(stored=True)).
 LEGACY_TRAIN: dict[str, Any] = {"select": "top1", "split_per_seed": False}

@@ -7,17 +7,16 @@ no newer than the intact record, and `best.pt` is rolled back to the epoch that 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 from harness.folders import TrialFolder, read_lines
-from harness.io import atomic_write_bytes
+from harness.io import atomic_open
 
 CHECKPOINT, BEST = TrialFolder.CHECKPOINT, TrialFolder.BEST
 
@@ -39,29 +38,58 @@ def previous_checkpoint(path: Path) -> Path:
     return path.with_suffix(".prev" + path.suffix)  # checkpoint.pt -> checkpoint.prev.pt
 
 
+class _Hashing:
+    """A file that hashes what passes through it: torch.save streams into it (memoryviews of the tensors'
+    memory), so no serialised copy of the state is ever held in memory."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha.update(data)  # releases the GIL for large buffers, as the file write does
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, **state: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)  # serialise first: a failure here leaves both files on disk as they were
-    payload = buf.getvalue()
-    data = payload + _DIGEST_TAG + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-    if path.exists():  # a kill between these two lines leaves only .prev, which the loader then takes
-        os.replace(path, previous_checkpoint(path))
-    atomic_write_bytes(path, data)
+    """Stream torch.save's bytes and the sha256 trailer into a temporary file; once it is complete and fsynced
+    the current file becomes .prev and the new one takes its name (a failure leaves both as they were)."""
+    def rotate() -> None:  # a kill between these two renames leaves only .prev, which the loader then takes
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
+
+    with atomic_open(path, before_replace=rotate) as f:
+        hashing = _Hashing(f)
+        torch.save(state, hashing)
+        f.write(_DIGEST_TAG + hashing.sha.hexdigest().encode() + b"\n")
 
 
 def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """The state saved by `save_checkpoint`; raises DamagedCheckpoint if the file is truncated or altered."""
-    data = path.read_bytes()
-    tail = data[-_TRAILER_LEN:]
-    if len(data) <= _TRAILER_LEN or not tail.startswith(_DIGEST_TAG) or not tail.endswith(b"\n"):
-        raise DamagedCheckpoint("no checksum trailer (truncated, or not written by tfbench)")
-    payload = data[:-_TRAILER_LEN]
-    if hashlib.sha256(payload).hexdigest().encode() != tail[len(_DIGEST_TAG):-1]:
-        raise DamagedCheckpoint("sha256 mismatch (the file was altered or damaged)")
-    try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
-    except Exception as e:  # checksummed yet unreadable: written by an incompatible torch version
-        raise DamagedCheckpoint(f"{type(e).__name__}: {e}") from None
+    """The state saved by `save_checkpoint`; raises DamagedCheckpoint if the file is truncated or altered.
+    Hashed in chunks and loaded from the same open file: the file's bytes are never all in memory."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= _TRAILER_LEN:
+            raise DamagedCheckpoint("no checksum trailer (truncated, or not written by tfbench)")
+        sha, left = hashlib.sha256(), size - _TRAILER_LEN
+        while left:
+            chunk = f.read(min(left, 1 << 24))
+            if not chunk:
+                raise DamagedCheckpoint("the file shrank while it was read")
+            sha.update(chunk)
+            left -= len(chunk)
+        tail = f.read()
+        if not tail.startswith(_DIGEST_TAG) or not tail.endswith(b"\n") or len(tail) != _TRAILER_LEN:
+            raise DamagedCheckpoint("no checksum trailer (truncated, or not written by tfbench)")
+        if sha.hexdigest().encode() != tail[len(_DIGEST_TAG):-1]:
+            raise DamagedCheckpoint("sha256 mismatch (the file was altered or damaged)")
+        f.seek(0)
+        try:
+            state = torch.load(f, map_location=map_location, weights_only=False)  # the zip reader ignores the trailer
+        except Exception as e:  # checksummed yet unreadable: written by an incompatible torch version
+            raise DamagedCheckpoint(f"{type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise DamagedCheckpoint("missing keys")
     return state

@@ -40,8 +40,6 @@ from harness.train.checkpoint import (
     read_checkpoint,
     read_metrics,
     restore_best,
-    save_best,
-    save_checkpoint,
 )
 from harness.train.device import (
     configure_backends,
@@ -66,6 +64,8 @@ from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
 from harness.train.splits import make_splits
 from harness.train.trained import Trained, load_trained
+from harness.train.walltime import WallClock
+from harness.train.writer import Checkpoints
 from methods import Method, StepContext
 
 # the loop's names, and those of its pieces that the analyses and benchmarks take from here
@@ -162,8 +162,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
                 bundle: Any = None, force: bool = False) -> dict[str, Any]:
     """Train `spec`, writing config.json, metrics.jsonl, checkpoint.pt, best.pt (clean) and result.json.
 
-    `report(metrics)` is called after every epoch, once the epoch's checkpoint is on disk (Ray Tune
-    reports through it). If `out_dir` holds a checkpoint, training resumes from it. Inside a torch.distributed
+    `report(metrics)` is called after every epoch (Ray Tune reports through it), once the epoch's line is in
+    metrics.jsonl and, when a checkpoint is due (`train.checkpoint_every`), its snapshot is queued for the
+    background writer: the file lands later, and is on disk by the next checkpoint's snapshot and whenever
+    train_trial returns or raises (a kill before that resumes from the previous checkpoint). If `out_dir` holds a checkpoint, training resumes from it. Inside a torch.distributed
     job (Ray Train) every worker takes its slice of each global batch, gradients are averaged, and only
     rank 0 writes files. `startup`: when the trial was launched (`launched_at`, time.time()) and the start-up
     parts the caller measured (e.g. Ray Train's `workers_s`, `imports_s`), and when the caller began opening
@@ -191,7 +193,9 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         torch.cuda.reset_peak_memory_stats(r.device)
     else:
         reset_peak_rss()
-    wall0 = time.perf_counter()
+    saves = Checkpoints(out, every=t.checkpoint_every, enabled=lead and t.checkpoint, keeps_best=keeps_best and lead,
+                        device=r.device)
+    clock = WallClock(saves)
     # the caller's opening of the trial (its log, the live-curve writers) is set-up too: with it, the parts
     # of a start-up add up to startup_s
     began = (startup or {}).get("opened_at", entered)
@@ -199,31 +203,43 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     start_record = {"startup_s": time.time() - launched, "setup_s": time.time() - began,
                     **{k: v for k, v in (startup or {}).items() if not k.endswith("_at")}}
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, t.epochs):
-        train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
-        # the selection split: the held-out validation split (clean) or the evaluation split (paper)
-        metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.model, r.loaders.select, r.device, r.amp),
-                   "lr": lr, "epoch_time_s": seconds, "step_time_s": timing["seconds"] / max(timing["steps"], 1)}
-        history.append(metrics)
-        if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
-                     best_nll=best.get("nll", math.inf)):
-            best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in reported_quantities()}}
-            if keeps_best and lead:  # before the checkpoint that records it: see checkpoint.restore_best
-                save_best(out / BEST, model=r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
-        if lead:
-            append_jsonl(trial / trial.METRICS, metrics)
-            if t.checkpoint:
-                save_checkpoint(out / CHECKPOINT, **_state(r, spec, epoch + 1, best, timing))
-            log(f"epoch {epoch + 1:>3}/{t.epochs}  loss {metrics['train_loss']:.4f}  train {metrics['train_top1']:.3f}"
-                f"  val {metrics['val_top1']:.4f}  top5 {metrics['val_top5']:.4f}  nll {metrics['val_nll']:.3f}"
-                f"  ece {metrics['val_ece']:.3f}  lr {lr:.4g}  {metrics['epoch_time_s']:.1f}s")
-        barrier(r.world)  # nobody reads a checkpoint that rank 0 is still writing
-        if report is not None:
-            report(metrics)
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            tick = time.perf_counter()
+            train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
+            tick = clock.add("steps_time_s", tick)
+            # the selection split: the held-out validation split (clean) or the evaluation split (paper)
+            metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.model, r.loaders.select, r.device, r.amp),
+                       "lr": lr, "epoch_time_s": seconds, "step_time_s": timing["seconds"] / max(timing["steps"], 1)}
+            clock.add("eval_time_s", tick)
+            history.append(metrics)
+            if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
+                         best_nll=best.get("nll", math.inf)):
+                best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in reported_quantities()}}
+                saves.improved(r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
+            if lead and saves.due(epoch + 1, final=epoch + 1 == t.epochs):  # snapshot now, write after the line
+                saves.take(_state(r, spec, epoch + 1, best, timing))
+            metrics.update(clock.lap())
+            if lead:
+                append_jsonl(trial / trial.METRICS, metrics)
+                saves.commit()
+                log(f"epoch {epoch + 1:>3}/{t.epochs}  loss {metrics['train_loss']:.4f}  train "
+                    f"{metrics['train_top1']:.3f}  val {metrics['val_top1']:.4f}  top5 {metrics['val_top5']:.4f}  "
+                    f"nll {metrics['val_nll']:.3f}  ece {metrics['val_ece']:.3f}  lr {lr:.4g}  "
+                    f"{metrics['epoch_time_s']:.1f}s")
+            barrier(r.world)
+            if report is not None:  # the epoch's line is on disk; its checkpoint is queued (see the docstring)
+                report(metrics)
+    except BaseException:  # a stopped trial (error, Ctrl-C) still leaves the queued files whole on disk
+        saves.abandon(quiet)
+        raise
+    saves.finish()
+    barrier(r.world)  # nobody reads best.pt before rank 0's writer has written it
 
     metrics = history[-1] if history else {}
     last = {k: metrics.get(f"val_{k}") for k in reported_quantities()}
     selected = {k: best.get(k) for k in reported_quantities()}
+    tick = time.perf_counter()
     if clean:  # the test split, exactly twice (once when the last epoch is the selected one)
         last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
         selected = last
@@ -232,6 +248,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             selected = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
         quiet(f"test top-1 {selected['top1']:.4f} with the weights of epoch {best['epoch']} (selected by "
               f"{t.select} on the held-out split, top-1 {best['top1']:.4f}), {last['top1']:.4f} with the last weights")
+    clock.add("eval_time_s", tick)
     diagnosis = diagnose(t.select, val_top1=[row["val_top1"] for row in history],
                          class_counts=torch.bincount(r.select_labels).tolist())
     if diagnosis.weak:
@@ -248,7 +265,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         "peak_mem_bytes": peak_memory(r.device),
         "peak_mem_kind": "cuda_allocated" if r.device.type == "cuda" else "cpu_peak_rss",
         "state_bytes": r.method.state_nbytes(), "epochs": t.epochs, "world_size": r.world,
-        "wall_time_s": time.perf_counter() - wall0, "key": spec.key(), **start_record,
+        **clock.record(), "key": spec.key(), **start_record,
         # on_bad_image=skip: the undecodable files this process met (0 for in-memory datasets)
         "skipped_images": r.bundle.skipped_images,
     }

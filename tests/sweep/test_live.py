@@ -17,7 +17,10 @@ EPOCHS = 3
 # the method's loss parts (train_<part>) are train/<part>
 TAGS = {"train_loss": ("train/loss", 1.0), "train_top1": ("train/top1", 1.0), "val_top1": ("val/top1", 1.0),
         "val_top5": ("val/top5", 1.0), "val_nll": ("val/nll", 1.0), "val_ece": ("val/ece", 1.0),
-        "lr": ("lr", 1.0), "epoch_time_s": ("time/epoch_s", 1.0), "step_time_s": ("time/step_ms", 1000.0)}
+        "lr": ("lr", 1.0), "epoch_time_s": ("time/epoch_s", 1.0), "step_time_s": ("time/step_ms", 1000.0),
+        # where the epoch's wall time went (docs/results.md): <name>_time_s -> time/<name>_s
+        **{f"{name}_time_s": (f"time/{name}_s", 1.0) for name in ("steps", "eval", "checkpoint", "checkpoint_write",
+                                                                 "other")}}
 FINAL = {**{f"{w}_{m}": f"test/{w}_{m}" for w in ("selected", "last") for m in ("top1", "top5", "nll", "ece")},
          "val_selected_top1": "val/selected_top1"}
 
