@@ -52,3 +52,20 @@ def test_suite_on_a_cpu_needs_smoke_and_known_sections(capsys):
     assert "runs only in its --smoke form" in err and len(err.splitlines()) == 1
     assert main(["bench", "gpu", "--suite", "--smoke", "--device", "cpu", "--section", "stepz"]) == 2
     assert "unknown section 'stepz'; allowed: cuda_tests, losses" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_whole_suite_runs_in_smoke_form_with_its_sweep(tmp_path):
+    code = main(["bench", "gpu", "--suite", "--device", "cpu", "--smoke", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert code == 0, {k: v["error"] for k, v in report["sections"].items() if "error" in v}
+    assert sorted(report["sections"]) == sorted(suite.SECTIONS)  # the JSON file sorts its keys
+    tests = report["sections"]["cuda_tests"]["rows"][0]
+    assert tests["exit_code"] == 0 and tests["passed"] >= 1 and "failed" not in tests
+    *trials, whole = report["sections"]["sweep"]["rows"]
+    assert sorted(r["method"] for r in trials) == sorted(suite.sweep_doc(smoke=True, device="cpu")["methods"])
+    for r in trials:  # the wall time is its parts, each measured on its own
+        assert r["status"] == "finished"
+        assert sum(r[k] for k in suite.TIME_PARTS) == pytest.approx(r["wall_time_s"], rel=1e-6)
+    assert whole["steps_time_s"] == pytest.approx(sum(r["steps_time_s"] for r in trials))
+    assert whole["wall_time_s"] > max(r["wall_time_s"] for r in trials)
