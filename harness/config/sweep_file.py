@@ -57,7 +57,7 @@ from harness.config.schema import (
     SeedRange,
     SweepFile,
 )
-from harness.config.search import SearchSpec, check_search
+from harness.config.search import SearchSpec, check_given, check_search
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from methods import METHODS, MethodParamError, UserImportError, load_user_module
@@ -184,6 +184,8 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
         search = check_search(P, raw["search"], [m for _, (m, _) in methods],
                               overrides["train"].get("epochs", train.get("epochs")), grids,
                               overrides["train"].get("protocol", train.get("protocol")))
+        if search is not None:
+            check_given(P, search, methods, per_dataset, overrides["method"])
     for key, value in overrides["train"].items():
         try:
             check_train({key: value}, "--set train")

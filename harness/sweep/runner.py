@@ -52,6 +52,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
         raise UserError("\n".join([f"{folder.path}: " + line for line in describe_stale(stale)] + [
             f"{folder.path}: {len(stale)} stale trial(s) in all; rerun with --rerun-stale to train the current "
             f"settings (the old folders move to {folder / folder.STALE}/, nothing is deleted)"]))
+    folder.check_links()
     folder.write_probe()
     with folder.lock():
         folder.mark()
