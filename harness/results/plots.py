@@ -115,7 +115,7 @@ def _figures(results_dir: Path, metric: str, *, write: bool) -> list[tuple[str, 
     """(file stem, figure) of every figure of the folder, made before any is written."""
     trials = load_trials(results_dir, write=write)
     groups = aggregate(trials, metric=metric)
-    if groups.empty:
+    if groups.empty or not (trials["status"].astype(str) == "finished").any():  # nothing to plot: empty axes
         return []
     colors = method_colors(trials["method"].astype(str))
     stats = curve_stats(load_curves(results_dir, trials))
