@@ -13,7 +13,9 @@ folders (same request and seed as a current trial, another key) are stale: `tfbe
 `--rerun-stale` moves them to `stale/`, the readers leave them out. Folders written before keys were
 resolved (no `request` in their config.json) are matched on method, dataset, model, seed and method params.
 
-This module imports nothing of the harness but io and errors: every package may use it.
+This module imports nothing of the harness but io and errors: every package may use it. Why about 470 lines
+in one module: every kind of folder's names, status and checks in one place, so that nothing else spells a
+file name; the rule for output targets is harness/outputs.py.
 """
 from __future__ import annotations
 
@@ -358,20 +360,6 @@ class ResultsFolder:
         except OSError as e:
             raise UserError(f"cannot write results to {self.path}: {e.strerror or e}; free space or choose another "
                             f"folder with --results") from None
-
-    def check_links(self) -> None:
-        """Refuse (one line) a results folder whose trials/, stale/ or plots/, or a trial folder in trials/, is a
-        symbolic link leading out of it: tfbench would write through it into a folder it does not own."""
-        root = os.path.realpath(self.path)
-        places = [self.path / name for name in (self.TRIALS, self.STALE, "plots")]
-        if (self.path / self.TRIALS).is_dir() and not (self.path / self.TRIALS).is_symlink():
-            places += [Path(e.path) for e in os.scandir(self.path / self.TRIALS) if e.is_symlink()]
-        for place in places:
-            target = os.path.realpath(place)
-            if place.is_symlink() and not target.startswith(root + os.sep):
-                raise UserError(f"{place} is a symbolic link to {target}, outside {self.path}; tfbench writes only "
-                                f"inside its results folder: remove the link (or move what it points to into "
-                                f"place) and rerun")
 
     def remove_temporaries(self, *, lock_held: bool = False) -> int:
         """Remove the half-written files of a killed writer (atomic writes' `.<name>.<random>.tmp`, write

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.folders import read_json
+from harness.folders import ResultsFolder, read_json
 from harness.io import atomic_write_text, probe_folder
 
 RECORD = ".tfbench-outputs.json"
@@ -38,6 +38,21 @@ def source_of(folders: Path | str | Sequence[Path | str]) -> str:
     """What an output is made from, as the ownership record names it: the results folders' absolute paths."""
     folders = [folders] if isinstance(folders, (str, Path)) else folders
     return " + ".join(os.path.abspath(f) for f in folders)
+
+
+def check_links(results: ResultsFolder) -> None:
+    """Refuse (one line) a results folder whose trials/, stale/ or plots/, or a trial folder in trials/, is a
+    symbolic link leading out of it: tfbench would write through it into a folder it does not own."""
+    root = os.path.realpath(results.path)
+    places = [results / name for name in (results.TRIALS, results.STALE, "plots")]
+    if (results / results.TRIALS).is_dir() and not (results / results.TRIALS).is_symlink():
+        places += [Path(e.path) for e in os.scandir(results / results.TRIALS) if e.is_symlink()]
+    for place in places:
+        target = os.path.realpath(place)
+        if place.is_symlink() and not target.startswith(root + os.sep):
+            raise UserError(f"{place} is a symbolic link to {target}, outside {results.path}; tfbench writes only "
+                            f"inside its results folder: remove the link (or move what it points to into place) "
+                            f"and rerun")
 
 
 class OutputFolder:
@@ -60,8 +75,8 @@ class OutputFolder:
         """Check the target before any work: a folder (or nothing yet), inside `within`, writable."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.flag} {self.path}: exists and is not a folder")
-        if self.within is not None and not os.path.realpath(self.path).startswith(
-                os.path.realpath(self.within) + os.sep):
+        inside = os.path.realpath(self.within) if self.within is not None else None
+        if inside is not None and not os.path.realpath(self.path).startswith(inside + os.sep):
             raise UserError(f"{self.path} leads out of {self.within} (a symbolic link to "
                             f"{os.path.realpath(self.path)}); tfbench writes only inside the folder: remove the link")
         try:

@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
     from harness.folders import ResultsFolder
     from harness.results.records import sweep_primary
-    from harness.results.summary import render_summary, summary_target, write_outputs  # pandas/tabulate when used
+    from harness.results.summary import (  # pandas: only when used
+        render_summary,
+        summary_target,
+        write_outputs,
+    )
 
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect:g} is not a positive number; give e.g. --effect 0.5 (points)")

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for this trial (rerunning the same "
                                                            "trial into it resumes it)")
     p.add_argument("--force", action="store_true",
-                   help="when --out holds another trial's records, move them to <out>.moved-<key> and start fresh")
+                   help="when --out holds another trial's records (or trial files no tfbench trial wrote), move the "
+                        "folder to <out>.moved-<key> (<out>.moved-unknown) and start fresh")
 
 
 def run(args: argparse.Namespace) -> int:

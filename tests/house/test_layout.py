@@ -93,6 +93,8 @@ def test_the_leaves_import_only_io_and_errors():
     edges = graph()
     for leaf in LEAVES:
         assert edges.get(leaf, set()) <= {"harness.io", "harness.errors"}, (leaf, edges.get(leaf))
+    # the output targets' rule sits on the folder objects, so that every command may use it
+    assert edges.get("harness.outputs", set()) <= {"harness.io", "harness.errors", "harness.folders"}
 
 
 def test_no_module_imports_another_modules_private_names():
