@@ -14,8 +14,9 @@ folders (same request and seed as a current trial, another key) are stale: `tfbe
 resolved (no `request` in their config.json) are matched on method, dataset, model, seed and method params.
 
 This module imports nothing of the harness but io, errors and the metric vocabulary (which result.json
-numbers it checks): every package may use it. Over 400 lines on purpose: the two folder objects share the
-bounded readers, the lock and the temporaries' patterns; split, each half would reach into the other's.
+numbers it checks): every package may use it. Why about 470 lines in one module: every kind of folder's
+names, status, lock, temporaries and checks in one place, so that nothing else spells a file name; split,
+each half would reach into the other's. The rule for output targets is harness/outputs.py.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UserError
-from harness.io import atomic_write_json, atomic_write_text
+from harness.io import atomic_write_json, atomic_write_text, probe_folder
 from harness.metrics import checked, problem
 
 STATUSES = ("finished", "failed", "pending")
@@ -164,6 +165,22 @@ class TrialFolder:
                 return str(record["key"])
         return None
 
+    # written only after config.json: a folder holding one of them without this trial's config is not its own
+    RECORDS = (METRICS, RESULT, CHECKPOINT, "checkpoint.prev.pt", BEST, "best.prev.pt")
+
+    def strays(self, key: str) -> list[str]:
+        """The trial files here that no tfbench trial wrote: a config.json that is not a trial's record, or
+        checkpoints, metrics, results beside no trial's config.json (another tool's folder, or one whose config
+        was removed). Empty when the folder is a trial's (this one's, or another's: `foreign_key`), holds none
+        of them, or is `trials/<key>` of a results folder (its own by name, even with a damaged config)."""
+        config = self.config()
+        if config is not None and isinstance(config.get("key"), str) and isinstance(config.get("spec"), dict):
+            return []
+        parent = self.path.parent
+        if self.path.name == key and parent.name == ResultsFolder.TRIALS and ResultsFolder(parent.parent).is_results_folder():
+            return []
+        return [name for name in (self.CONFIG, *self.RECORDS) if (self.path / name).exists()]
+
     def error(self) -> str:
         record = read_json(self.path / self.ERROR) or {}
         return str(record.get("error") or "failed; its error record is unreadable (see train.log)")
@@ -184,8 +201,14 @@ class TrialFolder:
     def move_aside(self, other: str) -> Path:
         """Rename the folder to `<name>.moved-<other>` (one atomic rename; never over an earlier one), so that
         the records of trial `other` are kept and out of this trial's way; returns where they went."""
-        aside = free_path(self.path.with_name(f"{self.path.name}.moved-{other}"))
-        os.rename(self.path, aside)
+        path = Path(os.path.abspath(self.path))  # `.` and `..` have no name to add a suffix to
+        if not path.name or path == Path.home():
+            raise UserError(f"{self.path}: refusing to move {path} aside; give --out a folder of its own")
+        aside = free_path(path.with_name(f"{path.name}.moved-{other}"))
+        try:
+            os.rename(path, aside)
+        except OSError as e:
+            raise UserError(f"cannot move {path} aside to {aside}: {e.strerror or e}") from None
         return aside
 
 
@@ -197,11 +220,16 @@ class ResultsLock:
         self.fd: int | None = None
 
     def __enter__(self) -> ResultsLock:
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a link named .lock would have the pid written into whatever file it points to
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except IsADirectoryError:
             raise UserError(f"{self.path} is a directory, not tfbench's lock file; if no tfbench run is using "
                             f"{self.path.parent}, remove it (rmdir {self.path}) and rerun") from None
+        except OSError:
+            if not self.path.is_symlink():
+                raise
+            raise UserError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}), not tfbench's lock file; "
+                            f"tfbench never writes through a link: remove it (rm {self.path}) and rerun") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -313,16 +341,8 @@ class ResultsFolder:
 
     def write_probe(self) -> None:
         """Fail before any training if results cannot be written (read-only folder, full disk)."""
-        probe = self.path / f".write-probe-{os.getpid()}"
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            try:
-                with open(probe, "wb") as f:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-                    os.fsync(f.fileno())
-            finally:  # a full disk fails in write or fsync: leave nothing behind either way
-                probe.unlink(missing_ok=True)
+            probe_folder(self.path, keep=True)
         except OSError as e:
             raise UserError(f"cannot write results to {self.path}: {e.strerror or e}; free space or choose another "
                             f"folder with --results") from None
@@ -339,7 +359,10 @@ class ResultsFolder:
             dirs[:] = [d for d in dirs if d != ".ray"]
             for name in files:
                 if TEMPORARY.fullmatch(name):
-                    Path(root, name).unlink(missing_ok=True)
+                    try:
+                        Path(root, name).unlink(missing_ok=True)
+                    except OSError:  # a read-only folder: the leftover stays, harmless, never read as a result
+                        continue
                     removed += 1
         return removed
 

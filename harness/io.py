@@ -51,6 +51,34 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
 
 
+def probe_folder(path: str | Path, *, keep: bool = False) -> None:
+    """Create `path` (and its parents) if missing, write 64 KiB there, fsync and remove it: raises OSError
+    when the folder cannot be written (read-only, no permission, a full disk). `keep=False` removes the
+    folders it created, so that a probe before any work leaves nothing behind when the work then fails."""
+    path = Path(os.path.abspath(path))
+    created = []
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        created.append(folder)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:  # a full disk fails in write or fsync: leave nothing behind either way
+            probe.unlink(missing_ok=True)
+    finally:
+        for folder in created if not keep else ():
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -136,15 +164,22 @@ def environment(device: str | None = None) -> dict[str, Any]:
     return env
 
 
-# A text cell a spreadsheet would evaluate as a formula: = or @ first, a tab or carriage return first, or + or -
-# followed by something other than a number (`-0.5` and `+1.23 [+0.40, +2.06]` stay as they are).
-_FORMULA = re.compile(r"[=@\t\r]|[+-](?![\d.])")
+# OWASP's list for CSV injection: a cell that starts with =, +, -, @, a tab or a carriage return is run as a
+# formula. A cell starting with + or - is let through only when it is one of the number forms tables write:
+# numbers, `+-`, `n/a`, one bracketed interval and a trailing `(better)` / `(worse)` (`-0.5`,
+# `+1.23 [+0.40, +2.06] (better)`, `-0.52 +- 0.10`); `-2+3+cmd|' /C calc'!A0` is not one of them.
+_FORMULA_START = re.compile(r"[=+\-@\t\r]")
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?"
+_NUMBER_FORM = re.compile(rf"{_NUMBER}(?: \+- (?:{_NUMBER}|n/a))?(?: \[(?:{_NUMBER}, {_NUMBER}|n/a)\])?"
+                          rf"(?: \((?:better|worse)\))?")
 
 
 def spreadsheet_safe(cell: Any) -> Any:
     """A text cell that a spreadsheet would run as a formula, prefixed with ' (OWASP's advice for CSV
     injection: `=HYPERLINK(...)` in a method's name or parameter is then shown, not evaluated)."""
-    return f"'{cell}" if isinstance(cell, str) and _FORMULA.match(cell) else cell
+    if isinstance(cell, str) and _FORMULA_START.match(cell) and not _NUMBER_FORM.fullmatch(cell):
+        return f"'{cell}"
+    return cell
 
 
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:

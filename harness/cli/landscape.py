@@ -155,10 +155,31 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserError(f"--radius {args.radius}: must be >= 0 (filter-normalised units)")
 
 
+def _stem(group: tuple[str, str]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{group[0]}_{group[1]}").strip("-")
+
+
+def _target(args: argparse.Namespace, results: Path, picks: list[Pick]) -> Path:
+    """results/<name>/landscape/ or --out, checked before any work (harness/outputs.py): writable, inside the
+    results folder when it is its own place, and none of the files this run writes replacing one that
+    tfbench did not write there."""
+    from harness.outputs import OutputFolder, source_of
+
+    own = args.out is None
+    out = results / "landscape" if own else args.out
+    groups = sorted({(str(p.row["dataset"]), str(p.row["model"])) for p in picks if p.figure})
+    figures = [f"{kind}_{_stem(g)}" for g in groups for kind in ("contour", "curves", "surface")
+               if kind != "surface" or args.surface]
+    names = ["landscape.json", "sharpness.csv", "sharpness.md",
+             *[f"{p.key}/{f}" for p in picks if p.figure for f in ("directions.pt", "grid.npz", "curve.npz")],
+             *[f"{stem}.{fmt}" for stem in figures for fmt in ("png", "pdf")]]
+    OutputFolder(out, source=source_of(results), own=own, kinds=[re.escape(n) for n in names],
+                 within=results if own else None).open().claim(names)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     _validate(args)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out}: exists and is not a folder")
     results = Path(args.results)
     picks = select_trials(read_trials(results), results=results, methods=args.methods, dataset=args.dataset,
                           model=args.model, seeds=args.seeds)
@@ -166,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         if not (ResultsFolder(results).trial(p.key) / TrialFolder.CHECKPOINT).exists():
             raise UserError(f"{results}/trials/{p.key}: no checkpoint.pt (the landscape needs the final weights; "
                             f"run the sweep with train.checkpoint: true)")
+    out = _target(args, results, picks)
     device = resolved_device(args.device)
 
     import torch
@@ -175,7 +197,6 @@ def run(args: argparse.Namespace) -> int:
     from harness.results.plots import method_colors, save_figure
     from harness.train.trained import load_trained
 
-    out = args.out if args.out is not None else results / "landscape"
     xs = L.axis(args.span, args.grid)
     alphas = L.axis(args.span, 2 * args.grid - 1)
     ignore_1d = not args.include_1d
@@ -244,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     written = []
     for group, panel in grids.items():
         ds, arch = group
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{ds}_{arch}").strip("-")
+        stem = _stem(group)
         seeds = sorted({p.seed for p in picks if p.figure and (str(p.row["dataset"]), str(p.row["model"])) == group})
         subtitle = (f"{ds} / {arch}: train loss on {n_images[group]} images, "
                     f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}")

@@ -22,16 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.metric is not None and args.metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {args.metric!r} for `tfbench plot`; allowed: {', '.join(TABLE_METRICS)}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out}: exists and is not a folder")
     from harness.folders import ResultsFolder
-    from harness.results.plots import write_plots  # matplotlib only when used
+    from harness.results.plots import plots_target, write_plots  # matplotlib only when used
 
+    plots_target(args.dir, args.out)  # before any work: a file, a read-only folder, a link out: one line
     if args.out is None:  # writing into the results folder: a killed writer's leftovers go first
         ResultsFolder(args.dir).remove_temporaries()
     paths = write_plots(args.dir, metric=args.metric, out=args.out)
     for p in paths:
         print(p)
     if not paths:
-        print(f"no figures: {args.dir} has no finished trials")
+        print(f"no figures: {args.dir} has no finished trials (the figures already there are kept)")
     return 0

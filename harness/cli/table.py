@@ -40,21 +40,26 @@ def run(args: argparse.Namespace) -> int:
     from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
     from harness.folders import ResultsFolder
     from harness.results.records import sweep_primary
-    from harness.results.summary import render_summary, write_outputs  # pandas/tabulate only when used
+    from harness.results.summary import (  # pandas: only when used
+        render_summary,
+        summary_target,
+        write_outputs,
+    )
 
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect:g} is not a positive number; give e.g. --effect 0.5 (points)")
     folders = [Path(d) for d in args.dir]
     into = args.out if args.out is not None else (folders[0] if len(folders) == 1 else None)
-    if into is not None and into.exists() and not into.is_dir():
-        raise UserError(f"--out {into}: exists and is not a folder")
+    source = folders[0] if len(folders) == 1 else folders
+    # before any work: the target is a folder tfbench may write (a read-only one is one line, exit 2)
+    target = summary_target(into, source) if into is not None else None
     if args.out is None and len(folders) == 1:  # writing into the results folder: a killed writer's leftovers go
         ResultsFolder(folders[0]).remove_temporaries()
-    outputs = render_summary(folders[0] if len(folders) == 1 else folders, metric=args.metric, alpha=args.alpha,
-                             effect=args.effect, write=args.out is None)
-    if into is not None:
+    outputs = render_summary(source, metric=args.metric, alpha=args.alpha, effect=args.effect,
+                             write=args.out is None, into=into)
+    if target is not None:
         # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
         primary = sweep_primary(folders[0], DEFAULT_PRIMARY, PRIMARY_METRICS)
-        write_outputs(into, outputs, stem="summary" if args.metric in (None, primary) else f"summary-{args.metric}")
+        write_outputs(target, outputs, stem="summary" if args.metric in (None, primary) else f"summary-{args.metric}")
     print(outputs[args.format], end="" if outputs[args.format].endswith("\n") else "\n")
     return 0

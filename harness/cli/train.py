@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from harness.config.resolve import parse_sets, resolve_trial
 from harness.errors import UserError
+from harness.io import probe_folder
 from methods import load_user_module
 
 
@@ -25,13 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder for this trial (rerunning the same "
                                                            "trial into it resumes it)")
     p.add_argument("--force", action="store_true",
-                   help="when --out holds another trial's records, move them to <out>.moved-<key> and start fresh")
+                   help="when --out holds another trial's records (or trial files no tfbench trial wrote), move the "
+                        "folder to <out>.moved-<key> (<out>.moved-unknown) and start fresh")
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.train.loop import TrialDiverged, train_trial
 
-    if args.out.exists() and not args.out.is_dir():
+    out = Path(os.path.abspath(args.out))  # `--out .` moved aside by --force must not follow the folder
+    if out.exists() and not out.is_dir():
         raise UserError(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
     for ref in args.imports:
         load_user_module(ref)
@@ -42,10 +46,16 @@ def run(args: argparse.Namespace) -> int:
                          method_params=sets["method"], dataset_params=sets["dataset"],
                          model_params=sets["model"], train=sets["train"],
                          imports=tuple(str(Path(r).resolve()) if r.endswith(".py") else r for r in args.imports))
+    # before any work: the folder (and with --force, its parent, where the old one is moved) can be written
+    for folder in (out, out.parent) if args.force and out.exists() else (out,):
+        try:
+            probe_folder(folder, keep=False)
+        except OSError as e:
+            raise UserError(f"cannot write the trial to {folder}: {e.strerror or e}; choose another --out") from None
     print(f"trial {spec.key()}: {spec.method} on {spec.dataset} with {spec.model}, seed {spec.seed}, "
           f"{spec.train.epochs} epochs -> {args.out}", flush=True)
     try:
-        result = train_trial(spec, args.out, log=lambda s: print(s, flush=True), force=args.force)
+        result = train_trial(spec, out, log=lambda s: print(s, flush=True), force=args.force)
     except TrialDiverged as e:
         print(f"tfbench: error: {e}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ folders; the math lives in harness/analysis/zipf*.py, so what is here is argumen
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,20 @@ def out_dir_for(trial_dir: Path, out: Path | None) -> Path:
     return trial_dir / "zipf"
 
 
+def _target(args: argparse.Namespace, stems: list[str], files: list[str]) -> Path:
+    """The output folder of this analysis, checked before any work (harness/outputs.py): writable, and none
+    of its files (`stems` as figures, `files`) replacing one that tfbench did not write there."""
+    from harness.outputs import OutputFolder, source_of
+
+    trial = None if getattr(args, "toy", False) else getattr(args, "trial_dir", None)
+    out = (args.out or TOY_OUT) if trial is None else out_dir_for(trial, args.out)
+    names = [f"{stem}.{fmt}" for stem in stems for fmt in ("png", "pdf")] + files
+    folder = OutputFolder(out, source=source_of(trial) if trial is not None else "the zipf toy",
+                          own=args.out is None, kinds=[re.escape(n) for n in names])
+    folder.open().claim(names)
+    return out
+
+
 def _check_trial_dir(trial_dir: Path) -> None:
     if not trial_dir.is_dir():
         raise UserError(f"{trial_dir}: not a folder; pass a trial folder such as results/<name>/trials/<key>")
@@ -190,7 +205,7 @@ def run_toy(args: argparse.Namespace) -> int:
     _check_toy(args)
     if not 2 <= args.top <= args.classes:
         raise UserError(f"--top {args.top}: must be in [2, --classes = {args.classes}]")
-    out = args.out or TOY_OUT
+    out = _target(args, ["fig1_rank_probability"], ["toy_mean_sorted_probs.csv", "toy.json"])
     mean = toy_mean_sorted_probs(samples=args.samples, classes=args.classes, seed=args.seed)
     p = top_k_distribution(mean, k=args.top)
     fit = fit_law(p, "zipf")
@@ -227,17 +242,16 @@ def run_fit(args: argparse.Namespace) -> int:
     source = _source(args)
     if args.n_samples < 1:
         raise UserError(f"--n-samples {args.n_samples}: must be >= 1")
+    out = _target(args, ["fig1_rank_probability"], [f"table1.{fmt}" for fmt in (*FORMATS, "json")])
     if source == "toy":
         mean = toy_mean_sorted_probs(samples=args.samples, classes=args.classes, seed=args.seed)
         info: dict[str, Any] = {"source": "toy", "samples": args.samples, "classes": args.classes}
-        out = args.out or TOY_OUT
         what = f"toy ({args.samples} samples x {args.classes} classes, seed {args.seed})"
     else:
         moments, trained = trial_moments(args.trial_dir, device=resolved_device(args.device), batch_size=args.batch_size,
                                          limit=args.limit)
         mean = moments.mean
         info = {"source": "trial", **_describe_trial(trained), "val_images": moments.n}
-        out = out_dir_for(args.trial_dir, args.out)
         what = f"{trained.spec.method} on {trained.spec.dataset} with {trained.spec.model} ({moments.n} val images)"
     k = args.k
     if k < 2:
@@ -273,16 +287,15 @@ def run_snr(args: argparse.Namespace) -> int:
     from harness.results.plots import save_figure
 
     source = _source(args)
+    out = _target(args, ["fig2_snr"], ["snr.csv", "snr.json"])
     if source == "toy":
         moments = RankMoments.of(toy_sorted_probs(samples=args.samples, classes=args.classes, seed=args.seed))
         info: dict[str, Any] = {"source": "toy", "samples": args.samples, "classes": args.classes, "seed": args.seed}
-        out = args.out or TOY_OUT
         what = f"toy ({args.samples} samples x {args.classes} classes, seed {args.seed})"
     else:
         moments, trained = trial_moments(args.trial_dir, device=resolved_device(args.device), batch_size=args.batch_size,
                                          limit=args.limit)
         info = {"source": "trial", **_describe_trial(trained)}
-        out = out_dir_for(args.trial_dir, args.out)
         what = f"{trained.spec.method} on {trained.spec.dataset} with {trained.spec.model}"
     snr = rank_snr(mean=moments.mean, std=moments.std)
     summary = snr_summary(snr)
@@ -333,6 +346,7 @@ def run_examples(args: argparse.Namespace) -> int:
     _check_trial_dir(args.trial_dir)
     if args.n < 1:
         raise UserError(f"--n {args.n}: must be >= 1")
+    out = _target(args, ["fig4_examples"], ["examples.json"])
     device = resolved_device(args.device)
     zt = load_trained(args.trial_dir, device=device)
     ce_dir = args.ce_trial or find_ce_trial(args.trial_dir, zt.spec)
@@ -352,7 +366,6 @@ def run_examples(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     examples = build_examples(zipf_model=zt.model, ce_model=ct.model, dataset=b.val, indices=indices,
                               superclasses=b.superclasses, mean=b.mean, std=b.std, device=device, **kw)
-    out = out_dir_for(args.trial_dir, args.out)
     supers = b.superclasses is not None
     # ce-wrong tops up with correct images when CE misses fewer than --n: the title counts, never assumes
     wrong = sum(e.ce_top[0][0] != e.label for e in examples)

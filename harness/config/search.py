@@ -159,6 +159,37 @@ def check_search(P: Problems, raw: dict[str, Any], methods: list[str], epochs: i
                       space=space)
 
 
+def check_given(P: Problems, search: SearchSpec, methods: list[tuple[int, tuple[str, dict[str, Any]]]],
+                per_dataset: dict[str, dict[str, Any]], set_methods: dict[str, Any]) -> None:
+    """What the rest of the file gives a searched sweep's methods, against search.space: a grid (a list) from
+    dataset_defaults is refused like one in a method entry (`check_search`), and a fixed value for a parameter
+    that search.space also gives a range is refused wherever it stands (a method entry, dataset_defaults,
+    --set method.<p>): the search would silently replace it, so the file must say one of the two."""
+    def meet(where: tuple, m: str, p: str, value: Any) -> None:
+        if p in search.space.get(m, {}):
+            P.add(where, f"found a fixed value {value!r:.40} for {m!r}'s {p!r}, which search.space.{m}.{p} also "
+                         f"gives a range; allowed: one of them (the range to search it, or the value to fix it)")
+
+    for mi, (m, params) in methods:
+        for p, value in params.items():
+            if not isinstance(value, list):
+                meet(("methods", mi, "params", p), m, p, value)
+    for d, block in per_dataset.items():
+        for m, params in ((block or {}).get("methods") or {}).items():
+            for p, value in (params if isinstance(params, dict) else {}).items():
+                where = ("dataset_defaults", d, "methods", m, p)
+                if isinstance(value, list):
+                    P.add(where, f"found a grid (a list) for {m!r}'s {p!r}; allowed with search: a fixed value "
+                                 f"(put ranges under search.space.{m})")
+                else:
+                    meet(where, m, p, value)
+    for p, value in set_methods.items():
+        for m in search.space:
+            if p in search.space[m]:
+                P.add((), f"--set method.{p}={value!r:.40}: search.space.{m}.{p} also gives a range; allowed: one "
+                          f"of them (the range to search it, or --set to fix it)")
+
+
 def _check_dimension(P: Problems, where: tuple, cls: type, p: str, dim: Dimension) -> bool:
     """Every end of a range (every choice) must be a value the method accepts on its own."""
     ok = True

@@ -46,7 +46,7 @@ from harness.config.schema import (
     SeedRange,
     SweepFile,
 )
-from harness.config.search import SearchSpec, check_search
+from harness.config.search import SearchSpec, check_given, check_search
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from methods import METHODS, MethodParamError, UserImportError, load_user_module
@@ -231,6 +231,8 @@ def _resources_and_search(d: Draft) -> None:
         d.search = check_search(d.P, d.raw["search"], [m for _, (m, _) in d.methods],
                                 train.get("epochs", d.train.get("epochs")), grids,
                                 train.get("protocol", d.train.get("protocol")))
+        if d.search is not None:
+            check_given(d.P, d.search, d.methods, d.per_dataset, d.overrides["method"])
 
 
 def _train_sets(d: Draft) -> None:

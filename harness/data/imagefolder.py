@@ -1,11 +1,12 @@
 """Datasets stored as image files: Tiny ImageNet, ImageNet (any ImageFolder pair) and iNaturalist 2021.
 
 Class folders and sample lists come from torchvision's ImageFolder machinery (`find_classes`,
-`make_dataset`, `IMG_EXTENSIONS`), iNat21's from `torchvision.datasets.INaturalist`; Tiny ImageNet's
-official validation split (one folder plus `val_annotations.txt`) has no torchvision reader and is parsed
-here. Images are decoded lazily by `ImageFileDataset` (see `harness.data.common` for `on_bad_image`). Each
-data set states its recipe as the per-sample geometry (on the PIL image, in the workers) and the
-augmentation after it (crop with padding, flip), which the device path runs batched on the device.
+`IMG_EXTENSIONS`; the walk is our own: it follows no link to a folder), iNat21's from
+`torchvision.datasets.INaturalist`; Tiny ImageNet's official validation split (one folder plus
+`val_annotations.txt`) has no torchvision reader and is parsed here. Images are decoded lazily by
+`ImageFileDataset` (see `harness.data.common` for `on_bad_image`). Each data set states its recipe as the
+per-sample geometry (on the PIL image, in the workers) and the augmentation after it (crop with padding,
+flip), which the device path runs batched on the device.
 Hidden files and folders (names starting with a dot: macOS `._*` files, `.ipynb_checkpoints`) are not
 images or classes, where torchvision's defaults would take them for such.
 """
@@ -45,11 +46,20 @@ def class_folders(folder: Path) -> list[str]:
 def image_folder_samples(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
     """ImageFolder semantics: folder/<class>/**/<image> -> (path, index of class in `classes`), in
     torchvision's order (classes by name, then files sorted within each folder of the walk). A class
-    without a folder or without images contributes nothing."""
-    from torchvision.datasets.folder import make_dataset
+    without a folder or without images contributes nothing. Unlike torchvision's `make_dataset`, symbolic
+    links to folders inside a class folder are not followed (`class_images`)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return [(path, index[c]) for c in sorted(index) for path in class_images(folder / c)]
 
-    return make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, is_valid_file=is_image,
-                        allow_empty=True)
+
+def class_images(folder: Path) -> list[str]:
+    """The images under one class folder (itself a link or not), sorted as torchvision walks them. Why links
+    to folders inside it are not followed: `train/cat/up -> ..` would loop, and list every other class's
+    images as cats; a linked image file is still an image."""
+    if not folder.is_dir():
+        return []
+    return [os.path.join(root, name) for root, _dirs, names in sorted(os.walk(folder, followlinks=False))
+            for name in sorted(names) if is_image(os.path.join(root, name))]
 
 
 @register_dataset("tinyimagenet")

@@ -13,6 +13,7 @@ other and with the full set's.
 from __future__ import annotations
 
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,8 +69,10 @@ def read_idx(path: Path, *, images: bool) -> Tensor:
         with tempfile.TemporaryDirectory(prefix="tfbench-idx-") as tmp:
             return read(str(extract_archive(str(path), tmp)))  # the parser reads the whole file into memory
     # The parser signals a bad header with `assert` (AssertionError, or KeyError/ValueError under -O) and
-    # a size mismatch with RuntimeError from `view`; gzip errors are OSError/EOFError.
-    except (OSError, EOFError, AssertionError, RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+    # a size mismatch with RuntimeError from `view`; gzip errors are OSError/EOFError (a cut file) or
+    # zlib.error (corrupt compressed data).
+    except (OSError, EOFError, zlib.error, AssertionError, RuntimeError, ValueError, TypeError, KeyError,
+            IndexError) as e:
         want = "0x00000803 (uint8 images, 3 sizes)" if images else "0x00000801 (uint8 labels, 1 size)"
         raise UserError(f"cannot read IDX file {path} ({type(e).__name__}: {one_line(e) or 'bad header'}); "
                         f"expected magic {want}, big-endian sizes, then exactly that many bytes") from None

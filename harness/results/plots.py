@@ -11,13 +11,16 @@ importable from here.
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.outputs import OutputFolder, source_of
 from harness.results import records
 from harness.results.aggregate import (
     DEFAULT_METRIC,
@@ -50,6 +53,9 @@ __all__ = ["BUILTIN_COLORS", "COLUMN_WIDTH_IN", "STYLE", "new_figure", "ablation
            "min_span", "reference_row", "save_figure", "styled", "write_plots", "y_range"]
 
 
+FORMATS = ("png", "pdf")
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
@@ -58,45 +64,66 @@ def save_figure(fig: Figure, path_stem: str | Path) -> list[Path]:
     """`<stem>.png` (300 dpi) and `<stem>.pdf` next to each other, each written atomically: the one writer of
     every figure (results, landscapes, the Zipf analyses)."""
     paths = []
-    for fmt in ("png", "pdf"):
+    for fmt in FORMATS:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=300)
+        with matplotlib.rc_context(STYLE):  # tick labels are made when drawn: plain text too (STYLE)
+            fig.savefig(buf, format=fmt, dpi=300)
         path = Path(f"{path_stem}.{fmt}")  # not with_suffix: a stem may hold a dot (a value such as 0.1)
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
 
 
+FIGURE_KINDS = (r".+\.(png|pdf)",)  # what write_plots writes: in plots/ of a results folder, its own by name
+
+
+def plots_target(results_dir: str | Path, out: str | Path | None = None) -> OutputFolder:
+    """Where a folder's figures go, checked before any work (harness/outputs.py): results/<sweep>/plots/ (its
+    own place, inside the results folder) or `--out` (only the figures an earlier plot of the same folder
+    recorded there are replaced)."""
+    results_dir = Path(results_dir)
+    own_place = results_dir / "plots"
+    own = out is None or os.path.abspath(out) == os.path.abspath(own_place)
+    return OutputFolder(own_place if out is None else out, source=source_of(results_dir), own=own,
+                        kinds=FIGURE_KINDS, within=results_dir if own else None).open()
+
+
 def write_plots(results_dir: str | Path, metric: str | None = None, out: str | Path | None = None) -> list[Path]:
     """All figures of a results folder under `out` (default results/<sweep>/plots/); returns the written
-    paths. `metric`: the y axes' (default: the sweep's primary metric). Figures of an earlier run that this
-    one did not write again (a configuration no longer in the sweep) are removed from the folder, so that
-    plots/ shows one sweep's figures only; with `out`, the results folder is not written at all.
+    paths. `metric`: the y axes' (default: the sweep's primary metric). Figures of an earlier run of the
+    same folder that this one did not write again (a configuration no longer in the sweep) are removed, so
+    that the folder shows one sweep's figures only; nothing else there is touched, a figure of the same name
+    that is not this folder's own is refused before anything is written, and with nothing to plot the
+    previous figures stay. With `out`, the results folder is not written at all.
 
     Learning curves and accuracy-vs-cost show one line / point per method: its configuration chosen on the
     selection split in that dataset / model (`best_per_method`; the only one in a sweep without ablations)."""
     results_dir = Path(results_dir)
+    target = plots_target(results_dir, out)
     metric = metric or records.sweep_primary(results_dir, DEFAULT_METRIC, TABLE_METRICS)
-    out = Path(out) if out is not None else results_dir / "plots"
-    paths = _figures(results_dir, metric, out, write=out.resolve().is_relative_to(results_dir.resolve()))
-    for old in [*out.glob("*.png"), *out.glob("*.pdf")]:
-        if old not in paths:
-            old.unlink(missing_ok=True)
+    figures = _figures(results_dir, metric, write=target.own)
+    if not figures:
+        return []
+    names = [f"{stem}.{fmt}" for stem, _ in figures for fmt in FORMATS]
+    target.claim(names)
+    paths = [p for stem, fig in figures for p in save_figure(fig, target / stem)]
+    target.remove_earlier(names)
     return paths
 
 
-def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[Path]:
+def _figures(results_dir: Path, metric: str, *, write: bool) -> list[tuple[str, Figure]]:
+    """(file stem, figure) of every figure of the folder, made before any is written."""
     trials = load_trials(results_dir, write=write)
     groups = aggregate(trials, metric=metric)
-    if groups.empty:
+    if groups.empty or not (trials["status"].astype(str) == "finished").any():  # nothing to plot: empty axes
         return []
     colors = method_colors(trials["method"].astype(str))
     stats = curve_stats(load_curves(results_dir, trials))
-    paths: list[Path] = []
+    figures: list[tuple[str, Figure]] = []
     for method, param in swept_parameters(groups):
         if ablation_rows(groups, method=method, param=param):
             fig = ablation_curve(groups, method=method, param=param, metric=metric)
-            paths += save_figure(fig, out / _safe(f"ablation_{method}_{param[2:]}"))
+            figures.append((_safe(f"ablation_{method}_{param[2:]}"), fig))
     for dataset, model in cells(groups):
         best = best_per_method(groups, dataset=dataset, model=model)
         in_cell = ((stats["dataset"].astype(str) == dataset) & (stats["model"].astype(str) == model)
@@ -104,15 +131,15 @@ def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[
         if in_cell.any():
             fig = learning_curves(stats, dataset=dataset, model=model, labels=list(best["label"]),
                                   colors=colors, selected=best)
-            paths += save_figure(fig, out / _safe(f"learning_{dataset}_{model}"))
+            figures.append((_safe(f"learning_{dataset}_{model}"), fig))
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
-            paths += save_figure(fig, out / _safe(f"cost_{dataset}_{model}"))
+            figures.append((_safe(f"cost_{dataset}_{model}"), fig))
     if len(cells(groups)) >= 2:
         from harness.results.ranks import across_datasets
 
         result = across_datasets(across_scores(groups, metric=metric),
                                  higher_is_better=METRICS[metric].higher_is_better)
         if result.n_blocks >= 2 and result.k >= 2:
-            paths += save_figure(critical_difference_diagram(result), out / "critical_difference")
-    return paths
+            figures.append(("critical_difference", critical_difference_diagram(result)))
+    return figures

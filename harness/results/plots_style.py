@@ -22,6 +22,9 @@ STYLE = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 6.5, "legend.frameon": False, "lines.linewidth": 1.2, "lines.markersize": 3.5,
     "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "ps.fonttype": 42,
+    # labels hold a user's text (a method's name, a parameter's value): shown as written, never parsed as
+    # mathtext, where `$\fzbogus{a}$` would end the figure (and every figure after it) with a parse error
+    "text.parse_math": False,
 }
 # matplotlib's default suptitle is 12 pt: larger than anything else in a 3.3 in figure.
 SUPTITLE_PT = 8.5

@@ -51,6 +51,15 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
     problem = trial.problem()
     if problem:
         warn(f"{trial / trial.RESULT}: not counted: {problem}")
+    damage = spec_problem(spec)
+    if damage:  # the trial's own config.json is the source of truth; without a sound one it is not counted
+        own = trial.spec()
+        if own is not None and spec_problem(own) is None:
+            warn(f"{folder / 'sweep.yaml'}: the record of trial {key} is damaged ({damage}); read from its config.json")
+            spec = own
+        else:
+            warn(f"{folder / 'sweep.yaml'}: the record of trial {key} is damaged ({damage}); not counted")
+            spec, status = {k: v for k, v in spec.items() if k in ("method", "dataset", "model", "seed")}, "pending"
     train = spec.get("train") or {}
     row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
                            "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
@@ -65,6 +74,14 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
     elif status == "failed":
         row["error"] = trial.error()
     return row
+
+
+def spec_problem(spec: dict[str, Any]) -> str | None:
+    """Why a recorded spec cannot be a trial's (a part that must be a mapping is not), or None."""
+    for part in ("method_params", "train", "dataset_params", "model_params"):
+        if spec.get(part) is not None and not isinstance(spec[part], dict):
+            return f"its {part} is a {type(spec[part]).__name__}; allowed: a mapping"
+    return None
 
 
 def trials_csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -129,6 +146,21 @@ def damage_of(path: Path) -> str | None:
     return None
 
 
+def out_of_date(folder: Path, path: Path) -> str | None:
+    """Why a sound trials.csv no longer says what the trial folders say (they are the source of truth): a
+    trial it lists as finished whose folder holds its config.json but no finished result.json (removed or
+    damaged since). A row without a trial folder stands: trials.csv is then all that is left of it."""
+    rows = list(csv.DictReader(io.StringIO((read_bounded(path, MAX_TRIALS_CSV) or b"").decode("utf-8", "replace"))))
+    results = ResultsFolder(folder)
+    gone = [r["key"] for r in rows if r.get("status") == "finished" and KEY_RULE.fullmatch(r.get("key") or "")
+            and ".." not in r["key"] and (results / results.TRIALS / r["key"] / "config.json").is_file()
+            and results.trial(r["key"]).status() != "finished"]
+    if not gone:
+        return None
+    return (f"it lists {len(gone)} trial(s) as finished whose folders hold no finished result.json (e.g. "
+            f"trials/{gone[0]}/)")
+
+
 def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: bool = True) -> pd.DataFrame:
     """trials.csv as a DataFrame, rebuilt from the trial records when it is missing or damaged (and written
     back unless `write` is False or a run holds the folder), without the stale rows (their count in
@@ -138,6 +170,7 @@ def load_trials(results_dir: str | Path, *, warn: Warn = warn_stderr, write: boo
     folder = Path(results_dir)
     path = folder / "trials.csv"
     damage = damage_of(path) if path.exists() else "it is missing"
+    damage = damage or out_of_date(folder, path)
     if damage is not None:
         specs = recorded_specs(folder)
         if not specs:

@@ -8,6 +8,7 @@ black down-triangle); both LaTeX symbols come from amssymb. CSV spells the mark 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,15 +87,23 @@ def auto_decimals(values: Sequence[float], significant: int = 3) -> int:
 
 # --- rendering ----------------------------------------------------------------------------------------
 
-# Letters only, so that tabulate's LaTeX escaping leaves them alone; replaced by raw LaTeX afterwards.
-_TEX_PM, _TEX_BOLD_OPEN, _TEX_BOLD_CLOSE = "TFBSENTPM", "TFBSENTBOLDOPEN", "TFBSENTBOLDCLOSE"
-_TEX_UP, _TEX_DOWN = "TFBSENTUP", "TFBSENTDOWN"
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "<": r"\textless{}",
+                  ">": r"\textgreater{}"}
+# what a cell's text may say that LaTeX shows as a symbol: replaced after the rest is escaped, never before
+_TEX_SYMBOLS = {"+-": r"$\pm$", "▲": TEX_MARKS["better"], "▼": TEX_MARKS["worse"]}
+_TEX_SPLIT = re.compile("(" + "|".join(map(re.escape, _TEX_SYMBOLS)) + ")")
 
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def latex_text(text: str) -> str:
+    """`text` as LaTeX: every character escaped, then `+-` and the marks as their symbols. Why in one pass
+    over the split text: a placeholder substituted after escaping would turn a user's text that spells it
+    into raw LaTeX (an unclosed `\\textbf{`); here no text of the user's is ever read as markup."""
+    return "".join(_TEX_SYMBOLS.get(part, latex_escape(part)) for part in _TEX_SPLIT.split(str(text)))
 
 
 def _align(table: Table) -> tuple[str, ...]:
@@ -115,24 +124,31 @@ def to_markdown(table: Table, *, level: int = 2) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs} (and amssymb for marks)."""
+    """A `table` float holding a booktabs tabular; needs \\usepackage{booktabs} (and amssymb for marks). Every
+    cell is escaped (`latex_text`) before the markup of its mark is put around it."""
     def tex(text: str, mark: str) -> str:
-        text = text.replace("+-", _TEX_PM)
+        body = latex_text(" ".join(text.splitlines()))  # a cell is one line: an empty line would end the table
         if not text or not mark:
-            return text
-        body = f"{_TEX_BOLD_OPEN}{text}{_TEX_BOLD_CLOSE}" if mark == "better" else text
-        return body + (_TEX_UP if mark == "better" else _TEX_DOWN)
+            return body
+        return (rf"\textbf{{{body}}}" if mark == "better" else body) + TEX_MARKS[mark]
 
     body = [[tex(c, m) for c, m in zip(row, mrow, strict=True)] for row, mrow in zip(table.rows, table.marks, strict=True)]
-    grid = tabulate(body, headers=[tex(h, False) for h in table.headers], tablefmt="latex_booktabs",
-                    disable_numparse=True, colalign=_align(table))
-    grid = (grid.replace(_TEX_PM, r"$\pm$").replace(_TEX_BOLD_OPEN, r"\textbf{")
-            .replace(_TEX_BOLD_CLOSE, "}").replace(_TEX_UP, TEX_MARKS["better"])
-            .replace(_TEX_DOWN, TEX_MARKS["worse"]))
-    caption = latex_escape(f"{table.title}. {table.note}".replace("+-", "PLUSMINUS").replace("▲", "MARKUP")
-                           .replace("▼", "MARKDOWN")).replace("PLUSMINUS", r"$\pm$").replace(
-        "MARKUP", TEX_MARKS["better"]).replace("MARKDOWN", TEX_MARKS["worse"])
+    grid = _booktabs([tex(h, "") for h in table.headers], body, _align(table))
+    caption = latex_text(f"{table.title}. {table.note}")
     return f"\\begin{{table}}[ht]\n\\centering\n\\caption{{{caption}}}\n{grid}\n\\end{{table}}\n"
+
+
+def _booktabs(headers: list[str], rows: list[list[str]], align: Sequence[str]) -> str:
+    """A booktabs tabular of cells that are LaTeX already (tabulate would escape them a second time)."""
+    widths = [max(len(c) for c in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return " & ".join(c.ljust(w) if a == "left" else c.rjust(w)
+                          for c, w, a in zip(cells, widths, align, strict=True)) + r" \\"
+
+    spec = "".join("l" if a == "left" else "r" for a in align)
+    return "\n".join([rf"\begin{{tabular}}{{{spec}}}", r"\toprule", line(headers), r"\midrule",
+                      *(line(r) for r in rows), r"\bottomrule", r"\end{tabular}"])
 
 
 def to_csv(table: Table) -> str:

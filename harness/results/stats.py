@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_POWER = 0.8
@@ -113,7 +113,11 @@ def _two_sided(crit: float, df: int, nc: float) -> float:
     """P(|T| > crit) for T ~ noncentral t(df, nc >= 0). The lower tail is at most alpha / 2 and shrinks
     with nc; scipy's nct.cdf returns NaN for some far-tail arguments (e.g. df 2, nc 8), where it is ~0."""
     lower = float(stats.nct.cdf(-crit, df, nc))
-    return float(stats.nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0)
+    upper = float(stats.nct.sf(crit, df, nc))
+    if not math.isfinite(upper):  # NaN far out too (nc ~ 1e15): P(T > crit) = E[Phi(nc - crit sqrt(V / df))], V ~ chi2(df)
+        upper = integrate.quad(lambda v: stats.norm.cdf(nc - crit * math.sqrt(v / df)) * stats.chi2.pdf(v, df),
+                               0, math.inf)[0]
+    return min(1.0, upper + (lower if math.isfinite(lower) else 0.0))
 
 
 def seeds_needed(*, effect: float, sd: float, alpha: float = DEFAULT_ALPHA,
@@ -129,7 +133,10 @@ def seeds_needed(*, effect: float, sd: float, alpha: float = DEFAULT_ALPHA,
     if sd == 0:
         return 2
     z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
-    n = max(2, math.floor((z * sd / abs(effect)) ** 2) - 1)
+    ratio = z * sd / abs(effect)  # inf for an effect of 1e-320: no float is too small or too large here
+    if ratio > math.sqrt(MAX_SEEDS + 2):  # the normal approximation already needs more; the t-test more still
+        return None
+    n = max(2, math.floor(ratio ** 2) - 1)
     while n <= MAX_SEEDS:
         if paired_power(n, effect=effect, sd=sd, alpha=alpha) >= power:
             return n

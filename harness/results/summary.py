@@ -4,6 +4,8 @@ epoch selection and how to read the verdicts; writes summary.md, summary.tex and
 The tables know nothing of folders; this module is where files are read and written."""
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ import pandas as pd
 
 from harness.config.schema import DEFAULT_PRIMARY, PRIMARY_METRICS
 from harness.errors import UserError
+from harness.folders import read_bounded
 from harness.io import atomic_write_text
+from harness.outputs import OutputFolder, source_of
 from harness.results import records
 from harness.results.aggregate import (
     METRICS,
@@ -47,10 +51,12 @@ def _failed_lines(trials: pd.DataFrame) -> list[str]:
 
 
 def _summarised_configurations(results_dir: Path) -> int:
-    """Rows of the summary.csv already in the folder (0 when there is none or it cannot be read)."""
+    """Rows of the summary.csv already in the folder (0 when there is none or it cannot be read; a named pipe
+    or a huge file is not read)."""
+    data = read_bounded(results_dir / "summary.csv", records.MAX_TRIALS_CSV)
     try:
-        return len(pd.read_csv(results_dir / "summary.csv"))
-    except (OSError, ValueError):
+        return len(pd.read_csv(io.BytesIO(data))) if data else 0
+    except ValueError:
         return 0
 
 
@@ -79,7 +85,8 @@ def pooled_trials(folders: Sequence[Path], *, warn: records.Warn = records.warn_
 
 def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: str | None = None,
                    alpha: float | None = None, effect: float | None = None,
-                   warn: records.Warn = records.warn_stderr, write: bool = True) -> dict[str, str]:
+                   warn: records.Warn = records.warn_stderr, write: bool = True,
+                   into: str | Path | None = None) -> dict[str, str]:
     """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
     rebuilt from the trial records). Several folders are pooled (`pooled_trials`): their data sets are
     compared side by side and ranked across. `metric`: None is the sweep's primary metric (sweep.yaml's
@@ -89,7 +96,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     is then rebuilt in memory only).
 
     Refuses (UserError) to produce a summary without a finished trial over an existing one that has
-    some: an empty table must never replace good numbers."""
+    some: an empty table must never replace good numbers. `into`: where the summary goes (default: the
+    results folder, when it is one), whose summary.csv is the one kept."""
     folders = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(f) for f in results_dir]
     try:
         primary = _one_setting(folders, lambda f: records.sweep_primary(f, DEFAULT_PRIMARY, PRIMARY_METRICS),
@@ -111,9 +119,11 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
               else pooled_trials(folders, warn=warn))
     status = trials["status"].astype(str)
     n_ok, n_failed = int((status == "finished").sum()), int((status == "failed").sum())
-    kept = _summarised_configurations(results_dir) if len(folders) == 1 else 0
+    into = Path(into) if into is not None else (results_dir if len(folders) == 1 else None)
+    kept = _summarised_configurations(into) if into is not None else 0
     if n_ok == 0 and kept:
-        raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but summary.csv "
+        kept_in = "summary.csv" if into == results_dir else str(into / "summary.csv")
+        raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but {kept_in} "
                         f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
                         f"`tfbench run` on the sweep file)")
     groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect)
@@ -170,17 +180,28 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups)}
 
 
-def write_outputs(results_dir: str | Path, outputs: dict[str, str], *, stem: str = "summary") -> list[Path]:
-    paths = []
-    for fmt in ("md", "tex", "csv"):
-        path = Path(results_dir) / f"{stem}.{fmt}"
-        atomic_write_text(path, outputs[fmt])
-        paths.append(path)
-    return paths
+SUMMARY_KINDS = (r"summary(-[A-Za-z0-9_]+)?\.(md|tex|csv)",)  # summary.md, summary-selected_nll.csv, ...
+
+
+def summary_target(into: str | Path, source: str | Path | Sequence[str | Path], *, flag: str = "--out") -> OutputFolder:
+    """Where a summary goes, checked before any work (harness/outputs.py): the results folder itself (its own
+    place: its summary files are its own) or another folder (`--out`: only the summaries it recorded)."""
+    own = isinstance(source, (str, Path)) and os.path.abspath(into) == os.path.abspath(source)
+    return OutputFolder(into, source=source_of(source), own=own, kinds=SUMMARY_KINDS, flag=flag).open()
+
+
+def write_outputs(target: OutputFolder, outputs: dict[str, str], *, stem: str = "summary") -> list[Path]:
+    """summary.{md,tex,csv} (or `stem`.*) into `target`, none of them replacing a file tfbench did not write."""
+    names = [f"{stem}.{fmt}" for fmt in ("md", "tex", "csv")]
+    target.claim(names)
+    for name, fmt in zip(names, ("md", "tex", "csv"), strict=True):
+        atomic_write_text(target / name, outputs[fmt])
+    return [target / name for name in names]
 
 
 def write_summary(results_dir: str | Path, metric: str | None = None, alpha: float | None = None) -> str:
     """Write summary.md, summary.tex and summary.csv of a results folder; return the markdown."""
+    target = summary_target(results_dir, results_dir, flag="--results")
     outputs = render_summary(results_dir, metric=metric, alpha=alpha)
-    write_outputs(results_dir, outputs)
+    write_outputs(target, outputs)
     return outputs["md"]

@@ -20,6 +20,7 @@ from harness.config.sweep_file import SweepSpec
 from harness.errors import UserError
 from harness.folders import ResultsFolder, describe_stale
 from harness.io import atomic_write_text
+from harness.outputs import check_links
 from harness.progress import Progress
 from harness.results import records
 from harness.sweep import cluster
@@ -52,6 +53,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
         raise UserError("\n".join([f"{folder.path}: " + line for line in describe_stale(stale)] + [
             f"{folder.path}: {len(stale)} stale trial(s) in all; rerun with --rerun-stale to train the current "
             f"settings (the old folders move to {folder / folder.STALE}/, nothing is deleted)"]))
+    check_links(folder)
     folder.write_probe()
     with folder.lock():
         folder.mark()

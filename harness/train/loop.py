@@ -343,19 +343,22 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
 
 
 def claim(trial: TrialFolder, key: str, *, force: bool, log: Callable[[str], None]) -> None:
-    """Make sure `trial` holds nothing of another trial before anything is written: records of two trials
-    must never mix (a resume would report the other's epochs as this one's)."""
+    """Make sure `trial` holds nothing of another trial or another tool before anything is written: records of
+    two trials must never mix (a resume would report the other's epochs as this one's), and files tfbench did
+    not write are never replaced."""
     other = trial.foreign_key(key)
-    if other is None:
+    strays = trial.strays(key) if other is None else []
+    if other is None and not strays:
         return
-    if not any((trial / name).exists() for name in (trial.METRICS, trial.RESULT, CHECKPOINT)):
+    if other is not None and not any((trial / name).exists() for name in trial.RECORDS):
         log(f"{trial.path}: replacing the config of trial {other}, which recorded no epoch")
         return
+    held = f"the records of trial {other}" if other else f"files that no tfbench trial wrote ({', '.join(strays)})"
     if not force:
-        raise UserError(f"{trial.path} holds the records of trial {other}, not of {key}; refusing to mix them: "
-                        f"give another --out, or --force to move the old folder aside first")
-    aside = trial.move_aside(other)
-    log(f"moved the records of trial {other} from {trial.path} to {aside} (--force)")
+        raise UserError(f"{trial.path} holds {held}, not of {key}; refusing to mix them: give another --out, or "
+                        f"--force to move the old folder aside first")
+    aside = trial.move_aside(other or "unknown")
+    log(f"moved {held} from {trial.path} to {aside} (--force)")
 
 
 def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict, list[dict]]:

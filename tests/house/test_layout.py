@@ -96,6 +96,8 @@ def test_the_leaves_import_only_the_floor():
     for leaf in LEAVES:
         assert edges.get(leaf, set()) <= FLOOR - {leaf}, (leaf, edges.get(leaf))
     assert not edges.get("harness.metrics"), "the metric vocabulary imports nothing of the harness"
+    # the output targets' rule sits on the folder objects, so that every command may use it
+    assert edges.get("harness.outputs", set()) <= FLOOR | {"harness.folders"}, edges.get("harness.outputs")
 
 
 def test_no_two_modules_import_each_other():

@@ -97,7 +97,8 @@ class Case:
     code: int = 2
     may_write: Callable[[Path], list[Path]] = field(default=lambda root: [])  # folders it may write into
     check: Callable[[Path, str], None] | None = None                          # more checks: (root, stdout)
-    lines: int = 1                      # problems reported (one line each)
+    lines: int = 1                      # problems reported, or at most warnings given (one line each)
+    seconds: float = 2.0                # the answer's bound (more where the command's work is to make figures)
 
 
 def texty(root: Path) -> Path:
@@ -405,7 +406,11 @@ def test_there_are_at_least_40_cases():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_hostile_input(name, tmp_path, capsys, monkeypatch):
-    case = CASES[name]
+    run_case(CASES[name], tmp_path, capsys, monkeypatch)
+
+
+def run_case(case: Case, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Run one case and check what a user sees and what is left on disk (see the module's doc)."""
     root = tmp_path / "case"
     root.mkdir()
     monkeypatch.chdir(root)  # relative outputs (./results) would land here
@@ -425,13 +430,15 @@ def test_a_hostile_input(name, tmp_path, capsys, monkeypatch):
     assert code == case.code, (out, err)
     assert "Traceback" not in err and "Traceback" not in out
     lines = [line for line in err.splitlines() if line.strip()]
-    if case.code == 2:
+    if case.code == 2:  # at most one warning about a damaged record before the error
+        assert len([line for line in lines if line.startswith("tfbench: warning: ")]) <= 1, err
+        lines = [line for line in lines if not line.startswith("tfbench: warning: ")]
         assert len(lines) == case.lines and lines[0].startswith("tfbench: error: "), err
         assert case.expect in lines[0], lines[0]
         if case.lines == 2:  # every problem in one pass: the range of lam as well as the unknown key
             assert "parameter 'lam' must be >= 0" in lines[1], lines[1]
     else:
-        assert len(lines) <= 1, err  # at most the one warning about what was left out
+        assert len(lines) <= case.lines, err  # at most the warnings about what was left out (one each)
     # nothing written outside the folders the command may write, nothing good deleted or changed
     allowed = [str(p) for p in case.may_write(root)]
     for path in set(after) - set(before):
@@ -440,6 +447,6 @@ def test_a_hostile_input(name, tmp_path, capsys, monkeypatch):
         if any(path.startswith(a) for a in allowed) and Path(path).name.startswith(("summary", "trials.csv")):
             continue  # the summary and trials.csv are what the command writes
         assert after.get(path, "gone") == content, f"{path} was changed or deleted"
-    assert seconds < 2.0, f"took {seconds:.2f} s"
+    assert seconds < case.seconds, f"took {seconds:.2f} s"
     if case.check is not None:
         case.check(root, out)
