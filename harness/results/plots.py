@@ -85,6 +85,20 @@ def write_plots(results_dir: str | Path, metric: str | None = None, out: str | P
     return paths
 
 
+def write_across_figure(trials, out: str | Path, metric: str) -> list[Path]:
+    """The critical-difference diagram of pooled results folders' trials (`tfbench table A B --out OUT`):
+    OUT/plots/critical_difference.{png,pdf}; nothing when fewer than two data sets can be ranked."""
+    from harness.results.ranks import across_datasets
+
+    groups = aggregate(trials, metric=metric)
+    if len(cells(groups)) < 2:
+        return []
+    result = across_datasets(across_scores(groups, metric=metric), higher_is_better=METRICS[metric].higher_is_better)
+    if result.n_blocks < 2 or result.k < 2:
+        return []
+    return save_figure(critical_difference_diagram(result), Path(out) / "plots" / "critical_difference")
+
+
 def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[Path]:
     trials = load_trials(results_dir, write=write)
     groups = aggregate(trials, metric=metric)
