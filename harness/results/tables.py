@@ -101,7 +101,7 @@ def marks_legend(metric: str, alpha: float, base: str) -> str:
     spec = METRICS[metric]
     direction = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
     return (f"▲ / ▼: significantly {direction[0]} / {direction[1]} than {base} (Holm-adjusted paired t-test "
-            f"p < alpha = {alpha:g})")
+            f"p < alpha = {alpha:g} over the table's comparisons)")
 
 
 def typical_n(groups: pd.DataFrame, metric: str) -> int | None:

@@ -21,7 +21,7 @@ def wanted(sweep: SweepSpec, folder: ResultsFolder, plan, *, alpha: float, rope:
            metric: str) -> list[TrialSpec]:
     """The trials the design needs finished now: every configuration's first `start` seeds, and for each open
     comparison (and its baseline) the first seeds of its next look."""
-    from harness.results.aggregate import BASELINE, METRICS, config_columns
+    from harness.results.aggregate import BASELINE, METRICS, config_columns, family_columns
     from harness.results.sequential import decisions
 
     rows = [records.trial_row(folder.path, t.key(), t.to_dict(), warn=lambda line: None) for t in sweep.trials]
@@ -30,22 +30,21 @@ def wanted(sweep: SweepSpec, folder: ResultsFolder, plan, *, alpha: float, rope:
     found = decisions(trials, plan, metric=metric, baseline=BASELINE, alpha=alpha,
                       rope=(spec.effect / 2 if rope is None else rope) / spec.scale,
                       higher_is_better=spec.higher_is_better)
-    cfg = config_columns(trials)
-    need: dict[tuple, int] = {}  # configuration -> how many of its first seeds must be finished
+    cfg, fam = config_columns(trials), family_columns(trials)
+    need: dict[tuple, int] = {}  # configuration (the baseline: its family) -> how many first seeds must be finished
     for comp, d in found:
         n = max(plan.start, d.needs)
-        config = tuple(str(comp["config"][c]) for c in cfg)
-        need[config] = max(need.get(config, 0), n)
-        base = tuple(BASELINE if c == "method" else str(comp["config"][c]) for c in cfg)
-        need[base] = max(need.get(base, 0), n)
-    out = []
+        for who in (("config", *(str(comp["config"][c]) for c in cfg)),
+                    ("base", *(str(comp["config"][c]) for c in fam))):
+            need[who] = max(need.get(who, 0), n)
     by_config: dict[tuple, list[tuple[int, TrialSpec]]] = {}
     for t, (_, row) in zip(sweep.trials, trials.iterrows(), strict=True):
-        config = tuple(str(row[c]) for c in cfg)
-        by_config.setdefault(config, []).append((int(row["seed"]), t))
-    for config, members in by_config.items():
-        n = need.get(config, plan.start)
-        out.extend(t for _, t in sorted(members, key=lambda m: m[0])[:n])
+        who = ("base", *(str(row[c]) for c in fam)) if row["method"] == BASELINE else \
+            ("config", *(str(row[c]) for c in cfg))
+        by_config.setdefault(who, []).append((int(row["seed"]), t))
+    out = []
+    for who, members in by_config.items():
+        out.extend(t for _, t in sorted(members, key=lambda m: m[0])[:need.get(who, plan.start)])
     return out
 
 

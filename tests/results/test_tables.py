@@ -327,3 +327,22 @@ def test_the_summary_ranks_methods_across_data_sets(tmp_path):
     chi2, p = stats.friedmanchisquare([0.70, 0.60, 0.50], [0.72, 0.59, 0.52], [0.74, 0.65, 0.51])
     assert f"Friedman chi2 = {chi2:.2f} (df 2), p = {p:.3f}" in md
     assert (tmp_path / "summary.tex").read_text().count("Mean ranks across data sets") == 1
+
+
+def test_pooled_table_with_out_writes_the_critical_difference_figure(tmp_path, capsys):
+    """`tfbench table A B --out OUT` over two data sets: OUT/plots/critical_difference.{png,pdf}, and the
+    Against-CE-across-data-sets table (comparisons with a control)."""
+    rows = {"a": [], "b": []}
+    for folder, ds, shift in (("a", "cifar_100", 0.0), ("b", "tiny", 0.1)):
+        for s in range(3):
+            rows[folder] += [trial("ce", s, 0.70 + shift + 0.01 * s, dataset=ds),
+                             trial("ls", s, 0.72 + shift + 0.01 * s, dataset=ds),
+                             trial("pskd", s, 0.69 + shift + 0.01 * s, dataset=ds)]
+        (tmp_path / folder).mkdir()
+        pd.DataFrame(rows[folder]).to_csv(tmp_path / folder / "trials.csv", index=False)
+    out = tmp_path / "out"
+    cmd_table.run(_args(str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--metric", "best_top1"))
+    assert (out / "plots" / "critical_difference.png").is_file()
+    assert (out / "plots" / "critical_difference.pdf").is_file()
+    md = (out / "summary-best_top1.md").read_text()  # a metric other than the primary: its own file
+    assert "Against CE across data sets" in md and "permutation" in md
