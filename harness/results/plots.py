@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from harness.io import atomic_write_bytes
 from harness.results import records
 from harness.results.aggregate import (
+    BASELINE,
     DEFAULT_METRIC,
     METRICS,
     TABLE_METRICS,
@@ -101,9 +102,17 @@ def write_across_figure(trials, out: str | Path, metric: str) -> list[Path]:
 
 def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[Path]:
     trials = load_trials(results_dir, write=write)
-    groups = aggregate(trials, metric=metric)
+    from harness.results.sequential import apply_sequential
+    from harness.results.stats import DEFAULT_ALPHA
+    from harness.results.summary import predictions_reader
+
+    primary = records.sweep_primary(results_dir, DEFAULT_METRIC, TABLE_METRICS)
+    alpha = records.sweep_alpha(results_dir, DEFAULT_ALPHA)
+    groups = aggregate(trials, metric=metric, alpha=alpha, rope=records.sweep_rope(results_dir) if metric == primary
+                       else None, predictions=predictions_reader([results_dir]))
     if groups.empty:
         return []
+    apply_sequential(groups, trials, results_dir, metric=metric, primary=primary, alpha=alpha)
     colors = method_colors(trials["method"].astype(str))
     stats = curve_stats(load_curves(results_dir, trials))
     paths: list[Path] = []
@@ -119,6 +128,11 @@ def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[
             fig = learning_curves(stats, dataset=dataset, model=model, labels=list(best["label"]),
                                   colors=colors, selected=best)
             paths += save_figure(fig, out / _safe(f"learning_{dataset}_{model}"))
+        if (groups["method"] != BASELINE).any():
+            from harness.results.plots_differences import differences_figure
+
+            fig = differences_figure(groups, dataset=dataset, model=model, metric=metric, colors=colors)
+            paths += save_figure(fig, out / _safe(f"differences_{dataset}_{model}"))
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
             paths += save_figure(fig, out / _safe(f"cost_{dataset}_{model}"))

@@ -137,3 +137,22 @@ def test_comparisons_with_ce_use_the_rank_z_and_holm():
     assert res.loc["A", "p_holm"] == pytest.approx(min(1, 2 * p))
     # Demšar's table: k = 7, N = 3 at alpha 0.05: q = 2.638, CD = 2.638 sqrt(7 * 8 / 18) = 4.65
     assert bonferroni_dunn_cd(k=7, n_blocks=3) == pytest.approx(4.65, abs=0.01)
+
+
+def test_the_differences_figure_draws_each_seed_interval_and_the_rope():
+    from harness.results.aggregate import aggregate
+    from harness.results.plots_differences import differences_figure
+
+    rows = []
+    for s, (ce, ls) in enumerate([(0.70, 0.72), (0.71, 0.74), (0.72, 0.73)]):
+        for m, v in (("ce", ce), ("ls", ls)):
+            rows.append({"key": f"{m}{s}", "status": "finished", "method": m, "dataset": "d", "model": "x",
+                         "seed": s, "epochs": 1, "protocol": "clean", "select": "top1", "selected_top1": v})
+    g = aggregate(pd.DataFrame(rows), rope=0.5)
+    fig = differences_figure(g, dataset="d", model="x", metric="selected_top1", colors={})
+    [line] = [ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "seed:LS"]
+    d = np.array([0.02, 0.03, 0.01]) * 100
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert list(line.get_xdata()) == pytest.approx([d.mean() - half, d.mean() + half])
+    band = fig.axes[0].patches[0]  # the ROPE: +-0.5 points
+    assert (band.get_x(), band.get_x() + band.get_width()) == pytest.approx((-0.5, 0.5))
