@@ -3,7 +3,8 @@ It only prints: the results folder is read, never written.
 
 Per dataset / model and configuration: the seeds paired with CE, the observed mean paired difference and
 the sd of the paired differences; the smallest true difference these seeds detect with `--power` (80%) at
-`--alpha` (`min_detectable`); and the seeds a difference of `--effect` needs (default: 1 point of accuracy,
+`--alpha` / k, Holm's first step over the table's k comparisons: the level the marks are made at
+(`min_detectable`); and the seeds a difference of `--effect` needs (default: 1 point of accuracy,
 0.01 of NLL). Both come from the sd of the paired differences under the noncentral t
 (harness/results/stats.py), never from the observed difference: power computed at the observed
 difference only restates its p-value.
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     unit = "points" if spec.scale == 100.0 else "units"
     headers = ["method", "n pairs", f"mean diff ({unit})", "sd of diffs", f"detectable at n ({args.power:.0%})",
                f"seeds for {effect:g} {unit}"]
-    print(f"What the seeds detect: {spec.label} against CE, two-sided paired t-test at alpha = {alpha:g}, "
+    print(f"What the seeds detect: {spec.label} against CE, two-sided paired t-test at the marks' level (Holm's "
+          f"first step: alpha / k, alpha = {alpha:g}, k = the configurations compared with CE in the table), "
           f"{args.power:.0%} power (exact noncentral t, from the sd of the paired differences; n/a: fewer than "
           f"2 pairs, or no spread).")
     for cell, rows in seeds_rows(groups, metric=metric).items():

@@ -61,5 +61,12 @@ def run(args: argparse.Namespace) -> int:
         # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
         primary = sweep_primary(folders[0], DEFAULT_PRIMARY, PRIMARY_METRICS)
         write_outputs(target, outputs, stem="summary" if args.metric in (None, primary) else f"summary-{args.metric}")
+        if len(folders) > 1 and args.out is not None:  # the pooled ranking's diagram (docs/results.md)
+            from harness.outputs import source_of
+            from harness.results.plots import write_across_figure
+            from harness.results.summary import pooled_trials
+
+            write_across_figure(pooled_trials(folders, warn=lambda line: None), args.out, args.metric or primary,
+                                source=source_of(folders))
     print(outputs[args.format], end="" if outputs[args.format].endswith("\n") else "\n")
     return 0

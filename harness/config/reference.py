@@ -85,6 +85,8 @@ def params_table(kind: str, registry: Any) -> str:
             "|---|---|---|---|"]
     for name in registry.names():
         cls = registry.get(name)
+        if not cls.__module__.startswith(("methods.", "harness.")):  # the built-ins, not what a user file added
+            continue
         hints = typing.get_type_hints(cls.Params)
         for f in dataclasses.fields(cls.Params):
             default = f.default if f.default is not dataclasses.MISSING else None

@@ -70,14 +70,20 @@ class SweepFile(Strict):
     datasets: Annotated[list[Any], Field(min_length=1)] = Field(description="names or {name, params} entries")
     models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = Field(
         None, description="timm model names (ours included); default: each data set's usual model")
-    seeds: Any = Field(default_factory=lambda: [0], description="a list of distinct whole numbers >= 0, or "
-                                                                "{count: N, start: S}")
+    seeds: Any = Field(default_factory=lambda: [0], description="a list of distinct whole numbers >= 0, "
+                                                                "{count: N, start: S}, or {sequential: {start: 3, "
+                                                                "max: 10, step: 1, spending: obf}} (seeds until "
+                                                                "decided, docs/results.md)")
     train: TrainSettings | None = Field(None, description="training settings for every trial")
     dataset_defaults: dict[str, DatasetDefaults] | None = Field(None, description="dataset -> overrides")
     resources: Resources | None = Field(None, description="per-trial resources")
     retries: Annotated[int, Field(ge=0, le=100)] = Field(1, description="extra attempts for a trial that raises")
     alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.05, description="significance level of the tables' paired tests (Holm-adjusted); a mark needs p below it")
+    rope: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="region of practical equivalence of the primary metric, in its display units (points "
+                          "for accuracies): the posterior's P(equivalent) and the sequential design's equivalence "
+                          "stop; default half the metric's effect (0.5 points of top-1)")
     primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
         DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
                                      "secondary (exploratory)")
@@ -106,6 +112,17 @@ class SweepFile(Strict):
 class SeedRange(Strict):
     count: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
     start: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+
+
+class SequentialSeeds(Strict):
+    start: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 3
+    max: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 10
+    step: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 1
+    spending: Literal["obf", "pocock"] = "obf"
+
+
+class Sequential(Strict):
+    sequential: SequentialSeeds
 
 
 SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1)]

@@ -44,6 +44,7 @@ from harness.config.schema import (
     Resources,
     SeedList,
     SeedRange,
+    Sequential,
     SweepFile,
 )
 from harness.config.search import SearchSpec, check_given, check_search
@@ -57,7 +58,8 @@ __all__ = ["MAX_TRIALS", "Resources", "SweepError", "SweepSpec", "load_sweep"]
 
 TOP_KEYS = list(SweepFile.model_fields)
 RESOURCE_KEYS = list(Resources.model_fields)
-KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("seeds",): ["count", "start"],
+KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("seeds",): ["count", "start", "sequential"],
+             ("seeds", "sequential"): ["start", "max", "step", "spending"],
              ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
              ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),
              ("dataset_defaults", "*", "train"): TRAIN_FIELDS}
@@ -351,6 +353,12 @@ def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[
 
 def _seeds(P: Problems, value: Any) -> list[int]:
     try:
+        if isinstance(value, dict) and "sequential" in value:  # seeds 0 .. max-1, run as the design decides
+            q = Sequential.model_validate(value).sequential
+            if q.max < q.start:
+                P.add(("seeds", "sequential", "max"), f"found {q.max}; allowed: max >= start ({q.start})")
+                return []
+            return list(range(q.max))
         if isinstance(value, dict):
             r = SeedRange.model_validate(value)
             if r.start + r.count - 1 > MAX_SEED:

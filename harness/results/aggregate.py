@@ -26,14 +26,14 @@ from harness.config import catalog
 from harness.errors import UserError
 from harness.metrics import DEFAULT_PRIMARY, Aggregated, Metric, legacy_sources, table_metrics
 from harness.results import records
+from harness.results.bootstrap import Reader, bootstrap_cells
+from harness.results.estimates import add_estimates
 from harness.results.stats import (
     DEFAULT_ALPHA,
     DEFAULT_POWER,
     holm,
-    min_detectable,
     pair_by_seed,
     paired_difference,
-    seeds_needed,
 )
 
 # The metrics aggregated per configuration (all of them get mean / std / n), the ones a table can be ranked by
@@ -44,8 +44,8 @@ DEFAULT_METRIC = DEFAULT_PRIMARY  # the primary metric when a sweep names none
 
 
 def companion(metric: str) -> str | None:
-    """The same quantity at the other epoch (selected_x <-> last_x): a verdict on one must hold on both,
-    so that which epoch was selected cannot decide it. None for the selection split's own metrics."""
+    """The same quantity at the other epoch (selected_x <-> last_x): whether a mark on one holds on the other
+    is shown beside it (`confirmed`). None for the selection split's own metrics."""
     for a, b in (("selected_", "last_"), ("last_", "selected_")):
         if metric.startswith(a) and b + metric[len(a):] in METRICS:
             return b + metric[len(a):]
@@ -85,6 +85,11 @@ def param_columns(df: pd.DataFrame) -> list[str]:
 
 def _setting_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in ("epochs", "protocol", "select") if c in df.columns]
+
+
+def family_columns(df: pd.DataFrame) -> list[str]:
+    """What a configuration shares with the baseline it is compared with (one Holm family)."""
+    return ["dataset", "model", *_setting_columns(df)]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
@@ -203,22 +208,27 @@ def _by_seed(trials: pd.DataFrame, metric: str) -> dict[int, float]:
 VERDICTS = ("better", "worse", "identical", "sensitive", "none")
 
 
-def verdict(*, diff: float, identical: bool, p_holm: float, companion_diff: float | None,
-            companion_holm: float | None, alpha: float, higher_is_better: bool) -> str:
-    """`better` / `worse` than the baseline when the Holm-adjusted p of the metric is below alpha and the
-    companion metric (the same quantity at the other epoch) agrees: same direction, Holm p below alpha too.
-    `sensitive`: significant on the metric only (the epoch selection decides it: no mark); `identical`:
-    every paired difference is zero; `none` otherwise. Without a companion the metric alone decides."""
+def verdict(*, diff: float, identical: bool, p_holm: float, alpha: float, higher_is_better: bool) -> str:
+    """`better` / `worse` than the baseline when the Holm-adjusted p of the primary metric is below alpha;
+    `identical`: every paired difference is zero; `none` otherwise. One rule, and the one every stated
+    power is for (`mdd`, `power_at_effect`, `seeds_for_effect` at Holm's level alpha / k): the other
+    epoch's agreement is a sensitivity column (`confirmed`), never a second gate."""
     if identical:
         return "identical"
     if not (math.isfinite(p_holm) and p_holm < alpha and math.isfinite(diff) and diff != 0):
         return "none"
-    if companion_holm is not None:
-        agree = (companion_diff is not None and math.isfinite(companion_diff) and companion_diff * diff > 0
-                 and math.isfinite(companion_holm) and companion_holm < alpha)
-        if not agree:
-            return "sensitive"
     return "better" if (diff > 0) == higher_is_better else "worse"
+
+
+def confirmed(*, verdict: str, diff: float, companion_diff: float | None, companion_holm: float | None,
+              alpha: float) -> str:
+    """Whether a mark holds at the other epoch too (same sign, its own Holm p < alpha): `yes` / `no`; ''
+    for an unmarked row or one without the companion (records from before it existed)."""
+    if verdict not in ("better", "worse") or companion_holm is None:
+        return ""
+    agree = (companion_diff is not None and math.isfinite(companion_diff) and companion_diff * diff > 0
+             and math.isfinite(companion_holm) and companion_holm < alpha)
+    return "yes" if agree else "no"
 
 
 def _paired_columns(groups: list[dict[str, Any]], finished: dict[int, pd.DataFrame],
@@ -226,11 +236,21 @@ def _paired_columns(groups: list[dict[str, Any]], finished: dict[int, pd.DataFra
     """The paired comparison on `metric` of every row with its baseline, as `<prefix>...` columns."""
     for i, row in enumerate(groups):
         is_base = row["_is_base"]
-        pair = paired_difference(*pair_by_seed({} if is_base else _by_seed(finished[i], metric),
-                                                _by_seed(base_of[i], metric)))
+        a, b = pair_by_seed({} if is_base else _by_seed(finished[i], metric), _by_seed(base_of[i], metric))
+        pair = paired_difference(a, b)
+        row[f"_{prefix}diffs"] = a - b  # (n,) per seed, for the estimates; dropped before the table
         row.update({f"{prefix}n_paired": pair.n, f"{prefix}diff_mean": pair.mean, f"{prefix}diff_sd": pair.sd,
                     f"{prefix}diff_ci_low": pair.ci_low, f"{prefix}diff_ci_high": pair.ci_high,
                     f"{prefix}p_value": pair.p, f"{prefix}identical": pair.identical})
+
+
+def _paired_keys(ok: pd.DataFrame, base: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
+    """(method's trial key, baseline's) for each seed both finished with a finite `metric`, in seed order."""
+    def keys(t: pd.DataFrame) -> dict[int, str]:
+        t = t[np.isfinite(t[metric].to_numpy(float))]
+        return dict(zip(t["seed"].astype(int), t["key"].astype(str), strict=True))
+    a, b = keys(ok), keys(base)
+    return [(a[s], b[s]) for s in sorted(set(a) & set(b))]
 
 
 def _holm_by_family(df: pd.DataFrame, column: str) -> pd.Series:
@@ -243,7 +263,8 @@ def _holm_by_family(df: pd.DataFrame, column: str) -> pd.Series:
 
 
 def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
-              alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, effect: float | None = None) -> pd.DataFrame:
+              alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, effect: float | None = None,
+              rope: float | None = None, predictions: Reader | None = None) -> pd.DataFrame:
     """One row per configuration (trials minus seed).
 
     Columns: `label`, the config columns, `n` (finished trials), `n_failed` (status failed), `n_pending`
@@ -254,9 +275,13 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     seeds both have (`n_paired`, `diff_mean`, `diff_sd`, `diff_ci_low`, `diff_ci_high` (95%, t),
     `p_value` (paired t; 1 when `identical`), `p_holm` (Holm over every configuration compared with the
     same baseline)); the same for the companion metric (`c_...`, see `companion`); `verdict` (see
-    `verdict`), `better`, `worse`; `mdd` (the smallest difference the paired seeds detect with `power`,
-    raw units), `effect` (raw units: `effect` in display units, else the metric's default) and
-    `seeds_for_effect` (seeds that detect it with `power`; NaN when no finite number would);
+    `verdict`), `confirmed` (the mark holds at the other epoch: yes / no), `better`, `worse`; what the rule
+    can detect, at Holm's first step alpha / k (k = `family_size`): `mdd` (the smallest difference the paired
+    seeds detect with `power`, raw units), `effect` (raw units: `effect` in display units, else the
+    metric's default), `power_at_effect` and `seeds_for_effect` (seeds that detect it with `power`; NaN
+    when no finite number would); the estimates beside the mark (harness/results/estimates.py):
+    `sim_ci_low`, `sim_ci_high` (simultaneous, 1 - alpha/k), `rope` (raw units: `rope` in display units,
+    else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`;
     `time_x`, `time_x_std` (the method's own step-time spread over the baseline's mean step time),
     `mem_x` (peak memory), `extra_state_bytes` (the method's mean state size; the baseline keeps none).
     The baseline's own row has NaN / False / 'none' in the comparison columns.
@@ -269,7 +294,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     if trials.empty:
         return pd.DataFrame(columns=["label", *cfg, "n", "n_failed", "n_pending"])
     finished = trials["status"].astype(str) == "finished"
-    match = ["dataset", "model", *_setting_columns(trials)]
+    match = family_columns(trials)
 
     rows, ok_of, base_of = [], {}, {}
     for key, g in trials.groupby(cfg, dropna=False, sort=False):
@@ -309,29 +334,30 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     _paired_columns(rows, ok_of, base_of, metric, "")
     if other is not None:
         _paired_columns(rows, ok_of, base_of, other, "c_")
+    for i, row in enumerate(rows):  # test-set noise, from the per-image predictions where a reader is given
+        row.update(bootstrap_cells(_paired_keys(ok_of[i], base_of[i], metric), metric, predictions)
+                   if predictions is not None and not row["_is_base"] else
+                   {"boot_ci_low": math.nan, "boot_ci_high": math.nan, "test_var_share": math.nan, "boot_note": ""})
     groups = pd.DataFrame(rows)
     groups["p_holm"] = _holm_by_family(groups, "p_value")
     groups["c_p_holm"] = _holm_by_family(groups, "c_p_value") if other is not None else math.nan
     groups["companion"] = other or ""
-    groups["verdict"] = [
-        "none" if r["_is_base"] else verdict(
-            diff=r["diff_mean"], identical=bool(r["identical"]), p_holm=r["p_holm"],
-            # records without the companion (written before it existed) are judged on the metric alone
-            companion_diff=r["c_diff_mean"] if other is not None and r["c_n_paired"] else None,
-            companion_holm=r["c_p_holm"] if other is not None and r["c_n_paired"] else None,
-            alpha=alpha, higher_is_better=spec.higher_is_better)
-        for _, r in groups.iterrows()]
+    groups["verdict"] = ["none" if r["_is_base"] else verdict(
+        diff=r["diff_mean"], identical=bool(r["identical"]), p_holm=r["p_holm"], alpha=alpha,
+        higher_is_better=spec.higher_is_better) for _, r in groups.iterrows()]
+    groups["confirmed"] = [confirmed(
+        verdict=v, diff=r["diff_mean"],
+        companion_diff=r["c_diff_mean"] if other is not None and r["c_n_paired"] else None,
+        companion_holm=r["c_p_holm"] if other is not None and r["c_n_paired"] else None, alpha=alpha)
+        for v, (_, r) in zip(groups["verdict"], groups.iterrows(), strict=True)]
     groups["better"] = groups["verdict"] == "better"
     groups["worse"] = groups["verdict"] == "worse"
     groups["significant"] = groups["p_holm"].lt(alpha)
     raw_effect = (spec.effect if effect is None else effect) / spec.scale
     groups["effect"] = raw_effect
-    groups["mdd"] = [min_detectable(int(n), sd=sd, alpha=alpha, power=power) if not b else math.nan
-                     for n, sd, b in zip(groups["n_paired"], groups["diff_sd"], groups["_is_base"], strict=True)]
-    needed = [seeds_needed(effect=raw_effect, sd=sd, alpha=alpha, power=power) if n >= 2 and not b else None
-              for n, sd, b in zip(groups["n_paired"], groups["diff_sd"], groups["_is_base"], strict=True)]
-    groups["seeds_for_effect"] = [math.nan if k is None else float(k) for k in needed]
-    groups = groups.drop(columns=["_family", "_is_base"])
+    groups["rope"] = (spec.effect / 2 if rope is None else rope) / spec.scale
+    add_estimates(groups, alpha=alpha, power=power, higher_is_better=spec.higher_is_better)
+    groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")])
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 

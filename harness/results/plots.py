@@ -23,6 +23,7 @@ from harness.io import atomic_write_bytes
 from harness.outputs import OutputFolder, source_of
 from harness.results import records
 from harness.results.aggregate import (
+    BASELINE,
     DEFAULT_METRIC,
     METRICS,
     TABLE_METRICS,
@@ -111,12 +112,39 @@ def write_plots(results_dir: str | Path, metric: str | None = None, out: str | P
     return paths
 
 
+def write_across_figure(trials, out: str | Path, metric: str, source: str) -> list[Path]:
+    """The critical-difference diagram of pooled results folders' trials (`tfbench table A B --out OUT`):
+    OUT/plots/critical_difference.{png,pdf}, under the rule for output targets (harness/outputs.py: a file
+    of that name that an earlier table of the same folders did not write is refused); nothing when fewer
+    than two data sets can be ranked."""
+    from harness.results.ranks import across_datasets
+
+    groups = aggregate(trials, metric=metric)
+    if len(cells(groups)) < 2:
+        return []
+    result = across_datasets(across_scores(groups, metric=metric), higher_is_better=METRICS[metric].higher_is_better)
+    if result.n_blocks < 2 or result.k < 2:
+        return []
+    target = OutputFolder(Path(out) / "plots", source=source, own=False, kinds=FIGURE_KINDS).open()
+    names = [f"critical_difference.{fmt}" for fmt in FORMATS]
+    target.claim(names)
+    return save_figure(critical_difference_diagram(result), target / "critical_difference")
+
+
 def _figures(results_dir: Path, metric: str, *, write: bool) -> list[tuple[str, Figure]]:
     """(file stem, figure) of every figure of the folder, made before any is written."""
     trials = load_trials(results_dir, write=write)
-    groups = aggregate(trials, metric=metric)
+    from harness.results.sequential import apply_sequential
+    from harness.results.stats import DEFAULT_ALPHA
+    from harness.results.summary import predictions_reader
+
+    primary = records.sweep_primary(results_dir, DEFAULT_METRIC, TABLE_METRICS)
+    alpha = records.sweep_alpha(results_dir, DEFAULT_ALPHA)
+    groups = aggregate(trials, metric=metric, alpha=alpha, rope=records.sweep_rope(results_dir) if metric == primary
+                       else None, predictions=predictions_reader([results_dir]))
     if groups.empty or not (trials["status"].astype(str) == "finished").any():  # nothing to plot: empty axes
         return []
+    apply_sequential(groups, trials, results_dir, metric=metric, primary=primary, alpha=alpha)
     colors = method_colors(trials["method"].astype(str))
     stats = curve_stats(load_curves(results_dir, trials))
     figures: list[tuple[str, Figure]] = []
@@ -132,6 +160,11 @@ def _figures(results_dir: Path, metric: str, *, write: bool) -> list[tuple[str, 
             fig = learning_curves(stats, dataset=dataset, model=model, labels=list(best["label"]),
                                   colors=colors, selected=best)
             figures.append((_safe(f"learning_{dataset}_{model}"), fig))
+        if (groups["method"] != BASELINE).any():
+            from harness.results.plots_differences import differences_figure
+
+            fig = differences_figure(groups, dataset=dataset, model=model, metric=metric, colors=colors)
+            figures.append((_safe(f"differences_{dataset}_{model}"), fig))
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
             figures.append((_safe(f"cost_{dataset}_{model}"), fig))

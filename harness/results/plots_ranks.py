@@ -34,7 +34,8 @@ def critical_difference_diagram(result: AcrossDatasets, *, title: str | None = N
     top = _CD_Y - 1.2 if show_cd else -1.4
     caption = [f"N = {result.n_blocks} blocks, k = {k} methods, alpha = {result.alpha:g}"]
     fr = result.friedman
-    caption.append(f"Friedman {p_phrase(fr.p)}, Iman-Davenport {p_phrase(fr.f_p)}" if not fr.reason
+    caption.append(f"Friedman {p_phrase(fr.p)}, Iman-Davenport {p_phrase(fr.f_p)}"
+                   + (f", permutation {p_phrase(fr.perm_p)}" if fr.perm_p is not None else "") if not fr.reason
                    else "Friedman test: n/a")
     caption.append(f"bars: not different by {POSTHOCS[result.posthoc]}"
                    + (f" (CD = {result.cd:.2f})" if show_cd else ""))

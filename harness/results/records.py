@@ -295,3 +295,19 @@ def sweep_primary(folder: Path, default: str, allowed: Sequence[str]) -> str:
     if primary not in allowed:
         raise UserError(f"{folder / 'sweep.yaml'}: primary_metric is {primary!r}; allowed: {', '.join(allowed)}")
     return str(primary)
+
+
+def sweep_rope(folder: Path) -> float | None:
+    """The region of practical equivalence of the sweep (`rope:`, display units), else None (the default)."""
+    rope = ResultsFolder(folder).sweep_value("rope")
+    if rope is None:
+        return None
+    if isinstance(rope, bool) or not isinstance(rope, (int, float)) or not rope >= 0:
+        raise UserError(f"{folder / 'sweep.yaml'}: rope is {rope!r}; allowed: a number >= 0, e.g. 0.5 (points)")
+    return float(rope)
+
+
+def split_per_seed(folder: Path) -> bool:
+    """Whether the sweep drew its validation split per seed (`train.split_per_seed:`)."""
+    train = ResultsFolder(folder).sweep_value("train")
+    return bool(isinstance(train, dict) and train.get("split_per_seed"))

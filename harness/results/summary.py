@@ -69,6 +69,19 @@ def _one_setting(folders: Sequence[Path], read: Any, what: str) -> Any:
     return next(iter(values.values()))
 
 
+def predictions_reader(folders: Sequence[Path]):
+    """trial key -> its predictions (or None), looked up in each folder's trials/<key>/."""
+    from harness.results.bootstrap import read_predictions
+
+    def read(key: str) -> dict | None:
+        for f in folders:
+            found = read_predictions(f / "trials" / key)
+            if found is not None:
+                return found
+        return None
+    return read
+
+
 def pooled_trials(folders: Sequence[Path], *, warn: records.Warn = records.warn_stderr) -> pd.DataFrame:
     """The trials of several results folders as one table (ranked across all their data sets). A trial key
     found in two folders is one trial copied twice: it is counted once, with one warning."""
@@ -126,7 +139,14 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         raise UserError(f"{results_dir}: no finished trial in trials.csv ({len(trials)} rows), but {kept_in} "
                         f"holds {kept} configurations; the existing summary is kept (check trials/ and rerun "
                         f"`tfbench run` on the sweep file)")
-    groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect)
+    rope = _one_setting(folders, records.sweep_rope, "rope")
+    groups = aggregate(trials, metric=metric, alpha=alpha, effect=effect, rope=rope if metric == primary else None,
+                       predictions=predictions_reader(folders))
+    groups["split_per_seed"] = all(records.split_per_seed(f) for f in folders)
+    if len(folders) == 1:  # a sequential sweep's marks are its boundaries', never plain Holm's at the last look
+        from harness.results.sequential import apply_sequential
+
+        apply_sequential(groups, trials, results_dir, metric=metric, primary=primary, alpha=alpha)
     sharp = load_sharpness(results_dir) if len(folders) == 1 else None
     if sharp is not None:
         missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
@@ -158,7 +178,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     selection = f"Epoch selection (train.select) {chosen}." if chosen else ""
     eff = float(groups["effect"].iloc[0]) * METRICS[metric].scale if "effect" in groups.columns and len(groups) \
         else METRICS[metric].effect
-    guide = reading_guide(metric=metric, alpha=alpha, effect=eff)
+    guide = reading_guide(metric=metric, alpha=alpha, effect=eff,
+                          rope=float(groups["rope"].iloc[0]) * METRICS[metric].scale if len(groups) else None)
     unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
     head += f" {unranked}" if unranked else ""
     md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",

@@ -97,16 +97,11 @@ def metric_role(metric: str, primary: str) -> str:
             f"marks on {METRICS[metric].short} are not corrected across metrics.")
 
 
-def _agree_text(metric: str) -> str:
-    other = companion(metric)
-    return f" and its {METRICS[other].short} comparison agrees" if other else ""
-
-
 def marks_legend(metric: str, alpha: float, base: str) -> str:
     spec = METRICS[metric]
     direction = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
     return (f"▲ / ▼: significantly {direction[0]} / {direction[1]} than {base} (Holm-adjusted paired t-test "
-            f"p < alpha = {alpha:g}{_agree_text(metric)})")
+            f"p < alpha = {alpha:g} over the table's comparisons)")
 
 
 def typical_n(groups: pd.DataFrame, metric: str) -> int | None:
@@ -250,31 +245,58 @@ def format_diff(row: pd.Series, spec: Metric, prefix: str = "") -> str:
             f"{row[f'{prefix}diff_ci_high'] * spec.scale:+.{d}f}]")
 
 
-VERDICT_TEXT = {"better": "better", "worse": "worse", "identical": "identical", "none": "",
-                "sensitive": "selection-sensitive"}
+VERDICT_TEXT = {"better": "better", "worse": "worse", "identical": "identical", "none": ""}
 
 
 def _power_cells(row: pd.Series, spec: Metric) -> list[str]:
-    """The smallest difference these seeds detect (80% power) and the seeds the stated effect needs."""
+    """At the marks' own level (Holm's first step, alpha / k): the smallest difference these seeds detect
+    (80% power), the power at the stated effect and the seeds that effect needs."""
     if row.get("verdict") == "identical":
-        return ["identical", "identical"]
-    mdd = row.get("mdd", math.nan)
+        return ["identical"] * 3
+    mdd, pw = row.get("mdd", math.nan), row.get("power_at_effect", math.nan)
     need = row.get("seeds_for_effect", math.nan)
     return [f"{mdd * spec.scale:.{spec.decimals}f}" if is_finite(mdd) else "n/a",
+            f"{pw:.2f}" if is_finite(pw) else "n/a",
             str(int(need)) if is_finite(need) else ("n/a" if int(row.get("n_paired", 0)) < 2 else "> 10000")]
+
+
+def _interval(low: float, high: float, spec: Metric) -> str:
+    d = spec.decimals
+    return f"[{low * spec.scale:+.{d}f}, {high * spec.scale:+.{d}f}]" if is_finite(low) and is_finite(high) else "n/a"
+
+
+def _estimate_cells(row: pd.Series, spec: Metric) -> list[str]:
+    """The simultaneous CI, the two-level (seeds and test images) bootstrap CI with the test set's share of
+    its variance, P(worse) / P(equivalent) / P(better) and the seeds won."""
+    boot = row.get("boot_note", "") or ""
+    if not boot and is_finite(row.get("boot_ci_low", math.nan)):
+        boot = (f"{_interval(row['boot_ci_low'], row['boot_ci_high'], spec)} "
+                f"({100 * row['test_var_share']:.0f}% test set)")
+    probs = [row.get(f"prob_{w}", math.nan) for w in ("worse", "equivalent", "better")]
+    post = " / ".join(f"{p:.2f}" for p in probs) if all(is_finite(p) for p in probs) else "n/a"
+    return [_interval(row.get("sim_ci_low", math.nan), row.get("sim_ci_high", math.nan), spec),
+            boot or "n/a", post, str(row.get("seeds_won", "")) or "n/a"]
+
+
+def _verdict_cell(row: pd.Series) -> str:
+    text = VERDICT_TEXT.get(str(row["verdict"]), str(row["verdict"]))
+    stop = row.get("stopped", "") or ""
+    return " ".join(t for t in (text, stop) if t)
 
 
 def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
                   alpha: float = DEFAULT_ALPHA, primary: str | None = None) -> list[Table]:
     """Per dataset / model: the metric and its companion (the other epoch), the paired difference with the
-    baseline and its 95% CI, n pairs, p and Holm-adjusted p, the verdict, the smallest detectable difference
-    and the seeds a stated effect needs, and the cost (time x, memory x, extra state)."""
+    baseline and its 95% CI, n pairs, p and Holm-adjusted p, the verdict and whether the other epoch confirms
+    it, the estimates beside it (simultaneous CI, two-level bootstrap CI, posterior against the ROPE, seeds
+    won), what the rule detects (at alpha / k), and the cost (time x, memory x, extra state)."""
     spec = METRICS[metric]
     other = companion(metric)
     second = METRICS[other] if other else None
     base = method_label(baseline)
     unit = "points" if spec.scale == 100.0 else "units"
     effect = float(groups["effect"].iloc[0]) * spec.scale if "effect" in groups.columns and len(groups) else spec.effect
+    rope = float(groups["rope"].iloc[0]) * spec.scale if "rope" in groups.columns and len(groups) else spec.effect / 2
     tables = []
     for ds, model in cells(groups):
         g = groups[(groups["dataset"].astype(str) == ds) & (groups["model"].astype(str) == model)]
@@ -287,22 +309,38 @@ def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baselin
                 row.append(metric_cell(r, metric=other, spec=second, decimals=second.decimals,
                                        typical=typical_n(g, other)))
             if is_base:
-                row += ["ref"] * 7
+                row += ["ref"] * (13 if second is not None else 12)
             else:
                 row += [format_diff(r, spec), str(int(r["n_paired"])), format_p(r["p_value"]), format_p(r["p_holm"]),
-                        VERDICT_TEXT.get(str(r["verdict"]), str(r["verdict"])), *_power_cells(r, spec)]
+                        _verdict_cell(r), *([str(r.get("confirmed", "")) or "-"] if second is not None else []),
+                        *_estimate_cells(r, spec), *_power_cells(r, spec)]
             row += [format_ratio(r["time_x"]), format_ratio(r["mem_x"]), human_bytes(r["extra_state_bytes"])]
             rows.append(row)
             marks.append([""] + [marks_of([r])[0]] + [""] * (len(row) - 2))
+        k = int(g["family_size"].dropna().max()) if "family_size" in g.columns and g["family_size"].notna().any() else 1
         headers = ["method", spec.short, *([second.short] if second else []), f"difference vs {base} [95% CI]",
-                   "n pairs", "p", "Holm p", "verdict", f"detectable ({unit}, 80%)",
+                   "n pairs", "p", "Holm p", "verdict", *([f"confirmed at {second.short}"] if second else []),
+                   f"simultaneous {100 * (1 - alpha):g}% CI", "seeds + test images CI",
+                   f"P(worse / within {rope:g} / better)", "seeds won",
+                   f"detectable ({unit}, 80%)", f"power at {_amount(effect, unit)}",
                    f"seeds for {_amount(effect, unit)}", "time x", "memory x", "extra state"]
         note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(g))}.",
                      f"Paired by seed over the {int((g['method'] != baseline).sum())} configurations of this table "
-                     f"(the Holm family); {_n_note(n)}.", test_split_line(g, metric, baseline),
-                     selection_line(g) if metric.startswith(("selected_", "val_")) else "")
+                     f"(the Holm family, k = {k}); {_n_note(n)}.", test_split_line(g, metric, baseline),
+                     split_line(g), selection_line(g) if metric.startswith(("selected_", "val_")) else "")
         tables.append(Table(f"Against {base}: {ds} / {model}", headers, rows, marks, note=note))
     return tables
+
+
+def split_line(groups: pd.DataFrame) -> str:
+    """Where the seeds share one validation split, say that resampling it per seed is recommended."""
+    if "split_per_seed" not in groups.columns:
+        return ""
+    per_seed = groups["split_per_seed"].astype(str).str.lower().isin(("true", "1"))
+    if per_seed.all():
+        return "Validation split drawn per seed (train.split_per_seed): its noise is in the seed-to-seed spread."
+    return ("Validation split shared by every seed: its noise is not in the seed-only intervals; "
+            "train.split_per_seed: true is recommended where the data allow.")
 
 
 def _amount(value: float, unit: str) -> str:
@@ -310,25 +348,34 @@ def _amount(value: float, unit: str) -> str:
     return f"{value:g} {unit[:-1] if value == 1 and unit.endswith('s') else unit}"
 
 
-def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = BASELINE) -> list[str]:
+def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = BASELINE,
+                  rope: float | None = None) -> list[str]:
     """How to read the tables, said once per summary (the tables' own notes say only what is theirs)."""
     spec, base = METRICS[metric], method_label(baseline)
     other = companion(metric)
     unit = "points" if spec.scale == 100.0 else "units"
-    agree = (f", and the same comparison on {METRICS[other].short} agrees (Holm p < alpha, same sign); a result "
-             f"significant on {spec.short} alone is *selection-sensitive* and not marked" if other else "")
+    rope = spec.effect / 2 if rope is None else rope
+    confirm = (f" *confirmed at {METRICS[other].short}*: the same comparison at the other epoch agrees (same "
+               f"sign, its Holm p < alpha); a sensitivity check, not part of the rule." if other else "")
     return [
         f"- Cells: mean +- sample std (ddof=1) over seeds, in percent for accuracies; `(n=k)` where a cell has "
         f"another number of seeds than its table, `seeds a,b` where its seeds are not {base}'s.",
-        f"- ▲ / ▼ (bold and ▲ for better): significantly better / worse than {base} on the verdict's metric: the "
-        f"Holm-adjusted two-sided paired t-test p is below alpha = {alpha:g}{agree}. *identical*: equal to "
-        f"{base} on every paired seed (p = 1).",
+        f"- ▲ / ▼ (bold and ▲ for better): significantly better / worse than {base} on the primary metric: the "
+        f"Holm-adjusted two-sided paired t-test p is below alpha = {alpha:g} (the one decision rule)."
+        f"{confirm} *identical*: equal to {base} on every paired seed (p = 1).",
         f"- Against {base}: difference = per-seed value minus {base}'s on the same seed, mean [95% t confidence "
         f"interval] over the seeds both finished; Holm adjusts over every configuration compared with {base} in "
-        f"one table (identical and untestable comparisons stay in the family with p = 1).",
-        f"- detectable: the smallest true difference the paired seeds detect with 80% power (from the sd of their "
-        f"differences); seeds for {_amount(effect, unit)}: the seeds a difference of {_amount(effect, unit)} needs "
-        f"(`tfbench seeds --effect`). Neither uses the observed difference.",
+        f"one table (k; identical and untestable comparisons stay in the family with p = 1). The simultaneous "
+        f"interval is at 1 - alpha/k: it excludes 0 only where Holm rejects. seeds + test images: a paired "
+        f"bootstrap over seeds and test images (predictions.npz), with the share of its variance from the test "
+        f"set.",
+        f"- P(worse / within / better): the Bayesian paired posterior of the true difference (Student t, "
+        f"Benavoli et al. 2017) against a region of practical equivalence of +-{rope:g} {unit} (`rope:`); "
+        f"seeds won: seeds on which the method beat {base}.",
+        f"- detectable, power, seeds: at the marks' own level (Holm's first step, alpha/k): the smallest true "
+        f"difference the paired seeds detect with 80% power (from the sd of their differences), the power at "
+        f"{_amount(effect, unit)} and the seeds it needs (`tfbench seeds --effect`). None uses the observed "
+        f"difference.",
         f"- time x, memory x: mean train step time and peak memory over {base}'s; extra state: the method's own "
         f"state kept across steps (e.g. the PS-KD table).",
     ]
@@ -368,17 +415,21 @@ def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> tuple[
     """(tables, line): mean ranks over the data sets / models of `groups` with the Friedman test and its
     post-hoc (Demšar 2006; harness/results/ranks.py). No tables with fewer than two data sets; with fewer
     than two where every method has a number, the line says why instead."""
-    from harness.results.ranks import across_datasets, across_tables
+    from harness.results.ranks import across_datasets, across_tables, control_table
 
     if len(cells(groups)) < 2:
         return [], ""
-    result = across_datasets(across_scores(groups, metric=metric), higher_is_better=METRICS[metric].higher_is_better,
-                             alpha=alpha)
+    scores = across_scores(groups, metric=metric)
+    result = across_datasets(scores, higher_is_better=METRICS[metric].higher_is_better, alpha=alpha)
     if result.n_blocks < 2 or result.k < 2:
         left = "; ".join(f"{b}: {why}" for b, why in result.blocks_left_out.items())
         return [], (f"Not ranked across data sets: fewer than two data sets / models where every method has a "
                     f"number ({left or 'fewer than two methods'}).")
     tables = across_tables(result)
+    control = control_table(scores, control=method_label(BASELINE), higher_is_better=METRICS[metric].higher_is_better,
+                            alpha=alpha)
+    if control is not None:
+        tables.insert(1, control)
     tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
                            f"per data set / model; rank 1 = best.", tables[0].note)
     return tables, ""

@@ -73,6 +73,11 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
 
             outcome = run_search(sweep, folder, sets=list(sets), address=address, mode=mode)
             trials, interrupted, phase = outcome.confirm, outcome.interrupted, outcome.phase
+        elif (plan := _sequential_plan(sweep)) is not None:  # seeds until decided
+            from harness.sweep.sequential import run_sequential
+
+            trials, interrupted = run_sequential(sweep, folder, plan, lambda s: run_grid(s, folder, address, mode))
+            phase = ""
         else:
             trials, interrupted, phase = sweep.trials, run_grid(sweep, folder, address, mode), ""
         write_trials_csv(folder, trials)
@@ -94,6 +99,12 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
         why = trial.error() if trial.status() == "failed" else "did not finish"
         print(f"  failed: {t.key()}: {why} (full log: {trial / trial.LOG})", flush=True)
     return 1 if failed or (sweep.search is not None and not outcome.ok) else 0
+
+
+def _sequential_plan(sweep: SweepSpec):
+    from harness.results.sequential import plan_of
+
+    return plan_of(sweep.raw.get("seeds"))
 
 
 def run_grid(sweep: SweepSpec, folder: ResultsFolder, address: str | None, mode: str) -> bool:

@@ -356,7 +356,8 @@ def test_write_plots_writes_png_and_pdf(tmp_path):
     names = sorted(p.name for p in paths)
     assert names == sorted(f"{stem}.{ext}" for stem in ("ablation_zipf_alpha", "learning_cifar100_resnet18",
                                                         "learning_tiny_resnet18", "cost_cifar100_resnet18",
-                                                        "cost_tiny_resnet18", "critical_difference")
+                                                        "cost_tiny_resnet18", "critical_difference",
+                                                        "differences_cifar100_resnet18", "differences_tiny_resnet18")
                             for ext in ("png", "pdf"))  # two data sets: ranked across them too
     for p in paths:
         assert p.parent == tmp_path / "plots"

@@ -1,0 +1,118 @@
+"""Test-set noise in the comparison: a paired bootstrap over test images and seeds (two levels), from each
+trial's per-image predictions (trials/<key>/predictions.npz, written by `tfbench evaluate`).
+
+Why: the seed-only interval (stats.py) sees how runs vary, not that every run was scored on one sample of
+test images. That sample is shared by every seed and both methods, so its noise does not average out over
+seeds; its size depends on how many images the two models disagree on, which no binomial SE of one
+accuracy can say. Resampling the images (the same draw for every seed and both methods: the pairing) and
+the seeds gives both sources at once.
+
+The interval: mean +- t_{0.975, n-1} * SE, SE^2 = var_images + var_seeds * n / (n - 1), both read off the
+bootstrap (var_images: images resampled, seeds fixed; var_seeds: the rest of the two-level variance,
+scaled up by n / (n - 1) because a bootstrap over n seeds has ddof = 0, which at 3 seeds is a third too
+small). The test set's share is var_images / SE^2.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+NO_PREDICTIONS = "n/a (no predictions.npz: tfbench evaluate)"
+REPLICATES = 2000
+CHUNK = 200
+# the metric -> (the file's key prefix for its epoch and split, k of top-k)
+SOURCES = {"selected_top1": ("test_", 1), "selected_top5": ("test_", 5), "last_top1": ("last_test_", 1),
+           "last_top5": ("last_test_", 5), "val_selected_top1": ("val_", 1)}
+
+Reader = Callable[[str], "dict | None"]
+
+
+def read_predictions(trial_dir: str | Path) -> dict | None:
+    """The arrays of trials/<key>/predictions.npz, or None when there is none (or it cannot be read).
+    A stand-in with the shared format (harness/results/predictions.py replaces it when merged)."""
+    path = Path(trial_dir) / "predictions.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def correct(pred: dict, prefix: str, k: int) -> np.ndarray | None:
+    """Whether each image's target is among the top-k scores, (N,) float; None when the file lacks them."""
+    targets = pred.get(f"{prefix}targets", pred.get("test_targets") if prefix == "last_test_" else None)
+    if targets is None:
+        return None
+    targets = np.asarray(targets, dtype=np.int64)  # (N,)
+    if f"{prefix}logits" in pred:
+        logits = np.asarray(pred[f"{prefix}logits"], dtype=np.float32)  # (N, C)
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]          # (N, k)
+    elif f"{prefix}top_logits" in pred and f"{prefix}top_indices" in pred:
+        order = np.argsort(-np.asarray(pred[f"{prefix}top_logits"], dtype=np.float32), axis=1, kind="stable")
+        top = np.take_along_axis(np.asarray(pred[f"{prefix}top_indices"]), order, axis=1)[:, :k]  # (N, k)
+    else:
+        return None
+    return (top == targets[:, None]).any(axis=1).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class TwoLevel:
+    low: float
+    high: float
+    test_share: float  # var_images / SE^2
+
+
+def two_level(d: np.ndarray, *, confidence: float = 0.95, replicates: int = REPLICATES,
+              seed: int = 0) -> TwoLevel:
+    """The two-level bootstrap interval of the mean over seeds of the per-image differences d, (n, N):
+    d[s, i] = method's score minus the baseline's on image i at seed s. Needs n >= 2."""
+    n, N = d.shape
+    mean = float(d.mean())
+    rng = np.random.default_rng(seed)
+    per_seed = np.empty((n, replicates))  # (n, B): each seed's mean difference on the resampled images
+    for start in range(0, replicates, CHUNK):
+        b = min(CHUNK, replicates - start)
+        idx = rng.integers(0, N, size=(b, N))                                            # (b, N)
+        counts = np.bincount((idx + np.arange(b)[:, None] * N).ravel(), minlength=b * N).reshape(b, N)
+        per_seed[:, start:start + b] = d @ counts.T / N                                   # (n, b)
+    seeds = rng.integers(0, n, size=(replicates, n))                                      # (B, n)
+    both = per_seed[seeds, np.arange(replicates)[:, None]].mean(axis=1)                   # (B,)
+    var_images = float(per_seed.mean(axis=0).var(ddof=1))
+    var_seeds = max(0.0, float(both.var(ddof=1)) - var_images) * n / (n - 1)
+    total = var_images + var_seeds
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * math.sqrt(total)
+    return TwoLevel(mean - half, mean + half, var_images / total if total > 0 else math.nan)
+
+
+def bootstrap_cells(keys: list[tuple[str, str]], metric: str, read: Reader) -> dict:
+    """`boot_ci_low`, `boot_ci_high`, `test_var_share` (NaN) and `boot_note` ('' or why not) of one comparison
+    over its paired seeds' trial keys [(method's key, baseline's key), ...]."""
+    out = {"boot_ci_low": math.nan, "boot_ci_high": math.nan, "test_var_share": math.nan, "boot_note": ""}
+    if metric not in SOURCES:
+        out["boot_note"] = "n/a (top-1 / top-5 only)"
+        return out
+    if len(keys) < 2:
+        out["boot_note"] = "n/a (fewer than 2 paired seeds)"
+        return out
+    prefix, k = SOURCES[metric]
+    rows = []
+    for a, b in keys:
+        pa, pb = read(a), read(b)
+        if pa is None or pb is None:
+            out["boot_note"] = NO_PREDICTIONS
+            return out
+        ca, cb = correct(pa, prefix, k), correct(pb, prefix, k)
+        if ca is None or cb is None or ca.shape != cb.shape or (rows and ca.shape != rows[0].shape):
+            out["boot_note"] = "n/a (predictions.npz lacks this split or its images differ)"
+            return out
+        rows.append(ca - cb)
+    res = two_level(np.stack(rows))
+    out.update(boot_ci_low=res.low, boot_ci_high=res.high, test_var_share=res.test_share)
+    return out
