@@ -331,7 +331,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     needed = [seeds_needed(effect=raw_effect, sd=sd, alpha=alpha, power=power) if n >= 2 and not b else None
               for n, sd, b in zip(groups["n_paired"], groups["diff_sd"], groups["_is_base"], strict=True)]
     groups["seeds_for_effect"] = [math.nan if k is None else float(k) for k in needed]
-    groups = groups.drop(columns=["_family", "_is_base"])
+    groups = groups.drop(columns=["_family", "_is_base"]).copy()  # one block: the insert below stays cheap
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 

@@ -108,6 +108,9 @@ def _figures(results_dir: Path, metric: str, out: Path, *, write: bool) -> list[
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
             paths += save_figure(fig, out / _safe(f"cost_{dataset}_{model}"))
+    from harness.results.plots_reliability import prediction_figures  # from predictions.npz, where kept
+
+    paths += prediction_figures(results_dir, trials, groups, colors, out, save_figure, _safe)
     if len(cells(groups)) >= 2:
         from harness.results.ranks import across_datasets
 

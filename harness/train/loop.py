@@ -252,6 +252,11 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         # on_bad_image=skip: the undecodable files this process met (0 for in-memory datasets)
         "skipped_images": r.bundle.skipped_images,
     }
+    if lead:  # per-image predictions before the record, so a finished trial has them (docs/results.md)
+        from harness.train.evaluation import keep_predictions
+
+        keep_predictions(r.model, r.loaders, out, device=r.device, amp=r.amp, holds="selected" if keeps_best
+                         else "last", selected_is_last=best["epoch"] == t.epochs)
     if lead:
         if result["skipped_images"]:
             files = r.bundle.skipped_files()
