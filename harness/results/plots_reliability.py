@@ -70,7 +70,7 @@ def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], color
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
     axes[0].set_ylabel("accuracy")
-    fig.suptitle(f"Reliability, {dataset} / {model} (test split, seeds pooled; hatched: gap to the diagonal)",
+    fig.suptitle(f"{dataset} / {model}: reliability (test, seeds pooled; hatched: gap)",
                  fontsize="small")
     return fig
 
