@@ -202,7 +202,8 @@ def beyond_table(groups: pd.DataFrame) -> list[str]:
             else:
                 v, metric = g[f"{m}_mean"], METRICS[m]
                 cellv.append("" if pd.isna(v) else f"{v * metric.scale:.{metric.decimals}f}")
-        rows.append(cellv)
+        if any(cellv[2:]):  # a configuration without one evaluated trial has no row
+            rows.append(cellv)
     heads = ["configuration", "data set / model",
              *("mCE (CE = 100)" if m == "mce" else METRICS[m].short for m in shown)]
     text = ["## Beyond top-1\n", "Means over seeds at the selected epoch on the test split (docs/results.md has "

@@ -124,7 +124,7 @@ def fill_predictions(trial_dir: Path, *, corruptions: tuple[str, ...], corruptio
     was missing). `have`: the file's arrays (None: no file)."""
     have = dict(have or {})
     want_corrupt = bool(corruptions) and (
-        "corruption_names" not in have or tuple(have["corruption_names"]) != tuple(corruptions)
+        str(have.get("corruption_request", "")) != ",".join(corruptions)
         or have["corruption_correct"].shape[2] != _subset_size(have, corruption_images))
     ood_id = _ood_id(ood)
     want_ood = ood is not None and str(have.get("ood_id", "")) != ood_id
@@ -223,13 +223,14 @@ def corruption_predictions(model: torch.nn.Module, bundle: Any, device: torch.de
                            names: tuple[str, ...], images: int) -> dict[str, np.ndarray]:
     """`corruption_correct` (K, 5, M) bool: whether each of the first M test images (all when `images` is 0) is
     classified right under each corruption and severity 1..5; `corruption_names` (K,)."""
-    from harness.data.corruptions import SEVERITIES, corrupt
+    from harness.data.corruptions import SEVERITIES, available, corrupt
 
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise UserError(f"unknown corruption(s) {', '.join(unknown)}; allowed: {', '.join(CORRUPTIONS)} or all")
     xs, ys = zip(*raw_images(bundle), strict=True)
     x, y = torch.cat(xs), torch.cat(ys)
+    asked, names = names, tuple(n for n in names if n in available(x.shape[1]))  # saturate needs colour
     m = min(images, len(y)) if images else len(y)
     x, y = x[:m], y[:m]
     model.eval()
@@ -240,7 +241,8 @@ def corruption_predictions(model: torch.nn.Module, bundle: Any, device: torch.de
             batches = ((bad[s:s + 512], y[s:s + 512]) for s in range(0, m, 512))
             got = predict(model, _normalised(batches, bundle, device), device, amp, "c")
             correct[i, j] = got["c_pred"] == got["c_targets"]
-    return {"corruption_names": np.array(names), "corruption_correct": correct}
+    return {"corruption_names": np.array(names), "corruption_correct": correct,
+            "corruption_request": np.array(",".join(asked))}
 
 
 def ood_predictions(model: torch.nn.Module, bundle: Any, ood: dict[str, Any], device: torch.device,
