@@ -95,6 +95,53 @@ def _at(epoch: str, summary: tuple[int, int, int, int], details: dict[str, int],
             for q, place in zip(QUANTITIES, summary, strict=True)]
 
 
+# The corruptions whose accuracy is a metric (corrupt_<name>_top1); harness/data/corruptions.py computes them.
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gaussian_blur", "contrast",
+               "brightness", "saturate", "jpeg_compression", "pixelate")
+
+
+def _beyond() -> list[Metric]:
+    """Beyond top-1 (docs/results.md, one section each): computed from the trial's predictions.npz by
+    harness/results/beyond.py (`record_metrics`), at the selected epoch on the reported split."""
+    at = dict(split=REPORTED, epoch=SELECTED)
+    compared = dict(table=True, primary=True, **at)
+    return [
+        Metric("selected_aece", "adaptive ECE at the selected epoch (%)", "aECE (%)", 100.0, 2, False, 1.0,
+               FRACTION, summary=20, **compared),
+        Metric("selected_cwece", "classwise ECE at the selected epoch (%)", "cwECE (%)", 100.0, 3, False, 0.1,
+               FRACTION, summary=21, **compared),
+        Metric("selected_brier", "Brier score at the selected epoch", "Brier", 1.0, 4, False, 0.01, NON_NEGATIVE,
+               summary=22, **compared),
+        Metric("temperature", "temperature fitted on the selection split", "T", 1.0, 3, False,
+               bounds=NON_NEGATIVE, summary=23, **at),
+        Metric("selected_nll_ts", "NLL after temperature scaling", "NLL (TS)", 1.0, 3, False, 0.01, NON_NEGATIVE,
+               summary=24, **compared),
+        Metric("selected_ece_ts", "ECE after temperature scaling (%)", "ECE TS (%)", 100.0, 2, False, 1.0,
+               FRACTION, summary=25, **compared),
+        Metric("selected_aurc", "AURC of the maximum softmax probability (x1000)", "AURC (x1000)", 1000.0, 2,
+               False, 1.0, FRACTION, summary=26, **compared),
+        Metric("selected_eaurc", "E-AURC (x1000)", "E-AURC (x1000)", 1000.0, 2, False, 1.0, FRACTION, summary=27,
+               **compared),
+        Metric("corrupt_top1", "mean top-1 over corruptions and severities (%)", "corrupt top-1 (%)", 100.0, 2,
+               True, 1.0, FRACTION, summary=28, **compared),
+        *(Metric(f"corrupt_{c}_top1", f"top-1 under {c.replace('_', ' ')}, mean of severities 1-5 (%)",
+                 f"{c} (%)", 100.0, 2, True, 1.0, FRACTION, summary=40 + i, **at)
+          for i, c in enumerate(CORRUPTIONS)),
+        Metric("ood_auroc", "OOD AUROC, maximum softmax probability (%)", "OOD AUROC (%)", 100.0, 2, True, 1.0,
+               FRACTION, summary=29, **compared),
+        Metric("ood_fpr95", "OOD FPR at 95% TPR, maximum softmax probability (%)", "FPR95 (%)", 100.0, 2, False,
+               1.0, FRACTION, summary=30, **compared),
+        Metric("ood_auroc_energy", "OOD AUROC, energy score (%)", "OOD AUROC E (%)", 100.0, 2, True, 1.0,
+               FRACTION, summary=31, **compared),
+        Metric("ood_fpr95_energy", "OOD FPR at 95% TPR, energy score (%)", "FPR95 E (%)", 100.0, 2, False, 1.0,
+               FRACTION, summary=32, **compared),
+        Metric("repr_within_ratio", "penultimate within-class / total variance", "within/total", 1.0, 3, False,
+               0.01, FRACTION, summary=33, **compared),
+        Metric("repr_class_cosine", "mean cosine between centred class means", "class cos", 1.0, 3, False, 0.01,
+               summary=34, **compared),
+    ]
+
+
 # In the order of trials.csv's columns (after the trial's own: key, status, method, ..., the p.<param>s).
 # "selected" is the reported split at the epoch the protocol selected; "best" the per-epoch maximum of the
 # selection split (clean: validation); summary.csv aggregates them in the order of their `summary` place.
@@ -123,6 +170,7 @@ VOCABULARY: dict[str, Metric] = {m.name: m for m in [
     # + the rest = wall_time_s; the background writer's time overlaps them
     *(cost(name) for name in ("steps_time_s", "eval_time_s", "checkpoint_time_s", "checkpoint_write_time_s",
                               "other_time_s")),
+    *_beyond(),
     # how the selection split could discriminate (harness.config.selection.Diagnosis.record)
     *(Metric(name) for name in ("test_images", "select_ties", "select_images", "select_min_per_class",
                                 "select_weak", "select_why")),
@@ -166,7 +214,7 @@ def legacy_sources() -> dict[str, str]:
 
 def reported_quantities() -> tuple[str, ...]:
     """The per-epoch quantities (val_<quantity>) the loop keeps for the selected and the last epoch."""
-    return tuple(dict.fromkeys(m.quantity for m in VOCABULARY.values() if m.split == REPORTED))
+    return tuple(dict.fromkeys(m.quantity for m in VOCABULARY.values() if m.split == REPORTED and m.quantity))
 
 
 def epoch_values(*, selected: dict[str, Any], last: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:

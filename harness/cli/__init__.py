@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("harness.cli.datasets", "list datasets and where each looks for its data"),
     "train": ("harness.cli.train", "train one trial (no Ray)"),
     "run": ("harness.cli.run", "run a sweep file on Ray Tune"),
+    "evaluate": ("harness.cli.evaluate", "calibration, selective prediction, corruptions, OOD of trained trials"),
     "table": ("harness.cli.table", "print / write the mean +- std tables of a results folder"),
     "plot": ("harness.cli.plot", "write ablation, learning-curve and cost plots of a results folder"),
     "seeds": ("harness.cli.seeds", "how many seeds each comparison with CE needs (power analysis)"),

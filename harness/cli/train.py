@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except UserError:
         raise
+    if (args.out / "predictions.npz").exists():  # the metrics beyond top-1, from the predictions (docs/results.md)
+        from harness.config.schema import Evaluate
+        from harness.sweep.evaluate import evaluate_trial
+
+        evaluate_trial(args.out, Evaluate(), device=str(spec.train.device), log=lambda s: print(s, flush=True))
     split = "test" if result["protocol"] == "clean" else "evaluation split"
     print(f"done ({result['protocol']} protocol): {split} top-1 {result['selected_top1']:.4f} at the selected epoch "
           f"{result['selected_epoch']}, {result['last_top1']:.4f} at the last; {result['step_time_s'] * 1e3:.1f} "

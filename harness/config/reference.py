@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from harness.config.schema import MAX_NAME, MAX_TRIALS, DatasetDefaults, Resources, SweepFile, TrainSettings
+from harness.config.schema import (
+    MAX_NAME,
+    MAX_TRIALS,
+    DatasetDefaults,
+    Evaluate,
+    Resources,
+    SweepFile,
+    TrainSettings,
+)
 from harness.config.search import Dimension, Scheduler, SearchSettings
 from methods.params import type_name
 
@@ -105,6 +113,7 @@ def generate() -> str:
         model_table(TrainSettings, "`train` (and `dataset_defaults.<dataset>.train`, `--set train.<key>`)"),
         model_table(Resources, "`resources`"),
         model_table(DatasetDefaults, "`dataset_defaults.<dataset>`"),
+        model_table(Evaluate, "`evaluate` (docs/results.md)"),
         model_table(SearchSettings, "`search` (docs/tuning.md)"),
         model_table(Scheduler, "`search.scheduler`"),
         model_table(Dimension, "`search.space.<method>.<parameter>`"),

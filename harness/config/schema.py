@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from harness.config.spec import STRICT, NonNegative, Positive, TrainSettings, Whole, short_repr
-from harness.metrics import DEFAULT_PRIMARY, primary_metrics
+from harness.metrics import CORRUPTIONS, DEFAULT_PRIMARY, primary_metrics
 
 SCHEMA_VERSION = 1
 MAX_SEED = 2**32 - 1         # numpy's seed range; torch's is wider
@@ -57,6 +57,24 @@ class DatasetDefaults(Strict):
         None, description="the model for this data set when `models` is not given")
 
 
+class Evaluate(Strict):
+    """Beyond the test split (`tfbench evaluate`): corruptions and an OOD set; calibration and the rest always."""
+
+    corruptions: Literal["all"] | list[Literal[CORRUPTIONS]] | None = Field(  # type: ignore[valid-type]
+        None, description="'all' or a list of the common corruptions (severities 1-5, computed from the test split)")
+    corruption_images: Whole = Field(0, description="corrupt the first N test images only; 0 = all")
+    ood: Any = Field(None, description="a data set entry (a name or {name, params}) whose evaluation split is "
+                                       "the out-of-distribution set")
+
+    @field_validator("ood")
+    @classmethod
+    def _ood(cls, v: Any) -> Any:
+        return None if v is None else Entry.model_validate(Entry.coerce(v)).model_dump()
+
+    def corruption_names(self) -> tuple[str, ...]:
+        return CORRUPTIONS if self.corruptions == "all" else tuple(self.corruptions or ())
+
+
 class SweepFile(Strict):
     """The top level of a sweep file."""
 
@@ -87,6 +105,8 @@ class SweepFile(Strict):
     primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
         DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
                                      "secondary (exploratory)")
+    evaluate: Evaluate | None = Field(None, description="corruptions and an OOD set to evaluate each trial on "
+                                                        "(`evaluate`, below; docs/results.md)")
     search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
 

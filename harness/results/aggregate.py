@@ -357,7 +357,8 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     groups["effect"] = raw_effect
     groups["rope"] = (spec.effect / 2 if rope is None else rope) / spec.scale
     add_estimates(groups, alpha=alpha, power=power, higher_is_better=spec.higher_is_better)
-    groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")])
+    # one block: the inserts that follow stay cheap (pandas warns of a fragmented frame otherwise)
+    groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")]).copy()
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 

@@ -33,15 +33,14 @@ Reader = Callable[[str], "dict | None"]
 
 
 def read_predictions(trial_dir: str | Path) -> dict | None:
-    """The arrays of trials/<key>/predictions.npz, or None when there is none (or it cannot be read).
-    A stand-in with the shared format (harness/results/predictions.py replaces it when merged)."""
-    path = Path(trial_dir) / "predictions.npz"
-    if not path.is_file():
-        return None
+    """The arrays of trials/<key>/predictions.npz (harness/results/predictions.py), or None when there is none.
+    A damaged file counts as missing here: the tables still come out, and its bootstrap cell says n/a."""
+    from harness.errors import UserError
+    from harness.results.predictions import read_predictions as read
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
+        return read(trial_dir)
+    except UserError:
         return None
 
 
@@ -51,7 +50,9 @@ def correct(pred: dict, prefix: str, k: int) -> np.ndarray | None:
     if targets is None:
         return None
     targets = np.asarray(targets, dtype=np.int64)  # (N,)
-    if f"{prefix}logits" in pred:
+    if k == 1 and f"{prefix}pred" in pred:  # the arg-max of the float32 logits, kept beside the float16 ones
+        top = np.asarray(pred[f"{prefix}pred"], dtype=np.int64)[:, None]  # (N, 1)
+    elif f"{prefix}logits" in pred:
         logits = np.asarray(pred[f"{prefix}logits"], dtype=np.float32)  # (N, C)
         top = np.argsort(-logits, axis=1, kind="stable")[:, :k]          # (N, k)
     elif f"{prefix}top_logits" in pred and f"{prefix}top_indices" in pred:

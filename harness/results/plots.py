@@ -168,6 +168,9 @@ def _figures(results_dir: Path, metric: str, *, write: bool) -> list[tuple[str, 
         if np.isfinite(best["time_x"].astype(float)).any():
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors)
             figures.append((_safe(f"cost_{dataset}_{model}"), fig))
+    from harness.results.plots_reliability import prediction_figures  # from predictions.npz, where kept
+
+    figures += prediction_figures(results_dir, trials, groups, colors, _safe)
     if len(cells(groups)) >= 2:
         from harness.results.ranks import across_datasets
 

@@ -192,6 +192,7 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         tex.extend(to_latex(t) for t in tables)
     if not groups.empty:
         md.append(to_markdown(details_table(groups)))
+        md.extend(beyond_table(groups))
     md.extend(search_md)
     tex.extend(search_tex)
     failed = _failed_lines(trials)
@@ -199,6 +200,48 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         md.append("## Failed and pending trials\n")
         md.append("\n".join(failed) + "\n")
     return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups)}
+
+
+BEYOND = ("selected_ece", "selected_ece_ts", "temperature", "selected_aece", "selected_cwece", "selected_brier",
+          "selected_nll_ts", "selected_aurc", "selected_eaurc", "corrupt_top1", "mce", "ood_auroc",
+          "ood_auroc_energy", "ood_fpr95", "repr_within_ratio", "repr_class_cosine")
+
+
+def beyond_table(groups: pd.DataFrame) -> list[str]:
+    """Calibration, selective prediction, robustness, OOD and representations per configuration (mean over
+    seeds; docs/results.md), with mCE: the corruption errors relative to CE's in the same data set / model."""
+    from harness.metrics import CORRUPTIONS
+    from harness.results.beyond import mce
+
+    shown = [m for m in BEYOND if m == "mce" or (f"{m}_mean" in groups and groups[f"{m}_mean"].notna().any())]
+    if len(shown) <= 1:
+        return []
+    rows = []
+    for _, g in groups.iterrows():
+        base = groups[(groups["dataset"] == g["dataset"]) & (groups["model"] == g["model"])
+                      & (groups["method"].astype(str) == "ce")]
+
+        def errors(row: pd.Series) -> dict[str, float]:
+            return {c: 1 - float(row[f"corrupt_{c}_top1_mean"]) for c in CORRUPTIONS
+                    if f"corrupt_{c}_top1_mean" in row and pd.notna(row[f"corrupt_{c}_top1_mean"])}
+
+        cellv = [str(g["label"]), f"{g['dataset']} / {g['model']}"]
+        for m in shown:
+            if m == "mce":
+                v = mce(errors(g), errors(base.iloc[0])) if len(base) else float("nan")
+                cellv.append("" if pd.isna(v) else f"{v:.1f}")
+            else:
+                v, metric = g[f"{m}_mean"], METRICS[m]
+                cellv.append("" if pd.isna(v) else f"{v * metric.scale:.{metric.decimals}f}")
+        if any(cellv[2:]):  # a configuration without one evaluated trial has no row
+            rows.append(cellv)
+    heads = ["configuration", "data set / model",
+             *("mCE (CE = 100)" if m == "mce" else METRICS[m].short for m in shown)]
+    text = ["## Beyond top-1\n", "Means over seeds at the selected epoch on the test split (docs/results.md has "
+            "each metric's definition; mCE: corruption error summed over severities, relative to CE's, averaged "
+            "over corruptions, lower is better).\n", "| " + " | ".join(heads) + " |",
+            "|" + "|".join("---" for _ in heads) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+    return ["\n".join(text) + "\n"]
 
 
 SUMMARY_KINDS = (r"summary(-[A-Za-z0-9_]+)?\.(md|tex|csv)",)  # summary.md, summary-selected_nll.csv, ...

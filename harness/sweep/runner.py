@@ -80,6 +80,7 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
             phase = ""
         else:
             trials, interrupted, phase = sweep.trials, run_grid(sweep, folder, address, mode), ""
+        evaluate_trials(folder, trials)
         write_trials_csv(folder, trials)
         n_done = sum(folder.trial(t.key()).status() == "finished" for t in trials)
         if interrupted:
@@ -125,6 +126,18 @@ def run_grid(sweep: SweepSpec, folder: ResultsFolder, address: str | None, mode:
         return session.interrupted
     except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
         return True
+
+
+def evaluate_trials(folder: ResultsFolder, trials: list[TrialSpec]) -> None:
+    """Beyond top-1 for the finished trials (harness/sweep/evaluate.py): what their predictions lack (the
+    sweep's corruptions and OOD set, or everything for a trial trained before predictions were kept), and
+    the metrics into result.json, before trials.csv is written."""
+    from harness.sweep.evaluate import evaluate_folder
+
+    done = evaluate_folder(folder.path, keys=[t.key() for t in trials], device="auto",
+                           log=lambda s: print(f"evaluate: {s}", flush=True))
+    if done["updated"]:
+        print(f"evaluate: beyond-top-1 metrics of {done['updated']} trial(s) written", flush=True)
 
 
 def check_data_roots(trials: list[TrialSpec]) -> None:

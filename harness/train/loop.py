@@ -248,7 +248,12 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             selected = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
         quiet(f"test top-1 {selected['top1']:.4f} with the weights of epoch {best['epoch']} (selected by "
               f"{t.select} on the held-out split, top-1 {best['top1']:.4f}), {last['top1']:.4f} with the last weights")
-    clock.add("eval_time_s", tick)
+    if lead:  # per-image predictions before the record, so a finished trial has them (docs/results.md)
+        from harness.train.evaluation import keep_predictions
+
+        keep_predictions(r.model, r.loaders, out, device=r.device, amp=r.amp, holds="selected" if keeps_best
+                         else "last", selected_is_last=best["epoch"] == t.epochs)
+    clock.add("eval_time_s", tick)  # the test split's evaluation and the predictions kept
     diagnosis = diagnose(t.select, val_top1=[row["val_top1"] for row in history],
                          class_counts=torch.bincount(r.select_labels).tolist())
     if diagnosis.weak:

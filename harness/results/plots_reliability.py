@@ -1,0 +1,134 @@
+"""Figures from the trials' per-image predictions (predictions.npz), one of each per data set / model: reliability
+diagrams (methods side by side), risk-coverage curves, and accuracy against corruption severity. A method is
+drawn from its configuration chosen on the selection split (`best_per_method`), its seeds' images pooled."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.results import calibration as cal
+from harness.results.aggregate import best_per_method, cells, config_labels
+from harness.results.beyond import corruption_accuracy, risk_coverage
+from harness.results.plots_style import COLUMN_WIDTH_IN, STYLE, legend_below, new_figure, styled
+from harness.results.predictions import read_predictions, split
+
+PANEL_IN = 1.45  # width of one reliability panel
+
+
+def pooled(results_dir: Path, trials: pd.DataFrame, groups: pd.DataFrame, dataset: str,
+           model: str) -> dict[str, list[dict[str, np.ndarray]]]:
+    """method label -> the predictions of its chosen configuration's finished trials in this cell."""
+    best = best_per_method(groups, dataset=dataset, model=model)
+    t = trials[(trials["dataset"].astype(str) == dataset) & (trials["model"].astype(str) == model)
+               & (trials["status"].astype(str) == "finished")].copy()
+    if t.empty:
+        return {}
+    t["label"] = config_labels(t)
+    out: dict[str, list[dict[str, np.ndarray]]] = {}
+    for label in best["label"]:
+        for key in t.loc[t["label"] == label, "key"]:
+            pred = read_predictions(results_dir / "trials" / str(key))
+            if pred is not None and split(pred, "test") is not None:
+                out.setdefault(str(label), []).append(pred)
+    return out
+
+
+def _test(preds: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    views = [split(p, "test") for p in preds]
+    return np.concatenate([v.msp for v in views]), np.concatenate([v.correct for v in views])
+
+
+@styled
+def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
+                         dataset: str, model: str) -> Figure:
+    """Per method: the accuracy of each of the 15 equal-width confidence bins (bars) against the diagonal,
+    with the gap to it shaded, and the method's ECE over the pooled images."""
+    n = len(by_label)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(max(COLUMN_WIDTH_IN, PANEL_IN * n), PANEL_IN + 0.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    edges = np.linspace(0, 1, cal.ECE_BINS + 1)
+    width = edges[1] - edges[0]
+    for ax, (label, preds) in zip(axes, by_label.items(), strict=True):
+        conf, correct = _test(preds)
+        count, mean_conf, acc = cal.reliability(conf, correct)
+        filled = count > 0
+        ax.bar(edges[:-1][filled], acc[filled], width=width, align="edge", color=colors.get(label, "C0"),
+               edgecolor="black", linewidth=0.3)
+        ax.bar(edges[:-1][filled], (mean_conf - acc)[filled], bottom=acc[filled], width=width, align="edge",
+               color="none", edgecolor="red", hatch="//", linewidth=0.3)
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.6)
+        ax.set_title(f"{label}\nECE {100 * cal.ece(conf, correct):.2f}%", fontsize="small")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    fig.suptitle(f"{dataset} / {model}: reliability (test, seeds pooled; hatched: gap)",
+                 fontsize="small")
+    return fig
+
+
+@styled
+def risk_coverage_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
+                         dataset: str, model: str) -> Figure:
+    """Error rate among the accepted images against the fraction accepted, most confident first (MSP)."""
+    fig, (ax,) = new_figure(2.4)
+    for label, preds in by_label.items():
+        conf, correct = _test(preds)
+        coverage, risk = risk_coverage(conf, correct)
+        ax.plot(coverage, 100 * risk, color=colors.get(label), linewidth=0.9, label=label)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("risk: error among accepted (%)")
+    ax.set_xlim(0, 1)
+    ax.set_title(f"Risk-coverage, {dataset} / {model}", fontsize="small")
+    legend_below(fig, caption="test split, seeds pooled; ranked by the maximum softmax probability")
+    return fig
+
+
+@styled
+def corruption_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
+                      dataset: str, model: str) -> Figure:
+    """Top-1 averaged over the corruptions against severity (0: the same test images uncorrupted)."""
+    fig, (ax,) = new_figure(2.4)
+    for label, preds in by_label.items():
+        rows = []
+        for p in preds:
+            acc = corruption_accuracy(p)
+            if acc:
+                m = p["corruption_correct"].shape[2]
+                clean = float(split(p, "test").correct[:m].mean())
+                rows.append([clean, *np.mean(list(acc.values()), axis=0)])
+        if rows:
+            ax.plot(range(6), 100 * np.mean(rows, axis=0), marker="o", markersize=3, color=colors.get(label),
+                    linewidth=0.9, label=label)
+    ax.set_xlabel("severity")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"Corruptions, {dataset} / {model}", fontsize="small")
+    legend_below(fig, caption="mean over the corruptions, seeds averaged")
+    return fig
+
+
+def prediction_figures(results_dir: Path, trials: pd.DataFrame, groups: pd.DataFrame, colors: dict[str, str],
+                       safe: Callable[[str], str]) -> list[tuple[str, Figure]]:
+    """(file stem, figure) of the three figures of every data set / model whose trials kept predictions."""
+    figures: list[tuple[str, Figure]] = []
+    by_method = {label: colors.get(str(m)) for label, m in zip(groups["label"], groups["method"], strict=True)}
+    for dataset, model in cells(groups):
+        by_label = pooled(results_dir, trials, groups, dataset, model)
+        if not by_label:
+            continue
+        figures.append((safe(f"reliability_{dataset}_{model}"),
+                        reliability_diagrams(by_label, by_method, dataset=dataset, model=model)))
+        figures.append((safe(f"risk_coverage_{dataset}_{model}"),
+                        risk_coverage_curves(by_label, by_method, dataset=dataset, model=model)))
+        if any("corruption_correct" in p for preds in by_label.values() for p in preds):
+            figures.append((safe(f"corruptions_{dataset}_{model}"),
+                            corruption_curves(by_label, by_method, dataset=dataset, model=model)))
+    return figures
