@@ -304,7 +304,10 @@ def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(
     for spec in sweep.trials:
         train_trial(spec, folder / "trials" / spec.key(), log=lambda s: None)
     first = folder / "trials" / sweep.trials[0].key()
-    stamps = {t.key(): (folder / "trials" / t.key() / "result.json").stat().st_mtime_ns for t in sweep.trials}
+    # a rerun trains nothing: the checkpoints stay as they are, and so does every number the training recorded
+    # (the run may add what is computed from the kept predictions: tfbench evaluate's metrics)
+    stamps = {t.key(): (folder / "trials" / t.key() / "checkpoint.pt").stat().st_mtime_ns for t in sweep.trials}
+    trained = {t.key(): json.loads((folder / "trials" / t.key() / "result.json").read_text()) for t in sweep.trials}
     (first / ".checkpoint.pt.abc123de.tmp").write_bytes(b"half a checkpoint")
     (first / "metrics.jsonl").write_text('{"epoch": 1, "val_top1": 0.5\n')  # damaged after the trial finished
 
@@ -317,7 +320,10 @@ def test_a_rerun_over_finished_trials_cleans_up_and_aggregates_without_training(
     assert code == 0, err
     assert "2 already finished, 0 to run" in out
     assert not (first / ".checkpoint.pt.abc123de.tmp").exists()
-    assert {t.key(): (folder / "trials" / t.key() / "result.json").stat().st_mtime_ns for t in sweep.trials} == stamps
+    assert {t.key(): (folder / "trials" / t.key() / "checkpoint.pt").stat().st_mtime_ns for t in sweep.trials} == stamps
+    for key, before in trained.items():
+        after = json.loads((folder / "trials" / key / "result.json").read_text())
+        assert {k: after[k] for k in before} == before
     assert [r["status"] for r in read_csv(folder / "trials.csv")] == ["finished", "finished"]
     assert "2 finished" in (folder / "summary.md").read_text()
     assert err.strip().splitlines() == [f"tfbench: warning: {first / 'metrics.jsonl'}: line 1 not a JSON record; "
