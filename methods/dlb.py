@@ -106,10 +106,8 @@ class DLB(Method):
         return lambda logits, targets, ctx: self._parts(logits, targets, ctx, region)
 
     def state_dict(self) -> dict[str, Any]:
-        if self.prev_positions is None:
-            return {}
-        state = {"prev_positions": self.prev_positions}
-        return state if self.prev_logits is None else {**state, "prev_logits": self.prev_logits}
+        state = {"prev_positions": self.prev_positions, "prev_logits": self.prev_logits}
+        return {k: v for k, v in state.items() if v is not None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.prev_positions = state.get("prev_positions")
