@@ -57,7 +57,7 @@ class AuxHead(nn.Module):
         c0 = chain[0][0]
         self.attention = sep_conv(c0, c0, 2)
         self.convs = nn.Sequential(*[sep_conv(c_in, c_out, max(1, r_out // r_in))
-                                     for (c_in, r_in), (c_out, r_out) in zip(chain, chain[1:])])
+                                     for (c_in, r_in), (c_out, r_out) in zip(chain, chain[1:], strict=False)])
         self.fc = nn.Linear(chain[-1][0], num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,7 +99,7 @@ class BYOT(Method):
     def loss(self, logits: Tensor, targets: Tensor, ctx: StepContext) -> dict[str, Tensor]:
         if ctx.stage_maps is None or len(ctx.stage_maps) != len(self.heads):
             raise ValueError(f"method 'byot' needs ctx.stage_maps, one map per auxiliary head ({len(self.heads)})")
-        aux = [head(m) for head, m in zip(self.heads, ctx.stage_maps)]
+        aux = [head(m) for head, m in zip(self.heads, ctx.stage_maps, strict=True)]
         total, ce, aux_ce, soft = byot_parts(logits=logits, aux_logits=aux, targets=targets,
                                              temperature=self.params.temperature, coefficient=self.params.coefficient)
         return {"loss": total, "ce": ce.detach(), "aux_ce": aux_ce.detach(), "kd": soft.detach()}

@@ -143,7 +143,7 @@ def test_byot_builds_one_head_per_intermediate_stage_that_reaches_the_final_map(
     m = build_method("byot", num_classes=5, stages=((16, 1), (32, 1), (48, 2), (64, 4)))
     assert len(m.heads) == 2
     maps = (torch.randn(2, 32, 8, 8), torch.randn(2, 48, 4, 4))
-    assert [tuple(h(x).shape) for h, x in zip(m.heads, maps)] == [(2, 5), (2, 5)]
+    assert [tuple(h(x).shape) for h, x in zip(m.heads, maps, strict=True)] == [(2, 5), (2, 5)]
     # the SepConvs halve where the model's stages halve: 8x8 -> 4x4 -> 2x2 for the first head
     assert [s[0].stride for s in m.heads[0].convs] == [(2, 2), (2, 2)]
     with pytest.raises(ValueError, match="byot"):
