@@ -20,7 +20,7 @@ _USER = ("UserImportError", "load_user_module")
 
 def load_builtins() -> None:
     """Register the built-in methods (once: a module is imported once)."""
-    from . import ce, cskd, ls, ols, pskd, tfkd, zipf  # noqa: F401
+    from . import bake, byot, ce, cskd, dlb, ls, maxsup, ols, pskd, tfkd, uskd, zipf  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -33,6 +33,10 @@ class Needs:
     indices: bool = False   # dataset index of every sample in the batch
     pairs: bool = False     # class-paired batches; the harness calls `pair_batches`
     epoch: bool = False     # epoch hooks matter (the harness always calls them; this documents intent)
+    stages: bool = False    # every intermediate stage's map (BYOT's auxiliary heads): ctx.stage_maps
+    batches: bool = False   # the method composes each epoch's index batches: `compose_batches` (DLB, BAKE)
+    overlap: bool = False   # a composed batch's second part is forwarded apart, with gradient (DLB):
+                            # ctx.overlap_logits, ctx.overlap_targets
 
 
 @dataclass
@@ -47,6 +51,9 @@ class StepContext:
     classifier: nn.Module | None = None       # the model's final nn.Linear (weight (C, D), bias (C,))
     partner_logits: Tensor | None = None      # (B, C), train-mode, no grad: CS-KD partners
     generator: torch.Generator | None = None  # seeded, on the logits' device, for random draws
+    stage_maps: tuple[Tensor, ...] | None = None  # needs.stages: (B, D_s, H_s, W_s) per intermediate stage
+    overlap_logits: Tensor | None = None      # needs.overlap: (B', C) with gradient, the batch's second part
+    overlap_targets: Tensor | None = None     # (B',) labels of that part
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class Method:
     color: ClassVar[str | None] = None     # a matplotlib colour; None = the next free palette colour
     order: ClassVar[int] = 100             # position in tables (the built-ins: the paper's order, 0..6)
     recipe: ClassVar[str] = "zipf"         # the training recipe of its official code (informational)
+    # why a data-parallel trial cannot run this method ('' = it can): one line, shown as the refusal
+    data_parallel_refusal: ClassVar[str] = ""
 
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:
@@ -85,6 +94,7 @@ class Method:
         num_classes: int,
         num_train: int = 0,
         feature_channels: tuple[int, int] | None = None,  # (final D, previous stage D')
+        stages: tuple[tuple[int, int], ...] | None = None,  # (channels, reduction) per feature tap, stem first
         check: bool = True,
     ):
         """`check=False`: `params` were checked when the trial was resolved (`Method.check` with this class
@@ -93,6 +103,7 @@ class Method:
         self.num_classes = int(num_classes)
         self.num_train = int(num_train)
         self.feature_channels = feature_channels
+        self.stages = stages
         if check:
             self._check_choices()
             self.validate()
@@ -104,6 +115,7 @@ class Method:
         resolution runs. `num_classes` None (not known before the data is read) skips the checks that need it."""
         probe = cls.__new__(cls)
         probe.params, probe.num_classes, probe.num_train, probe.feature_channels = params, num_classes, 0, None
+        probe.stages = None
         probe.validate()
 
     def validate(self) -> None:
@@ -143,6 +155,16 @@ class Method:
     def pair_batches(self, labels: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         """For `needs.pairs`: yield (anchor indices, partner indices) for one epoch."""
         raise NotImplementedError
+
+    def compose_batches(self, labels: Tensor, batch_size: int, generator: torch.Generator
+                        ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """For `needs.batches`: yield one epoch's (first part, second part or None) of position batches, at most
+        `steps_per_epoch` of them (the harness stops pulling there). The loader yields cat(first, second)."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self, num_samples: int, batch_size: int) -> int:
+        """Steps of one epoch: full batches only (the last partial one is dropped)."""
+        return num_samples // batch_size
 
     # --- hooks ------------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -55,7 +55,7 @@ from harness.bench.common import (
 )
 from harness.config.resolve import resolve_train
 from harness.config.spec import TrainConfig
-from harness.models import create_model, feature_channels
+from harness.models import create_model, feature_channels, stage_info
 from harness.results.tables import human_bytes
 from harness.train import loop
 from harness.train.memory import peak_rss, reset_peak_rss, rss_now
@@ -113,7 +113,8 @@ def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLA
     params = METHODS.get(name).preset(PRESET_DATASET, model_name)
     model = create_model(model_name, num_classes=num_classes, in_chans=3, input_size=input_size)
     method = build_method(name, params, num_classes=num_classes, num_train=num_train,
-                          feature_channels=feature_channels(model))
+                          feature_channels=feature_channels(model),
+                          **({"stages": stage_info(model)} if METHODS.get(name).needs.stages else {}))
     train = bench_train(batch, device).replace(compile=compile)
     rig = loop.build_step_rig(train, model.to(device), method.to(device), device)
     rig.model.train()
@@ -125,7 +126,7 @@ def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLA
         return torch.randn(batch, 3, input_size, input_size, device=device).contiguous(memory_format=fmt)
 
     x = images()
-    xp = images() if method.needs.pairs else None
+    xp = images() if method.needs.pairs or method.needs.overlap else None  # CS-KD's partners, DLB's repeat
     y = torch.randint(0, num_classes, (batch,), device=device)
     idx = torch.randperm(num_train, device=device)[:batch]
     if type(method).apply_update is not Method.apply_update:  # PS-KD: a table written in epoch 0, as epoch 2 reads it
@@ -133,8 +134,11 @@ def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLA
             for start in range(0, num_train, 1024):
                 rows = torch.arange(start, min(start + 1024, num_train), device=device)
                 method.apply_update(rows, torch.softmax(torch.randn(len(rows), num_classes, device=device), dim=1))
-    return Case(name=name, rig=rig, train=train, generator=gen, x=x, xp=xp, y=y, idx=idx, params=params,
+    case = Case(name=name, rig=rig, train=train, generator=gen, x=x, xp=xp, y=y, idx=idx, params=params,
                 counts=torch.zeros(2, device=device))
+    if method.needs.overlap:  # DLB: a trial's first step, which has no previous batch, gives it its teacher
+        run_step(replace(case, xp=None))
+    return case
 
 
 def run_step(case: Case, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // GPU_BATCH,
@@ -145,6 +149,8 @@ def run_step(case: Case, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // G
     lr = lr_at(EPOCH * steps_per_epoch + step, steps_per_epoch=steps_per_epoch, lr=t.lr, milestones=t.milestones,
                gamma=t.gamma, warmup_epochs=t.warmup_epochs)
     ctx = StepContext(epoch=EPOCH, num_epochs=t.epochs, indices=case.idx, generator=case.generator)
+    if case.xp is not None and r.method.needs.overlap:
+        ctx.overlap_targets = case.y
     loop.train_step(model=r.step_model, method=r.method, opt=r.opt, x=case.x, y=case.y, xp=case.xp, ctx=ctx, lr=lr,
                     classifier=r.classifier, amp=r.amp, sums=case.sums, counts=case.counts,
                     loss_fn=r.loss_fn, after_loss=mark)
@@ -180,7 +186,7 @@ def timed_window(case: Case, step: int, window: int) -> float:
 
 
 def forward_passes(method: Method) -> int:
-    return 2 if method.needs.pairs else 1
+    return 2 if method.needs.pairs or method.needs.overlap else 1
 
 
 # --- CPU peak memory in a fresh process ---------------------------------------------------------------

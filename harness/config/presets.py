@@ -22,6 +22,15 @@ RECIPES: dict[str, TrainSettings] = {
     # TF-KD: wd 5e-4, x0.2 at epochs 60, 120, 160 of 200, one warm-up epoch.
     "tfkd": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
                           milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup_epochs=1),
+    # DLB: nesterov, wd 5e-4, lr 0.05, batch 64, x0.1 at epochs 150, 180, 210 of 240 (Meta-knowledge-Lab/DLB).
+    "dlb": TrainSettings(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True, batch_size=64,
+                         milestones=(0.625, 0.75, 0.875), gamma=0.1, warmup_epochs=0),
+    # BYOT: wd 5e-4, x0.1 at E/3, 2E/3 and E - 10 (of 250: 0.96) (pytorch-self-distillation-final train.py).
+    "byot": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
+                          milestones=(1 / 3, 2 / 3, 0.96), gamma=0.1, warmup_epochs=0),
+    # USKD on CIFAR-100 (cls_KD, mmcls's resnet18_8xb16_cifar100): wd 5e-4, x0.2 at 60, 120, 160 of 200.
+    "uskd": TrainSettings(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False, batch_size=128,
+                          milestones=(0.3, 0.6, 0.8), gamma=0.2, warmup_epochs=0),
     # The ImageNet-size sets' recipe: batch 256, 0.1 * 0.1^(epoch // 30) over 100 epochs.
     "imagenet": TrainSettings(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=256,
                               milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),

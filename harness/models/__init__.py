@@ -28,12 +28,21 @@ from harness.models.base import MIN_INPUT_SIZE, StagedNet, build_registered_mode
 from harness.models.cifar_densenet import CifarDenseNet, DenseLayer, Transition
 from harness.models.cifar_resnet import BasicBlock, CifarResNet, PreActBlock, PreActResNet
 from harness.models.factory import OUR_MODELS, create_model, describe_models, registered_models
-from harness.models.maps import MapsForward, classifier, feature_channels, forward_plain, forward_with_maps
+from harness.models.maps import (
+    MapsForward,
+    StagesForward,
+    classifier,
+    feature_channels,
+    forward_plain,
+    forward_with_maps,
+    forward_with_stages,
+    stage_info,
+)
 from harness.models.tiny import TinyCNN
 
 __all__ = [
     "MIN_INPUT_SIZE", "OUR_MODELS", "BasicBlock", "CifarDenseNet", "CifarResNet", "DenseLayer", "MapsForward",
     "PreActBlock", "PreActResNet", "StagedNet", "TinyCNN", "Transition", "build_registered_model", "classifier",
     "create_model", "default_cfg", "describe_models", "feature_channels", "forward_plain", "forward_with_maps",
-    "registered_models",
+    "forward_with_stages", "registered_models", "StagesForward", "stage_info",
 ]

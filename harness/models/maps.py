@@ -8,7 +8,8 @@ from torch import Tensor, nn
 
 from harness.errors import UserError
 
-__all__ = ["MapsForward", "classifier", "feature_channels", "forward_plain", "forward_with_maps"]
+__all__ = ["MapsForward", "StagesForward", "classifier", "feature_channels", "forward_plain", "forward_with_maps",
+           "forward_with_stages", "stage_info"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -202,3 +203,38 @@ def _probe_head_kind(model: nn.Module, x: Tensor) -> str:
         for m, training in modes:
             m.training = training
     return _head_kind(model, native)
+
+
+def stage_info(model: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(channels, reduction) of every feature tap, stem first, the final map last (`feature_info`)."""
+    info = _unwrap(model).feature_info
+    info = info.get_dicts() if hasattr(info, "get_dicts") else info
+    return tuple((int(d["num_chs"]), int(d["reduction"])) for d in info)
+
+
+def forward_with_stages(model: nn.Module, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """`(logits (B, C), stage maps)`: the model's own logits and every feature tap between the stem and the final
+    map, in order (`stage_info(model)[1:-1]`), each (B, D_s, H_s, W_s). One `forward_intermediates` call."""
+    if getattr(getattr(model, "_orig_mod", model), "returns_stages", False) is True:
+        return model(x)
+    model = _unwrap(model)
+    if not hasattr(model, "forward_intermediates"):
+        raise UserError(f"model {type(model).__name__} has no forward_intermediates; methods that need stage maps "
+                        f"work with our models and timm's CNNs")
+    native, taps = model.forward_intermediates(x)
+    return model.forward_head(native), tuple(taps[1:-1])
+
+
+class StagesForward(nn.Module):
+    """`forward(x)` = `forward_with_stages(model, x)` as a module: what train.compile compiles for a method that
+    needs stage maps, so that the maps come out of the one compiled forward."""
+
+    returns_stages = True
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        native, taps = self.model.forward_intermediates(x)
+        return self.model.forward_head(native), tuple(taps[1:-1])

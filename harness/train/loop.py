@@ -94,7 +94,7 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
     (`train.compile`); by default `method.loss`. In a data-parallel trial `model` is the DDP-wrapped forward
     (its backward averages the gradients) and `gather` hands the method's per-sample updates to every worker.
     """
-    from harness.models import forward_with_maps
+    from harness.models import forward_with_maps, forward_with_stages
 
     for g in opt.param_groups:
         g["lr"] = lr
@@ -102,9 +102,14 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
         if method.needs.features:
             logits, ctx.final_map, ctx.prev_map = forward_with_maps(model, x)
             ctx.classifier = classifier
+        elif method.needs.stages:
+            logits, ctx.stage_maps = forward_with_stages(model, x)
         else:
             logits = model(x)
-        if xp is not None:
+        if xp is not None and method.needs.overlap:
+            # DLB: the previous batch's samples, re-augmented, in a forward of their own (with gradient)
+            ctx.overlap_logits = model(xp).float()
+        elif xp is not None:
             # partners: train mode (BN statistics see both halves), no gradient; under DDP a no-grad forward
             # arms no reduction and (forward_sync_buffers=False) synchronises nothing
             with torch.no_grad():
@@ -322,9 +327,11 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
     moved there, channels_last and bf16 autocast on CUDA, the optimiser over the model's and the extra
     modules' parameters, in a data-parallel trial (`world` > 1) the forward in DDP with the extra modules,
     and under train.compile the compiled forward (DDP's, when there is one: DDP first, then compile) and loss."""
-    from harness.models import MapsForward
+    from harness.models import MapsForward, StagesForward
     from harness.models import classifier as get_classifier
 
+    if world > 1 and method.data_parallel_refusal:
+        raise UserError(f"method {method.name!r} cannot run data-parallel: {method.data_parallel_refusal}")
     extra = method.extra_modules()
     if extra is not None:
         extra.to(device)
@@ -336,7 +343,8 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
     # as one module) and the loss (a method may give a compile-friendly form: Method.compiled_loss)
     step_model, loss_fn = model, method.loss
     if t.compile or world > 1:
-        step_model = MapsForward(model) if method.needs.features else model
+        step_model = (MapsForward(model) if method.needs.features
+                      else StagesForward(model) if method.needs.stages else model)
     if world > 1:
         step_model = data_parallel(step_model, extra, device)
     if t.compile:
@@ -433,9 +441,14 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
         if r.method.needs.pairs:  # the batch is cat(anchors, partners)
             half = len(y) // 2
             x, xp, y, idx = x[:half], x[half:], y[:half], idx[:half]
+        elif r.method.needs.overlap and len(y) > r.plan.local_batch:  # cat(this batch, the previous one)
+            n = r.plan.local_batch
+            x, xp, y, yp, idx = x[:n], x[n:], y[:n], y[n:], idx[:n]
         lr = lr_at(epoch * steps_per_epoch + i, steps_per_epoch=steps_per_epoch, lr=t.lr,
                    milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
         ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=r.method_gen)
+        if xp is not None and r.method.needs.overlap:
+            ctx.overlap_targets = yp
         with no_host_sync(t.sync_debug and r.device.type == "cuda"):
             train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
                        classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, gather=r.gather,

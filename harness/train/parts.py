@@ -2,6 +2,7 @@
 `load_trained`), the epoch's index batches (`BatchPlan`) and the loaders of the protocol's three splits."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from harness.config.resolve import check_batch_fits
 from harness.config.spec import TrialSpec
 from harness.errors import UserError
 from harness.train.splits import Splits
-from methods import Method, build_method, load_user_module
+from methods import METHODS, Method, build_method, load_user_module
 
 
 def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
@@ -21,7 +22,7 @@ def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
     a method that draws random numbers when built (Zipf's extra layer) leaves the model's initial weights
     equal to every other method's under the same seed."""
     from harness.data import DATASETS, build_dataset
-    from harness.models import create_model, feature_channels
+    from harness.models import create_model, feature_channels, stage_info
 
     for ref in spec.imports:
         load_user_module(ref)
@@ -33,10 +34,17 @@ def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
         channels = feature_channels(model)
     except (UserError, AttributeError, KeyError, IndexError, TypeError):
         channels = None  # a model without stage information: methods that need maps will say so
+    stages = None
+    if METHODS.get(spec.method).needs.stages:  # asked only where needed: the seven never read it
+        try:
+            stages = stage_info(model)
+        except (AttributeError, KeyError, TypeError):
+            stages = None  # the method says what it misses
     # num_train is the whole training split: indices stay the dataset's own under both protocols. The params
     # were checked when the trial was resolved; only a class count read from the files is checked here.
     method = build_method(spec.method, dict(spec.method_params), trusted=True, num_classes=bundle.num_classes,
-                          num_train=len(bundle.train_labels), feature_channels=channels)
+                          num_train=len(bundle.train_labels), feature_channels=channels,
+                          **({"stages": stages} if stages is not None else {}))
     data_cls = DATASETS.get(spec.dataset)
     if data_cls.class_count(data_cls.Params(**spec.dataset_params)) is None:
         method.validate()
@@ -46,7 +54,9 @@ def build_parts(spec: TrialSpec, device: torch.device, bundle: Any = None):
 class BatchPlan(torch.utils.data.Sampler):
     """The index batches of one epoch: a seeded permutation of the fitted samples cut into global batches of
     `batch_size`, each worker keeping its slice `[rank::world]`. For a paired method (CS-KD) the method's
-    sampler picks (anchor, partner) batches and a batch is `cat(anchors, partners)`, 2B indices.
+    sampler picks (anchor, partner) batches and a batch is `cat(anchors, partners)`, 2B indices; a method that
+    composes its batches (`needs.batches`: DLB's overlap with the previous batch, BAKE's class groups) yields
+    (first, second or None) parts the same way, as many steps as its `steps_per_epoch`.
 
     Every batch has `batch_size` samples: the last, partial batch of an epoch is dropped (floor(N / B) steps),
     so a compiled step sees one static shape (a smaller batch would compile a second graph, and then every
@@ -65,19 +75,27 @@ class BatchPlan(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         n = len(self.labels) // self.batch_size  # the partial batch is dropped
+        if self.method.needs.batches:
+            n = self.method.steps_per_epoch(len(self.labels), self.batch_size)
         return min(n, self.max_steps) if self.max_steps else n
+
+    @property
+    def local_batch(self) -> int:
+        """Samples of this worker's slice of a batch's first part (of a plain batch: of the whole batch)."""
+        return len(range(self.rank, self.batch_size, self.world))
 
     def __iter__(self) -> Iterator[Tensor]:
         device = self.generator.device
         if self.method.needs.pairs:
             batches = ((a, p) for a, p in self.method.pair_batches(self.labels.to(device), self.batch_size,
                                                                    self.generator))
+        elif self.method.needs.batches:
+            batches = self.method.compose_batches(self.labels.to(device), self.batch_size, self.generator)
         else:
             perm = torch.randperm(len(self.labels), generator=self.generator, device=device)
             batches = ((perm[s:s + self.batch_size], None) for s in range(0, len(perm), self.batch_size))
-        for step, (anchors, partners) in enumerate(batches):
-            if step >= len(self):
-                return
+        # islice pulls no batch past the last step: a method that remembers what it yielded (DLB) stays exact
+        for anchors, partners in itertools.islice(batches, len(self)):
             local = anchors[self.rank::self.world]
             if partners is not None:
                 local = torch.cat([local, partners[self.rank::self.world]])

@@ -28,8 +28,9 @@ SMALL = dict(model_name=SMOKE["model"], num_classes=SMOKE["num_classes"], num_tr
              input_size=SMOKE["input_size"], batch=4, device=CPU)
 
 
-def test_builtin_methods_are_the_seven_with_ce_first():
-    assert builtin_methods() == ["ce", "cskd", "ls", "ols", "pskd", "tfkd", "zipf"]
+def test_builtin_methods_are_the_twelve_with_ce_first():
+    assert builtin_methods() == ["ce", "bake", "byot", "cskd", "dlb", "ls", "maxsup", "ols", "pskd", "tfkd", "uskd",
+                                 "zipf"]
 
 
 def test_step_smoke_rows_cover_every_method_and_are_sane():
@@ -46,13 +47,16 @@ def test_step_smoke_rows_cover_every_method_and_are_sane():
         assert r["peak_bytes"] is None  # CPU smoke: no memory probe
     # forward passes and maps from the methods' definitions: CS-KD also runs its partners; Zipf's LS (CIFAR
     # preset: extra dense layer, dense votes) needs the maps; nobody else does
-    assert {n: r["forward_passes"] for n, r in rows.items()} == {n: 2 if n == "cskd" else 1 for n in rows}
-    assert {n for n, r in rows.items() if r["maps"]} == {"zipf"}
+    # DLB also runs the previous batch again; USKD (its weak classifier) and BAKE (its features) need the maps
+    assert {n: r["forward_passes"] for n, r in rows.items()} == {n: 2 if n in ("cskd", "dlb") else 1 for n in rows}
+    assert {n for n, r in rows.items() if r["maps"]} == {"zipf", "uskd", "bake"}
     # state: PS-KD one float32 row per training image, OLS a float32 C x C matrix, the rest nothing
     c, n = SMOKE["num_classes"], SMOKE["num_train"]
     assert rows["pskd"]["state_bytes"] == n * c * 4
     assert rows["ols"]["state_bytes"] == c * c * 4
-    assert all(rows[m]["state_bytes"] == 0 for m in ("ce", "ls", "tfkd", "cskd", "zipf"))
+    assert rows["dlb"]["state_bytes"] == res.batch * c * 4  # the last step's logits, the next step's teacher
+    assert all(rows[m]["state_bytes"] == 0 for m in ("ce", "ls", "tfkd", "cskd", "zipf", "maxsup", "uskd", "byot",
+                                                     "bake"))
     assert rows["zipf"]["params"]["extra_dense_layer"] is True and rows["ls"]["params"] == {"form": "others"}
     assert [ok for _, _, ok in targets(res)] == [rows["zipf"]["x_ce"] <= 1.03,
                                                  1.7 <= rows["cskd"]["fwd_x_ce"] <= 2.3]
@@ -98,7 +102,8 @@ def _count_calls(model: torch.nn.Module, name: str) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("method, forwards, maps", [("ce", 1, 0), ("cskd", 2, 0), ("zipf", 0, 1)])
+@pytest.mark.parametrize("method, forwards, maps", [("ce", 1, 0), ("cskd", 2, 0), ("zipf", 0, 1), ("dlb", 2, 0),
+                                                    ("byot", 0, 1)])
 def test_step_runs_the_forward_passes_train_trial_runs(method, forwards, maps):
     case = build_case(method, **SMALL)
     model = case.rig.model

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.bench import suite
-from harness.bench.step import builtin_methods
+from harness.bench.gpu import ALL_METHODS
 from harness.cli import main
 
 
@@ -18,7 +18,7 @@ def test_suite_sections_run_and_write_markdown_and_json(tmp_path):
     assert list(sections) == ["losses", "steps", "deterministic", "data", "sync"]
     assert not [name for name, entry in sections.items() if "error" in entry]
     steps = sections["steps"]["rows"]
-    assert [r["method"] for r in steps] == builtin_methods() and {r["mode"] for r in steps} == {"eager"}
+    assert [r["method"] for r in steps] == list(ALL_METHODS) and {r["mode"] for r in steps} == {"eager"}
     assert all(r["images_per_s"] > 0 and r["finite"] for r in steps)
     default, deterministic = sections["deterministic"]["rows"]
     assert (default["deterministic"], deterministic["deterministic"]) == (False, True)

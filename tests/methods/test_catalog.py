@@ -20,8 +20,9 @@ def test_labels_colours_and_order_come_from_the_methods():
     for name in catalog.builtins():
         cls = METHODS.get(name)
         assert (catalog.label(name), catalog.color(name), catalog.order(name)[0]) == (cls.label, cls.color, cls.order)
-    assert sorted(catalog.builtins(), key=catalog.order) == ["ce", "ls", "tfkd", "cskd", "pskd", "ols", "zipf"]
-    assert catalog.label("my_method") == "my_method" and catalog.order("my_method") > catalog.order("zipf")
+    assert sorted(catalog.builtins(), key=catalog.order) == ["ce", "ls", "tfkd", "cskd", "pskd", "ols", "zipf",
+                                                              "maxsup", "uskd", "dlb", "byot", "bake"]
+    assert catalog.label("my_method") == "my_method" and catalog.order("my_method") > catalog.order("bake")
 
 
 def rows_of(text: str, header: str) -> dict[str, str]:

@@ -9,13 +9,14 @@ import torch
 from helpers import read_metrics
 
 from harness.config.resolve import resolve_trial
-from harness.models import MapsForward
+from harness.models import MapsForward, StagesForward
 from harness.train.loop import train_trial
 from methods.compiled import reset
 
 pytestmark = pytest.mark.slow
 
-METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"]
+METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf", "maxsup", "uskd", "dlb", "byot", "bake"]
+REGIONS = {"zipf": "zipf_loss_dense", "maxsup": "maxsup_parts", "dlb": "dlb_parts"}  # a region, not `loss`
 
 
 @pytest.fixture
@@ -53,10 +54,11 @@ def test_compile_applies_to_every_method_and_trains_to_the_eager_numbers(tmp_pat
     losses = [f for f in compile_calls if not isinstance(f, torch.nn.Module)]
     # PS-KD's loss is eager by design (alpha_t changes every epoch; its table is state): its forward compiles
     assert len(forwards) == 1 and len(losses) == (0 if method == "pskd" else 1), compile_calls
-    needs_maps = method == "zipf"  # the digits preset: dense votes and the extra dense layer
+    needs_maps = method in ("zipf", "uskd", "bake")  # zipf's digits preset: dense votes and the extra layer
     assert isinstance(forwards[0], MapsForward) == needs_maps
-    if method == "zipf":  # the static-shape region of methods.compiled, not the eager loss
-        assert losses[0].__name__ == "zipf_loss_dense"
+    assert isinstance(forwards[0], StagesForward) == (method == "byot")
+    if method in REGIONS:  # a compiled region of the loss's math, not the eager loss
+        assert losses[0].__name__ == REGIONS[method]
     elif method != "pskd":
         assert getattr(losses[0], "__name__", "") == "loss"
     for a, b in zip(eager, compiled, strict=True):

@@ -31,7 +31,7 @@ CASES = {  # name: (method, params, lr, global batches of indices, by step; two 
     # batch has 7 images, 4 on rank 0 and 3 on rank 1, whose gather is padded to 4
     "pskd_short_batch": ("pskd", {}, 0.0, "short"),
 }
-METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"]
+METHODS = ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf", "maxsup", "uskd"]  # dlb, byot, bake refuse
 COMPILED = ["zipf", "cskd"]
 
 
@@ -149,7 +149,8 @@ def test_every_method_trains_under_ddp_and_its_replicas_stay_equal(tmp_path):
             assert got["result"]["status"] == "finished" and got["result"]["world_size"] == 2, name
             assert got["ddp"] == "DistributedDataParallel", name
         a, b = ranks
-        assert (a["extra"] is None) == (not name.startswith("zipf"))  # the digits preset: Zipf's extra dense layer
+        # the digits preset: Zipf's extra dense layer; USKD's weak classifier
+        assert (a["extra"] is None) == (not name.startswith(("zipf", "uskd")))
         for part in ("model", "extra", "method"):
             for key, value in (a[part] or {}).items():
                 assert torch.equal(value, b[part][key]), (name, part, key)

@@ -15,7 +15,8 @@ from harness.train.trained import load_trained
 from methods import METHODS
 
 
-@pytest.mark.parametrize("method", ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf"])
+@pytest.mark.parametrize("method", ["ce", "ls", "tfkd", "pskd", "cskd", "ols", "zipf",
+                                    "maxsup", "uskd", "dlb", "byot", "bake"])
 def test_every_method_trains_on_synthetic(method, tmp_path):
     result = train_trial(quick_trial(method, epochs=2), tmp_path, log=lambda s: None)
     assert result["status"] == "finished" and result["epochs"] == 2
@@ -50,7 +51,7 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["pskd", "ols", "zipf"])
+@pytest.mark.parametrize("method", ["pskd", "ols", "zipf", "dlb", "bake"])
 def test_resume_after_interruption_equals_uninterrupted(method, tmp_path):
     spec = quick_trial(method, epochs=3, steps=4)
     train_trial(spec, tmp_path / "whole", log=lambda s: None)
