@@ -47,6 +47,10 @@ class StepContext:
     classifier: nn.Module | None = None       # the model's final nn.Linear (weight (C, D), bias (C,))
     partner_logits: Tensor | None = None      # (B, C), train-mode, no grad: CS-KD partners
     generator: torch.Generator | None = None  # seeded, on the logits' device, for random draws
+    # mixup/CutMix (train.mixup, train.cutmix): the partner targets and the mixing weight of a mixed batch,
+    # else None. A method with `mixes_targets` reads them; every other gets the mixed criterion from the harness.
+    targets_b: Tensor | None = None           # (B,) long: the labels of the images mixed in
+    lam: Tensor | None = None                 # () float: the weight of `targets` (timm's lam)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class Method:
     color: ClassVar[str | None] = None     # a matplotlib colour; None = the next free palette colour
     order: ClassVar[int] = 100             # position in tables (the built-ins: the paper's order, 0..6)
     recipe: ClassVar[str] = "zipf"         # the training recipe of its official code (informational)
+    # Under mixup/CutMix: False (every built-in) = the harness calls `loss` with each target set and mixes the
+    # parts, lam * L(y_a) + (1 - lam) * L(y_b); True = `loss` is called once and reads ctx.targets_b, ctx.lam.
+    mixes_targets: ClassVar[bool] = False
 
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from harness.config.presets import RECIPES
+from harness.config.presets import OPTIMIZER_DEFAULTS, RECIPES
 from harness.config.problems import render
 from harness.config.schema import MAX_SEED
 from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrainSettings, TrialSpec
@@ -147,7 +148,11 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     epochs = values.pop("epochs", data_cls.default_epochs)
     recipe = values.pop("recipe", data_cls.recipe)
     values.setdefault("holdout", data_cls.holdout)
+    for k, v in OPTIMIZER_DEFAULTS.get(values.get("optimizer", ""), {}).items():
+        values.setdefault(k, v)
     config = resolve_train(epochs, recipe, **values)
+    if config.init_from:
+        source_checkpoint(config.init_from)  # a missing source: one line now, not in a worker later
     train_images = data_cls.train_images(data_cls.Params(**resolved_data))
     if config.protocol == "clean" and config.holdout >= 1 and train_images is not None and \
             config.holdout >= train_images:
@@ -164,6 +169,25 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
                      dataset_params=resolved_data, model_params=dict(model_params or {}),
                      train=config, imports=tuple(imports), method_source=source_hash(cls), request=request)
     return with_seed(base, seed)
+
+
+def source_checkpoint(path: str) -> tuple[Path, dict[str, Any] | None]:
+    """`train.init_from`'s weights file and, for a trial folder, its config.json: the folder's best.pt (the
+    selected weights) or else its checkpoint.pt (the last); a file is taken as it is."""
+    from harness.folders import TrialFolder
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p, None
+    if not p.is_dir():
+        raise UserError(f"train.init_from: {p} does not exist; allowed: a trial folder (with best.pt or "
+                        f"checkpoint.pt) or a checkpoint file")
+    trial = TrialFolder(p)
+    for name in (trial.BEST, trial.CHECKPOINT):
+        if (p / name).is_file():
+            return p / name, trial.config()
+    raise UserError(f"train.init_from: {p} holds neither {trial.BEST} nor {trial.CHECKPOINT} (a finished trial "
+                    f"folder has one; was it trained with train.checkpoint=false?)")
 
 
 def check_batch_fits(batch_size: int, train_size: int) -> None:

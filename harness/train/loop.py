@@ -64,7 +64,9 @@ from harness.train.memory import reset_peak_rss
 from harness.train.metrics import ece_counts, ece_from_counts, evaluate, lr_at
 from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
+from harness.train.recipes import describe, make_ema, make_mixer, mixed_loss
 from harness.train.splits import make_splits
+from harness.train.transfer import describe_source, freeze_backbone, hold_frozen_norms, init_from
 from harness.train.trained import Trained, load_trained
 from methods import Method, StepContext
 
@@ -109,7 +111,7 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
             # arms no reduction and (forward_sync_buffers=False) synchronises nothing
             with torch.no_grad():
                 ctx.partner_logits = model(xp).float()
-    parts = (loss_fn or method.loss)(logits.float(), y, ctx)
+    parts = mixed_loss(loss_fn or method.loss, method, logits.float(), y, ctx)  # plain loss unless mixed
     if after_loss is not None:
         after_loss()
     opt.zero_grad(set_to_none=True)
@@ -155,6 +157,14 @@ class Rig(StepRig):
     world: int
     backends: dict[str, Any]       # cuDNN autotuning, TF32, determinism as set for this trial (config.json)
     gather: Callable[[Method], None] | None  # data-parallel: every worker's per-sample updates to all of them
+    ema: Any = None                # timm's ModelEmaV3 (train.ema): what is evaluated, selected and tested
+    mixer: Any = None              # recipes.Mixer (train.mixup, train.cutmix)
+    source: dict | None = None     # train.init_from: the source's file, hash and key (config.json)
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The weights evaluated, selected and tested: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
@@ -185,7 +195,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         out.mkdir(parents=True, exist_ok=True)
         trial.write_config({"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
                             "env": {**environment(str(r.device)), "backends": r.backends},
-                            "world_size": r.world})
+                            "world_size": r.world, **({"init_from": r.source} if r.source else {})})
+        for line in (describe(t), describe_source(r.source, t.freeze)):
+            if line:
+                log(line)
     start_epoch, best, timing, history = resume(r, spec, out, quiet)
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.device)
@@ -202,14 +215,14 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     for epoch in range(start_epoch, t.epochs):
         train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
         # the selection split: the held-out validation split (clean) or the evaluation split (paper)
-        metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.model, r.loaders.select, r.device, r.amp),
+        metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.judged, r.loaders.select, r.device, r.amp),
                    "lr": lr, "epoch_time_s": seconds, "step_time_s": timing["seconds"] / max(timing["steps"], 1)}
         history.append(metrics)
         if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
                      best_nll=best.get("nll", math.inf)):
             best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in reported_quantities()}}
             if keeps_best and lead:  # before the checkpoint that records it: see checkpoint.restore_best
-                save_best(out / BEST, model=r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
+                save_best(out / BEST, model=r.judged.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
         if lead:
             append_jsonl(trial / trial.METRICS, metrics)
             if t.checkpoint:
@@ -225,7 +238,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     last = {k: metrics.get(f"val_{k}") for k in reported_quantities()}
     selected = {k: best.get(k) for k in reported_quantities()}
     if clean:  # the test split, exactly twice (once when the last epoch is the selected one)
-        last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
+        last = _strip(evaluate(r.judged, r.loaders.test, r.device, r.amp))
         selected = last
         if keeps_best:
             r.model.load_state_dict(read_checkpoint(out / BEST, map_location=r.device)["model"])
@@ -275,6 +288,9 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     backends = configure_backends(device, deterministic=t.deterministic)
     seed_everything(spec.seed)
     bundle, model, method = build_parts(spec, device, bundle)
+    source = init_from(model, t.init_from) if t.init_from else None  # before the optimiser and the EMA see it
+    if t.freeze == "backbone":
+        freeze_backbone(model)
     step = build_step_rig(t, model, method, device, world)  # draws no random number
     # why: a method that drew numbers from the global generator when built (Zipf's extra layer) must not
     # shift the draws that come later from it (DataLoader augmentation, worker seeds)
@@ -292,7 +308,8 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
                select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
                rank=rank, world=world, backends=backends,
                # a worker's slice of a global batch is at most ceil(B / world) (BatchPlan): the gather's fixed size
-               gather=partial(gather_update, slots=-(-t.batch_size // world)) if world > 1 else None)
+               gather=partial(gather_update, slots=-(-t.batch_size // world)) if world > 1 else None,
+               ema=make_ema(model, t.ema), mixer=make_mixer(t, bundle.num_classes), source=source)
 
 def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device,
                    world: int = 1) -> StepRig:
@@ -374,6 +391,8 @@ def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tu
     r.method.load_state_dict(state["method"])
     if r.extra is not None:
         r.extra.load_state_dict(state["extra"])
+    if r.ema is not None:
+        r.ema.load_state_dict(state["ema"])
     r.generator.set_state(state["rng"]["loader"])
     r.method_gen.set_state(state["rng"]["method"])
     torch.set_rng_state(state["rng"]["torch"])
@@ -396,6 +415,8 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
     warmup_steps = min(3, steps_per_epoch // 4) if first else 0
     r.method.on_epoch_start(epoch, t.epochs)
     r.model.train()
+    if t.freeze == "backbone":
+        hold_frozen_norms(r.model)
     sums: dict[str, Tensor] = {}
     counts = torch.zeros(2, device=r.device)  # correct, seen
     sync(r.device)
@@ -409,12 +430,17 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
             half = len(y) // 2
             x, xp, y, idx = x[:half], x[half:], y[:half], idx[:half]
         lr = lr_at(epoch * steps_per_epoch + i, steps_per_epoch=steps_per_epoch, lr=t.lr,
-                   milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
+                   milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs, schedule=t.schedule,
+                   total_steps=t.epochs * steps_per_epoch)
         ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=r.method_gen)
+        if r.mixer is not None:  # train accuracy counts the first target set (the unflipped labels)
+            x, ctx.targets_b, ctx.lam = r.mixer(x, y)
         with no_host_sync(t.sync_debug and r.device.type == "cuda"):
             train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
                        classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, gather=r.gather,
                        loss_fn=r.loss_fn)
+            if r.ema is not None:
+                r.ema.update(r.model)
         counted += 1
     sync(r.device)
     seconds = time.perf_counter() - tick
@@ -434,6 +460,7 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
 def _state(r: Rig, spec: TrialSpec, epoch: int, best: dict, timing: dict) -> dict[str, Any]:
     return dict(model=r.model.state_dict(), optimizer=r.opt.state_dict(), method=r.method.state_dict(),
                 extra=r.extra.state_dict() if r.extra is not None else None, epoch=epoch, best=best,
+                ema=r.ema.state_dict() if r.ema is not None else None,
                 timing=timing, spec=spec.to_dict(), key=spec.key(),
                 rng={"loader": r.generator.get_state(), "method": r.method_gen.get_state(),
                      "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()})
