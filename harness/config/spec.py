@@ -158,7 +158,7 @@ SPEC_VERSION = 4
 # sync_debug change only what is written or checked. threads and num_workers change numbers (reduction
 # order, which worker augments which sample), so they are in the key.
 NOT_IN_KEY_TRAIN = ("device", "checkpoint", "sync_debug")
-NOT_IN_KEY_DATASET = ("root", "download")
+NOT_IN_KEY_DATASET = ("root", "download", "label")  # a table's name for a data set changes no number
 # Recipe settings left out of the key at these values (the behaviour before they existed): a trial that uses
 # none of them keeps the key it had, one that does gets another.
 RECIPE_OFF: dict[str, Any] = {"optimizer": "sgd", "schedule": "step", "mixup": 0.0, "cutmix": 0.0, "mixup_prob": 1.0,

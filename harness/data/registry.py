@@ -88,6 +88,7 @@ class DataBundle:
     memory: InMemory | None
     root: str | None
     files: Uint8Files | None = None  # file-based sets: the uint8 splits of the device path
+    summary: str | None = None       # what a set read from its data (`folder`): a trial states it when it starts
 
     @property
     def skipped_images(self) -> int:
@@ -143,7 +144,8 @@ def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y:
 def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
                 train_geometry: list[Any], eval_geometry: list[Any], crop_padding: int, flip: bool, input_size: int,
                 mean: tuple[float, ...], std: tuple[float, ...], on_bad_image: str, root: Path,
-                superclasses: list[int] | None = None, superclass_names: list[str] | None = None) -> DataBundle:
+                superclasses: list[int] | None = None, superclass_names: list[str] | None = None,
+                in_chans: int = 3) -> DataBundle:
     """A bundle over image files from each split's per-sample geometry (v2 ops on the PIL image) and the
     augmentation after it: the torchvision float splits and the device path's uint8 ones (`files`). Every
     split over the same files shares one bad-file mask (train, train_eval and their uint8 twins)."""
@@ -161,7 +163,7 @@ def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], 
         return ImageFileDataset(samples, tf, on_bad_image=on_bad_image, bad=like.bad)
 
     return DataBundle(
-        name=name, num_classes=len(classes), in_chans=3, input_size=input_size, classes=classes,
+        name=name, num_classes=len(classes), in_chans=in_chans, input_size=input_size, classes=classes,
         superclasses=superclasses, superclass_names=superclass_names, mean=tuple(mean), std=tuple(std),
         train=tr, val=va, train_eval=twin(train, eval_f, tr),
         train_labels=torch.tensor([label for _, label in train], dtype=torch.int64),
@@ -207,6 +209,18 @@ class DatasetDef:
     def traits(cls) -> DataSet:
         """The name and traits a method's `preset` sees."""
         return DataSet(cls.name, resolution=cls.resolution)
+
+    @classmethod
+    def defaults(cls, p: Any) -> dict[str, Any]:
+        """The model, epochs and resolution class a trial with parameters `p` defaults to: the class attributes,
+        unless the data set reads them from its data (`folder`: from its images' size). Read once, when a
+        trial is resolved."""
+        return {"model": cls.default_model, "epochs": cls.default_epochs, "resolution": cls.resolution}
+
+    @classmethod
+    def fill_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The resolved parameters, with any a data set fills itself (`folder`'s label from its root)."""
+        return values
 
     @classmethod
     def class_count(cls, p: Any) -> int | None:

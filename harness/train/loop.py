@@ -196,7 +196,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         trial.write_config({"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
                             "env": {**environment(str(r.device)), "backends": r.backends},
                             "world_size": r.world, **({"init_from": r.source} if r.source else {})})
-        for line in (describe(t), describe_source(r.source, t.freeze)):
+        for line in (r.bundle.summary, describe(t), describe_source(r.source, t.freeze)):
             if line:
                 log(line)
     start_epoch, best, timing, history = resume(r, spec, out, quiet)
