@@ -205,6 +205,23 @@ class DatasetDef:
     recipe: ClassVar[str] = "zipf"         # the official training recipe (harness/config/presets.py RECIPES)
     resolution: ClassVar[str] = LOW        # LOW or HIGH (methods/traits.py): what a method's presets key on
 
+    # The hooks read from the class, before anything is built: classmethods. `build` is the one ordinary method.
+    CLASS_HOOKS: ClassVar[tuple[str, ...]] = ("problem", "defaults", "fill_params", "class_count", "train_images",
+                                              "env_var", "traits")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A hook of the wrong kind is one line when the class is defined, not a TypeError when it is first used."""
+        super().__init_subclass__(**kwargs)
+        for hook in cls.CLASS_HOOKS:
+            if hook in vars(cls) and not isinstance(vars(cls)[hook], classmethod):
+                raise UserError(f"dataset class {cls.__name__}: {hook} must be a @classmethod (the harness calls "
+                                f"{cls.__name__}.{hook}(...) without an instance); see docs/datasets.md")
+        if "build" in vars(cls) and isinstance(vars(cls)["build"], (classmethod, staticmethod)):
+            raise UserError(f"dataset class {cls.__name__}: build must be an ordinary method, "
+                            f"def build(self, p, root) -> DataBundle")
+        if "Params" in vars(cls) and not dataclasses.is_dataclass(cls.Params):
+            raise UserError(f"dataset class {cls.__name__}: Params must be a @dataclass(frozen=True)")
+
     @classmethod
     def traits(cls) -> DataSet:
         """The name and traits a method's `preset` sees."""
@@ -371,7 +388,10 @@ def describe_datasets() -> list[dict[str, Any]]:
             "name": name, "in_memory": cls.in_memory, "download": cls.can_download, "layout": cls.layout,
             "params": [f.name for f in dataclasses.fields(cls.Params)],
             "defaults": {"model": cls.default_model, "epochs": cls.default_epochs, "holdout": cls.holdout,
-                         "recipe": cls.recipe, "resolution": cls.resolution},
+                         "recipe": cls.recipe, "resolution": cls.resolution}
+            if vars(cls).get("defaults") is None else  # read from the data (`folder`): stated when a trial starts
+            {"model": "from the data", "epochs": cls.default_epochs, "holdout": cls.holdout, "recipe": cls.recipe,
+             "resolution": "from the data"},
         }
         if cls.needs_root:
             choice = resolve_root(cls, None)
