@@ -1,7 +1,7 @@
 """A complete custom data set: `tfbench datasets --import docs/examples/my_dataset.py` lists and checks it, and
-a sweep file uses it with `imports: [docs/examples/my_dataset.py]` and `datasets: [{name: stripes}]`.
+a sweep file uses it with `imports: [docs/examples/my_dataset.py]` and `datasets: [{name: bars}]`.
 
-Stripes: 2 classes of 16x16 grey images, horizontal or vertical stripes with noise, generated in memory (so
+Bars: 2 classes of 16x16 grey images, horizontal or vertical stripes with noise, generated in memory (so
 it needs no root). A data set of files would set `needs_root = True` (the default), a `layout`, a `problem`
 classmethod, and build with `harness.data.registry.file_bundle` instead.
 """
@@ -14,8 +14,8 @@ from typing import Any
 from harness.data.registry import LOW, DataBundle, DatasetDef, in_memory_bundle, register_dataset
 
 
-@register_dataset("stripes")
-class Stripes(DatasetDef):
+@register_dataset("bars")
+class Bars(DatasetDef):
     """Horizontal against vertical stripes (16x16, 1 channel)."""
 
     layout = "generated in memory (no files)"
@@ -48,5 +48,5 @@ class Stripes(DatasetDef):
             return (img * 255).round().to(torch.uint8)[:, None], y            # (2n, 1, 16, 16), (2n,)
 
         (tx, ty), (vx, vy) = split(p.per_class), split(p.per_class // 2)
-        return in_memory_bundle(name="stripes", classes=["horizontal", "vertical"], train_x=tx, train_y=ty,
+        return in_memory_bundle(name="bars", classes=["horizontal", "vertical"], train_x=tx, train_y=ty,
                                 val_x=vx, val_y=vy, mean=(0.5,), std=(0.35,), crop_padding=0, flip=False, root=None)

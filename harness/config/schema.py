@@ -81,6 +81,10 @@ class SweepFile(Strict):
     primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
         DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
                                      "secondary (exploratory)")
+    transfer_from: str | None = Field(None, description="a finished sweep's results folder: fine-tune each of its "
+                                                        "finished trials (of the listed methods) on these data sets, "
+                                                        "keeping its method, parameters, model and seed "
+                                                        "(docs/training.md, \"Transfer\")")
     search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
 

@@ -31,7 +31,6 @@ from typing import Any
 from harness.data.cifar import CIFAR_MEAN, CIFAR_STD, Cifar10, Cifar100
 from harness.data.embedded import Digits, Synthetic, make_synthetic
 from harness.data.folder import Folder
-from harness.data.tvreaders import TorchvisionReader
 from harness.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageNet, INat21, TinyImageNet
 from harness.data.mnist import FASHION_CLASSES, FASHION_MEAN, FASHION_STD, FashionMNIST, read_idx
 from harness.data.registry import (
@@ -47,6 +46,7 @@ from harness.data.registry import (
     register_dataset,
     resolve_root,
 )
+from harness.data.tvreaders import TorchvisionReader
 
 # torch and torchvision are imported when a data set is built, not when the registry is read (`tfbench
 # datasets`, a sweep's checks): the Dataset classes of `common` are imported on first use.

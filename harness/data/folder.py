@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.data.registry import HIGH, LOW, DataBundle, DatasetDef, file_bundle, register_dataset, resolve_root
+from harness.data.registry import (
+    HIGH,
+    LOW,
+    DataBundle,
+    DatasetDef,
+    file_bundle,
+    register_dataset,
+    resolve_root,
+)
 from harness.errors import UserError
 
 SMALL_IMAGE = 64        # pixels: at most this is LOW resolution (CIFAR, Tiny ImageNet at 32 or 64)
@@ -100,6 +108,16 @@ def pixel_stats(paths: list[str], *, size: int, grey: bool) -> tuple[tuple[float
     x = torch.stack(stack).double() / 255                                  # (N, C, S, S)
     x = x.transpose(0, 1).reshape(x.shape[1], -1)                         # (C, N*S*S)
     return tuple(x.mean(1).tolist()), tuple(x.std(1, correction=0).clamp_min(1e-3).tolist())
+
+
+def imagenet_geometry(size: int, mode: list[Any] | None = None) -> dict[str, Any]:
+    """The ImageNet recipe as `file_bundle`'s geometry: random-resized crop + flip; resize (256 for 224) + centre
+    crop. `mode`: ops first on every image (a greyscale conversion)."""
+    from torchvision.transforms import v2
+
+    mode = mode or []
+    return dict(train_geometry=[*mode, v2.RandomResizedCrop(size)], crop_padding=0,
+                eval_geometry=[*mode, v2.Resize(round(size * 256 / 224)), v2.CenterCrop(size)])
 
 
 @register_dataset("folder")
@@ -207,13 +225,9 @@ class Folder(DatasetDef):
             raise UserError(f"dataset 'folder': mean/std have {len(mean)} values for {facts.in_chans} channel(s)")
         mode = [v2.Grayscale(1)] if grey else []  # the loader decodes to RGB: back to one channel
         sized = [*mode, v2.Resize(s), v2.CenterCrop(s)]
-        if facts.resolution == LOW:  # the CIFAR recipe: crop with padding + flip
-            train_geometry, padding = sized, max(1, s // 8)
-        else:  # the ImageNet recipe
-            train_geometry, padding = [*mode, v2.RandomResizedCrop(s)], 0
-            sized = [*mode, v2.Resize(round(s * 256 / 224)), v2.CenterCrop(s)]
-        bundle = file_bundle(name=p.label or root.name, classes=classes, train=train, val=held,
-                             train_geometry=train_geometry, eval_geometry=sized, crop_padding=padding, flip=p.flip,
+        recipe = (dict(train_geometry=sized, eval_geometry=sized, crop_padding=max(1, s // 8))  # CIFAR's
+                  if facts.resolution == LOW else imagenet_geometry(s, mode))
+        bundle = file_bundle(name=p.label or root.name, classes=classes, train=train, val=held, **recipe, flip=p.flip,
                              input_size=s, mean=tuple(mean), std=tuple(std), on_bad_image=p.on_bad_image, root=root,
                              in_chans=facts.in_chans)
         bundle.summary = (f"folder {p.label or root.name}: {len(classes)} classes, {len(train)} train / {len(held)} "
@@ -224,4 +238,4 @@ class Folder(DatasetDef):
         return bundle
 
 
-__all__ = ["Folder", "FolderFacts", "image_headers", "pixel_stats", "sample_paths", "stratified_split"]
+__all__ = ["Folder", "FolderFacts", "imagenet_geometry", "image_headers", "pixel_stats", "sample_paths", "stratified_split"]

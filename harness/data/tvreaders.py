@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data.folder import SMALL_IMAGE, SMALL_SET, pixel_stats, sample_paths
+from harness.data.folder import SMALL_IMAGE, SMALL_SET, imagenet_geometry, pixel_stats, sample_paths
 from harness.data.registry import (
     HIGH,
     LOW,
@@ -143,13 +143,11 @@ class TorchvisionReader(DatasetDef):
         files = file_list(tr)
         name = p.dataset.lower()
         if files is not None:
-            from harness.data.imagefolder import _imagenet_recipe
-
             test = file_list(te) or []
             classes = classes or [str(c) for c in range(max(c for _, c in files) + 1)]
             s = p.image_size or 224
             mean, std = pixel_stats(sample_paths([f for f, _ in files]), size=s, grey=False)
-            bundle = file_bundle(name=name, classes=classes, train=files, val=test, **_imagenet_recipe(s),
+            bundle = file_bundle(name=name, classes=classes, train=files, val=test, **imagenet_geometry(s), flip=True,
                                  input_size=s, mean=mean, std=std, on_bad_image="fail", root=root)
             kind = "image files"
         else:

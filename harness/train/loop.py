@@ -66,8 +66,8 @@ from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
 from harness.train.recipes import describe, make_ema, make_mixer, mixed_loss
 from harness.train.splits import make_splits
-from harness.train.transfer import describe_source, freeze_backbone, hold_frozen_norms, init_from
 from harness.train.trained import Trained, load_trained
+from harness.train.transfer import describe_source, freeze_backbone, hold_frozen_norms, init_from
 from methods import Method, StepContext
 
 # the loop's names, and those of its pieces that the analyses and benchmarks take from here

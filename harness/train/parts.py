@@ -103,8 +103,8 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
     `train.fast_path: false` keeps the torchvision path (everything in the workers, float batches). The
     held-out split is a Subset of the unaugmented train_eval."""
     from harness.data.fast import DeviceLoader, TensorLoader
-    from harness.train.recipes import with_augment
     from harness.train.device import no_host_sync
+    from harness.train.recipes import with_augment
 
     t, mem = spec.train, bundle.memory
     eval_batch = max(t.batch_size, 256)

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from harness.cli import main
-from harness.data import build_dataset
+from harness.data import DATASETS, build_dataset
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "my_dataset.py"
 
 
 def test_import_lists_the_example(capsys):
-    assert main(["datasets", "--import", str(EXAMPLE)]) == 0
-    out = capsys.readouterr().out
-    assert "stripes" in out and "tiny_cnn" in out and "fashion_mnist" not in out
-    b = build_dataset("stripes", {"per_class": 8})
-    assert (b.num_classes, b.in_chans, b.input_size, len(b.train_labels)) == (2, 1, 16, 16)
+    try:
+        assert main(["datasets", "--import", str(EXAMPLE)]) == 0
+        out = capsys.readouterr().out
+        assert "bars" in out and "tiny_cnn" in out and "fashion_mnist" not in out
+        b = build_dataset("bars", {"per_class": 8})
+        assert (b.num_classes, b.in_chans, b.input_size, len(b.train_labels)) == (2, 1, 16, 16)
+    finally:
+        DATASETS.unregister("bars")
 
 
 def test_wrong_hook_kind_is_one_line(tmp_path, capsys):
