@@ -6,7 +6,7 @@ more, drawn with `split_seed`). Any format torchvision's ImageFolder reads (jpg,
 file path's device loader (`file_bundle`). What the data is decides the rest, each stated when a trial starts:
 - `image_size` 0 (default): the median shorter side of a sample of the training images;
 - channels: 1 when every sampled image is greyscale, else 3;
-- `mean`/`std` empty (default): per channel over a sample of the training images at `image_size`;
+- `mean`/`std` None (default): per channel over a sample of the training images at `image_size`;
 - the defaults a trial takes (`facts`): images of at most 64 pixels are LOW resolution (a CIFAR-style recipe:
   crop with padding size/8 + flip, a CIFAR ResNet-18, or `tiny_resnet` under 5,000 training images), larger
   ones HIGH (random-resized crop + flip, ResNet-18); 30 epochs either way;
@@ -133,8 +133,8 @@ class Folder(DatasetDef):
     class Params:
         root: str | None = None
         image_size: int = 0              # 0: the median shorter side of the training images
-        mean: tuple[float, ...] = ()     # empty: computed from a sample of the training images
-        std: tuple[float, ...] = ()
+        mean: list[float] | None = None  # None: computed from a sample of the training images
+        std: list[float] | None = None
         val_fraction: float = 0.2        # without test/ or val/: each class's share held out for evaluation
         split_seed: int = 0
         flip: bool = True
@@ -146,7 +146,8 @@ class Folder(DatasetDef):
                 raise UserError(f"dataset 'folder': image_size must be 0 (the median) or >= 8, got {self.image_size}")
             if not 0 < self.val_fraction < 1:
                 raise UserError(f"dataset 'folder': val_fraction must be in (0, 1), got {self.val_fraction}")
-            if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            if (self.mean is None) != (self.std is None) or (
+                    self.std is not None and (len(self.mean or []) != len(self.std) or any(s <= 0 for s in self.std))):
                 raise UserError("dataset 'folder': mean and std need one value per channel each, std > 0")
 
     @classmethod
@@ -220,7 +221,7 @@ class Folder(DatasetDef):
             held, train = [train[i] for i in ev], [train[i] for i in fit]
             where = f"{p.val_fraction:g} of train/ (split_seed {p.split_seed})"
         s, grey = facts.image_size, facts.in_chans == 1
-        mean, std = (p.mean, p.std) if p.mean else pixel_stats(sample_paths([f for f, _ in train]), size=s, grey=grey)
+        mean, std = (p.mean, p.std) if p.mean is not None else pixel_stats(sample_paths([f for f, _ in train]), size=s, grey=grey)
         if len(mean) != facts.in_chans:
             raise UserError(f"dataset 'folder': mean/std have {len(mean)} values for {facts.in_chans} channel(s)")
         mode = [v2.Grayscale(1)] if grey else []  # the loader decodes to RGB: back to one channel
@@ -232,7 +233,7 @@ class Folder(DatasetDef):
                              in_chans=facts.in_chans)
         bundle.summary = (f"folder {p.label or root.name}: {len(classes)} classes, {len(train)} train / {len(held)} "
                           f"evaluation images ({where}), {s}x{s} ({'given' if p.image_size else 'median size'}), "
-                          f"{facts.in_chans} channel(s), mean/std {'given' if p.mean else 'from the images'}; "
+                          f"{facts.in_chans} channel(s), mean/std {'given' if p.mean is not None else 'from the images'}; "
                           f"defaults: {facts.resolution} resolution, model {facts.default_model}, "
                           f"{facts.default_epochs} epochs")
         return bundle

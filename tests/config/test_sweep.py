@@ -3,7 +3,6 @@ and one test per shipped sweep file."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest

@@ -148,3 +148,17 @@ def test_torchvision_pets_from_files(tmp_path):
 def test_torchvision_unknown_reader():
     with pytest.raises(UserError, match="not a torchvision.datasets reader"):
         build_dataset("torchvision", {"dataset": "NoSuch", "root": "/tmp"})
+
+
+def test_folder_spec_round_trips_and_takes_given_stats(tmp_path):
+    """A stored spec (JSON) rebuilds the same data set; given mean/std are used as given."""
+    from harness.config.resolve import resolve_trial
+    from harness.config.spec import TrialSpec
+
+    root = tmp_path / "rt"
+    make_folder(root)
+    spec = resolve_trial(method="ce", dataset="folder", seed=0,
+                         dataset_params={"root": str(root), "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    again = TrialSpec.from_dict(spec.to_dict())
+    b = build_dataset("folder", dict(again.dataset_params))
+    assert b.mean == (0.5, 0.5, 0.5) and b.std == (0.25, 0.25, 0.25)
