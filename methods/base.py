@@ -54,6 +54,10 @@ class StepContext:
     stage_maps: tuple[Tensor, ...] | None = None  # needs.stages: (B, D_s, H_s, W_s) per intermediate stage
     overlap_logits: Tensor | None = None      # needs.overlap: (B', C) with gradient, the batch's second part
     overlap_targets: Tensor | None = None     # (B',) labels of that part
+    # mixup/CutMix (train.mixup, train.cutmix): the partner targets and the mixing weight of a mixed batch,
+    # else None. A method with `mixes_targets` reads them; every other gets the mixed criterion from the harness.
+    targets_b: Tensor | None = None           # (B,) long: the labels of the images mixed in
+    lam: Tensor | None = None                 # () float: the weight of `targets` (timm's lam)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class Method:
     recipe: ClassVar[str] = "zipf"         # the training recipe of its official code (informational)
     # why a data-parallel trial cannot run this method ('' = it can): one line, shown as the refusal
     data_parallel_refusal: ClassVar[str] = ""
+
+    # Under mixup/CutMix: False (every built-in) = the harness calls `loss` with each target set and mixes the
+    # parts, lam * L(y_a) + (1 - lam) * L(y_b); True = `loss` is called once and reads ctx.targets_b, ctx.lam.
+    mixes_targets: ClassVar[bool] = False
 
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:

@@ -11,11 +11,25 @@ import json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="only these datasets (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON record per dataset instead of text")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="a Python file or module that registers data sets (DatasetDef): list and check only "
+                        "those; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
     from harness.data import DATASETS, data_home, describe_datasets
+    from methods import load_user_module
 
+    before = set(DATASETS.names())
+    for ref in args.imports:
+        load_user_module(ref)  # registering checks each hook's kind: a wrong one is one line
+    added = [n for n in DATASETS.names() if n not in before]
+    if args.imports and not added:
+        from harness.errors import UserError
+
+        raise UserError(f"--import {', '.join(args.imports)}: registers no data set; expected a class with "
+                        f"@register_dataset(\"name\") (docs/datasets.md, \"Your own data set\")")
+    args.names = args.names or added
     for name in args.names:
         if name not in DATASETS:
             DATASETS.get(name)  # raises the registry's one-line error with a did-you-mean

@@ -35,3 +35,7 @@ RECIPES: dict[str, TrainSettings] = {
     "imagenet": TrainSettings(lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, batch_size=256,
                               milestones=(0.3, 0.6, 0.9), gamma=0.1, warmup_epochs=0),
 }
+
+# An optimiser's own defaults, taken when a sweep names that optimiser but not these values: the recipes above are
+# SGD's (lr 0.1 would diverge under AdamW). torch.optim.AdamW's defaults.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {"adamw": {"lr": 1e-3, "weight_decay": 0.01}}

@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from harness.config.presets import RECIPES
+from harness.config.presets import OPTIMIZER_DEFAULTS, RECIPES
 from harness.config.problems import render
 from harness.config.schema import MAX_SEED
 from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrainSettings, TrialSpec
@@ -20,6 +21,7 @@ from harness.errors import UserError
 from methods import METHODS, make_params
 from methods.params import check_params, explain
 from methods.registry import did_you_mean
+from methods.traits import DataSet
 from methods.user import source_hash
 
 TRAIN_FIELDS = list(TrainSettings.model_fields)
@@ -88,7 +90,7 @@ def resolve_dataset_params(dataset: str, given: dict[str, Any]) -> dict[str, Any
     resolved, problems = check_params(cls.Params, given)
     if problems:
         raise UserError(" | ".join(f"dataset {dataset!r}: parameter {render(loc)}: {what}" for loc, what in problems))
-    return resolved
+    return cls.fill_params(resolved)
 
 
 def resolve_train(epochs: int, recipe: str = "zipf", **overrides: Any) -> TrainConfig:
@@ -130,24 +132,29 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
     cls = METHODS.get(method)
     data_cls = DATASETS.get(dataset)  # the data set's facts: its default model, epochs, holdout, recipe, traits
     given_model = model
-    model = model or data_cls.default_model
+    resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
+    facts = data_cls.defaults(data_cls.Params(**resolved_data))  # a folder's, from its images
+    model = model or facts["model"]
     model_problems = check_model(model, model_params or {})
     if model_problems:
         raise UserError(" | ".join(f"model {model}{'.' + render(p) if p else ''}: {w}" for p, w in model_problems))
-    preset = {k: v for k, v in cls.preset(data_cls.traits(), model).items()
+    preset = {k: v for k, v in cls.preset(DataSet(dataset, resolution=facts["resolution"]), model).items()
               if k in {f.name for f in dataclasses.fields(cls.Params)}}
     values = {**preset, **(method_params or {})}
     params_obj = cls.Params(**values) if typed else make_params(cls, values)  # nan and inf refused as types
-    resolved_data = resolve_dataset_params(dataset, dict(dataset_params or {}))
     # before any data is read; a class count known only from the files is checked when the trial starts
     cls.check(params_obj, num_classes=data_cls.class_count(data_cls.Params(**resolved_data)))
     params = dataclasses.asdict(params_obj)
     given_train = check_train(train or {})
     values = dict(given_train)
-    epochs = values.pop("epochs", data_cls.default_epochs)
+    epochs = values.pop("epochs", facts["epochs"])
     recipe = values.pop("recipe", data_cls.recipe)
     values.setdefault("holdout", data_cls.holdout)
+    for k, v in OPTIMIZER_DEFAULTS.get(values.get("optimizer", ""), {}).items():
+        values.setdefault(k, v)
     config = resolve_train(epochs, recipe, **values)
+    if config.init_from:
+        source_checkpoint(config.init_from)  # a missing source: one line now, not in a worker later
     train_images = data_cls.train_images(data_cls.Params(**resolved_data))
     if config.protocol == "clean" and config.holdout >= 1 and train_images is not None and \
             config.holdout >= train_images:
@@ -164,6 +171,25 @@ def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = N
                      dataset_params=resolved_data, model_params=dict(model_params or {}),
                      train=config, imports=tuple(imports), method_source=source_hash(cls), request=request)
     return with_seed(base, seed)
+
+
+def source_checkpoint(path: str) -> tuple[Path, dict[str, Any] | None]:
+    """`train.init_from`'s weights file and, for a trial folder, its config.json: the folder's best.pt (the
+    selected weights) or else its checkpoint.pt (the last); a file is taken as it is."""
+    from harness.folders import TrialFolder
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p, None
+    if not p.is_dir():
+        raise UserError(f"train.init_from: {p} does not exist; allowed: a trial folder (with best.pt or "
+                        f"checkpoint.pt) or a checkpoint file")
+    trial = TrialFolder(p)
+    for name in (trial.BEST, trial.CHECKPOINT):
+        if (p / name).is_file():
+            return p / name, trial.config()
+    raise UserError(f"train.init_from: {p} holds neither {trial.BEST} nor {trial.CHECKPOINT} (a finished trial "
+                    f"folder has one; was it trained with train.checkpoint=false?)")
 
 
 def check_batch_fits(batch_size: int, train_size: int) -> None:

@@ -107,6 +107,10 @@ class SweepFile(Strict):
                                      "secondary (exploratory)")
     evaluate: Evaluate | None = Field(None, description="corruptions and an OOD set to evaluate each trial on "
                                                         "(`evaluate`, below; docs/results.md)")
+    transfer_from: str | None = Field(None, description="a finished sweep's results folder: fine-tune each of its "
+                                                        "finished trials (of the listed methods) on these data sets, "
+                                                        "keeping its method, parameters, model and seed "
+                                                        "(docs/training.md, \"Transfer\")")
     search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
 

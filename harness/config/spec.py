@@ -82,6 +82,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 Milestones = Annotated[tuple[int | float, ...], BeforeValidator(_milestones)]
 Holdout = Annotated[float, BeforeValidator(_holdout)]
 Every = Annotated[int | str, BeforeValidator(_checkpoint_every)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
 class TrainConfig(BaseModel):
@@ -137,6 +138,27 @@ class TrainConfig(BaseModel):
     select: Literal[RULES] = Field(  # type: ignore[valid-type]
         DEFAULT_RULE, description="the epoch a trial is judged at, read on the selection split: top1 (highest top-1, "
                             "ties to the lower NLL, then the later epoch; default), nll (lowest NLL), last")
+    # The recipes researchers use (docs/training.md, "Recipes"); each default is the harness's behaviour before
+    # the setting existed, and a setting at that default stays out of the key (RECIPE_OFF), so older trials keep
+    # their keys.
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd (momentum, nesterov, L2 weight decay in the gradient) or adamw (decoupled weight "
+                           "decay; lr and weight_decay default to torch.optim.AdamW's 1e-3 and 0.01 unless given)")
+    schedule: Literal["step", "cosine"] = Field(
+        "step", description="step: x gamma at each milestone; cosine: from lr to 0 over the run after the warm-up")
+    mixup: NonNegative = Field(0.0, description="mixup alpha (timm's Mixup; 0 = off)")
+    cutmix: NonNegative = Field(0.0, description="CutMix alpha (timm's Mixup; 0 = off)")
+    mixup_prob: Fraction = Field(1.0, description="probability that a batch is mixed (timm's prob)")
+    switch_prob: Fraction = Field(0.5, description="with both mixup and cutmix: probability of CutMix (timm's)")
+    augment: Literal["none", "randaugment", "trivialaugment"] = Field(
+        "none", description="per-sample policy of torchvision.transforms.v2 on the uint8 image, before the crop")
+    ema: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0, description="model EMA decay per step (timm's ModelEmaV3; 0 = off); evaluation, selection and the "
+                         "test use the EMA weights")
+    init_from: str = Field("", description="a trial folder or a checkpoint file whose backbone initialises the "
+                                           "model (the classifier is replaced when the class count differs)")
+    freeze: Literal["none", "backbone"] = Field(
+        "none", description="backbone: train the classifier only (linear probing; BatchNorm statistics frozen)")
     split_per_seed: bool = Field(
         False, description="draw the holdout split (and a data set's own split, e.g. a split_seed parameter) from "
                            "the trial seed, so that paired tests cover data-split variance (default false)")
@@ -167,7 +189,11 @@ SPEC_VERSION = 4
 # uninterrupted one's). threads and num_workers change numbers (reduction
 # order, which worker augments which sample), so they are in the key.
 NOT_IN_KEY_TRAIN = ("device", "checkpoint", "checkpoint_every", "sync_debug")
-NOT_IN_KEY_DATASET = ("root", "download")
+NOT_IN_KEY_DATASET = ("root", "download", "label")  # a table's name for a data set changes no number
+# Recipe settings left out of the key at these values (the behaviour before they existed): a trial that uses
+# none of them keeps the key it had, one that does gets another.
+RECIPE_OFF: dict[str, Any] = {"optimizer": "sgd", "schedule": "step", "mixup": 0.0, "cutmix": 0.0, "mixup_prob": 1.0,
+                              "switch_prob": 0.5, "augment": "none", "ema": 0.0, "init_from": "", "freeze": "none"}
 # What a stored spec from before a setting existed meant by it (TrialSpec.from_dict(stored=True)).
 LEGACY_TRAIN: dict[str, Any] = {"select": "top1", "split_per_seed": False}
 
@@ -222,6 +248,9 @@ class TrialSpec:
             d.pop(k)
         for k in NOT_IN_KEY_TRAIN:
             d["train"].pop(k, None)
+        for k, off in RECIPE_OFF.items():
+            if d["train"].get(k, off) == off:
+                d["train"].pop(k, None)
         d["dataset_params"] = {k: v for k, v in d["dataset_params"].items() if k not in NOT_IN_KEY_DATASET}
         return d
 

@@ -103,7 +103,7 @@ def load_sweep(path: str | Path, sets: list[str] | None = None) -> SweepSpec:
     for phase in (_structure, _imports, _method_and_dataset_entries, _models, _seeds_and_train, _dataset_defaults,
                   _resources_and_search, _train_sets, _method_sets, _size):
         phase(d)
-    trials = _expand(d) if d.expand else []
+    trials = (_expand_transfer(d) if d.value("transfer_from") else _expand(d)) if d.expand else []
     d.P.raise_if_any()
     keys = [t.key() for t in trials]
     if len(set(keys)) != len(keys):
@@ -383,6 +383,37 @@ def _resources(P: Problems, value: dict[str, Any]) -> Resources:
     if r.cpus_per_trial == 0 and r.workers_per_trial == 1:
         P.add(("resources", "cpus_per_trial"), "found 0; allowed: > 0")
     return r
+
+
+def _expand_transfer(d: Draft) -> list[TrialSpec]:
+    """`transfer_from:`: one trial per (finished source trial, data set), paired with its source by method and
+    seed (harness/config/transfer_sweep.py)."""
+    from harness.config.transfer_sweep import transfer_requests
+
+    for key in ("seeds", "models", "search"):
+        if key in d.raw:
+            d.P.add((key,), f"found with transfer_from; allowed: none (the source trials' {key} are used)")
+    for mi, (_, params) in d.sound_methods:
+        if params:
+            d.P.add(("methods", mi, "params"), "found with transfer_from; allowed: names only (the parameters "
+                                               "are the source trials')")
+    try:
+        requests = transfer_requests(d.raw["transfer_from"], {m for _, (m, _) in d.sound_methods})
+    except UserError as e:
+        d.P.add(("transfer_from",), str(e).removeprefix("transfer_from: "))
+        return []
+    trials = []
+    for (di, (name, d_params)), req in itertools.product(d.sound_datasets, requests):
+        block = d.per_dataset.get(name) or {}
+        train = {**d.train, **(block.get("train") or {}), **d.overrides["train"], "init_from": req["init_from"]}
+        try:
+            trials.append(resolve_trial(method=req["method"], dataset=name, model=req["model"], seed=req["seed"],
+                                        method_params=req["method_params"], model_params=req["model_params"],
+                                        dataset_params={**d_params, **d.overrides["dataset"]}, train=train,
+                                        imports=tuple(d.imports)))
+        except (UserError, MethodParamError, RegistryError) as e:
+            d.P.add(("datasets", di), f"{req['init_from']}: {e}")
+    return trials
 
 
 def _expand(d: Draft) -> list[TrialSpec]:

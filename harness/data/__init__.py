@@ -30,6 +30,7 @@ from typing import Any
 
 from harness.data.cifar import CIFAR_MEAN, CIFAR_STD, Cifar10, Cifar100
 from harness.data.embedded import Digits, Synthetic, make_synthetic
+from harness.data.folder import Folder
 from harness.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageNet, INat21, TinyImageNet
 from harness.data.mnist import FASHION_CLASSES, FASHION_MEAN, FASHION_STD, FashionMNIST, read_idx
 from harness.data.registry import (
@@ -45,6 +46,7 @@ from harness.data.registry import (
     register_dataset,
     resolve_root,
 )
+from harness.data.tvreaders import TorchvisionReader
 
 # torch and torchvision are imported when a data set is built, not when the registry is read (`tfbench
 # datasets`, a sweep's checks): the Dataset classes of `common` are imported on first use.
@@ -61,8 +63,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "IMAGENET_MEAN",
-    "IMAGENET_STD", "Cifar10", "Cifar100", "DataBundle", "DatasetDef", "Digits", "FashionMNIST",
-    "INat21", "ImageFileDataset", "ImageNet", "InMemory", "Synthetic", "TensorImageDataset", "TinyImageNet",
+    "IMAGENET_STD", "Cifar10", "Cifar100", "DataBundle", "DatasetDef", "Digits", "FashionMNIST", "Folder",
+    "INat21", "ImageFileDataset", "ImageNet", "InMemory", "Synthetic", "TensorImageDataset", "TinyImageNet", "TorchvisionReader",
     "build_dataset", "check_dataset", "data_home", "describe_datasets", "make_dataset_params",
     "make_synthetic", "read_idx", "register_dataset", "resolve_root", "tensor_transform",
 ]

@@ -88,6 +88,7 @@ class DataBundle:
     memory: InMemory | None
     root: str | None
     files: Uint8Files | None = None  # file-based sets: the uint8 splits of the device path
+    summary: str | None = None       # what a set read from its data (`folder`): a trial states it when it starts
 
     @property
     def skipped_images(self) -> int:
@@ -143,7 +144,8 @@ def in_memory_bundle(*, name: str, classes: list[str], train_x: Tensor, train_y:
 def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], val: list[tuple[str, int]],
                 train_geometry: list[Any], eval_geometry: list[Any], crop_padding: int, flip: bool, input_size: int,
                 mean: tuple[float, ...], std: tuple[float, ...], on_bad_image: str, root: Path,
-                superclasses: list[int] | None = None, superclass_names: list[str] | None = None) -> DataBundle:
+                superclasses: list[int] | None = None, superclass_names: list[str] | None = None,
+                in_chans: int = 3) -> DataBundle:
     """A bundle over image files from each split's per-sample geometry (v2 ops on the PIL image) and the
     augmentation after it: the torchvision float splits and the device path's uint8 ones (`files`). Every
     split over the same files shares one bad-file mask (train, train_eval and their uint8 twins)."""
@@ -161,7 +163,7 @@ def file_bundle(*, name: str, classes: list[str], train: list[tuple[str, int]], 
         return ImageFileDataset(samples, tf, on_bad_image=on_bad_image, bad=like.bad)
 
     return DataBundle(
-        name=name, num_classes=len(classes), in_chans=3, input_size=input_size, classes=classes,
+        name=name, num_classes=len(classes), in_chans=in_chans, input_size=input_size, classes=classes,
         superclasses=superclasses, superclass_names=superclass_names, mean=tuple(mean), std=tuple(std),
         train=tr, val=va, train_eval=twin(train, eval_f, tr),
         train_labels=torch.tensor([label for _, label in train], dtype=torch.int64),
@@ -203,10 +205,39 @@ class DatasetDef:
     recipe: ClassVar[str] = "zipf"         # the official training recipe (harness/config/presets.py RECIPES)
     resolution: ClassVar[str] = LOW        # LOW or HIGH (methods/traits.py): what a method's presets key on
 
+    # The hooks read from the class, before anything is built: classmethods. `build` is the one ordinary method.
+    CLASS_HOOKS: ClassVar[tuple[str, ...]] = ("problem", "defaults", "fill_params", "class_count", "train_images",
+                                              "env_var", "traits")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A hook of the wrong kind is one line when the class is defined, not a TypeError when it is first used."""
+        super().__init_subclass__(**kwargs)
+        for hook in cls.CLASS_HOOKS:
+            if hook in vars(cls) and not isinstance(vars(cls)[hook], classmethod):
+                raise UserError(f"dataset class {cls.__name__}: {hook} must be a @classmethod (the harness calls "
+                                f"{cls.__name__}.{hook}(...) without an instance); see docs/datasets.md")
+        if "build" in vars(cls) and isinstance(vars(cls)["build"], (classmethod, staticmethod)):
+            raise UserError(f"dataset class {cls.__name__}: build must be an ordinary method, "
+                            f"def build(self, p, root) -> DataBundle")
+        if "Params" in vars(cls) and not dataclasses.is_dataclass(cls.Params):
+            raise UserError(f"dataset class {cls.__name__}: Params must be a @dataclass(frozen=True)")
+
     @classmethod
     def traits(cls) -> DataSet:
         """The name and traits a method's `preset` sees."""
         return DataSet(cls.name, resolution=cls.resolution)
+
+    @classmethod
+    def defaults(cls, p: Any) -> dict[str, Any]:
+        """The model, epochs and resolution class a trial with parameters `p` defaults to: the class attributes,
+        unless the data set reads them from its data (`folder`: from its images' size). Read once, when a
+        trial is resolved."""
+        return {"model": cls.default_model, "epochs": cls.default_epochs, "resolution": cls.resolution}
+
+    @classmethod
+    def fill_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The resolved parameters, with any a data set fills itself (`folder`'s label from its root)."""
+        return values
 
     @classmethod
     def class_count(cls, p: Any) -> int | None:
@@ -357,7 +388,10 @@ def describe_datasets() -> list[dict[str, Any]]:
             "name": name, "in_memory": cls.in_memory, "download": cls.can_download, "layout": cls.layout,
             "params": [f.name for f in dataclasses.fields(cls.Params)],
             "defaults": {"model": cls.default_model, "epochs": cls.default_epochs, "holdout": cls.holdout,
-                         "recipe": cls.recipe, "resolution": cls.resolution},
+                         "recipe": cls.recipe, "resolution": cls.resolution}
+            if vars(cls).get("defaults") is None else  # read from the data (`folder`): stated when a trial starts
+            {"model": "from the data", "epochs": cls.default_epochs, "holdout": cls.holdout, "recipe": cls.recipe,
+             "resolution": "from the data"},
         }
         if cls.needs_root:
             choice = resolve_root(cls, None)

@@ -41,6 +41,11 @@ def warn_stderr(message: str) -> None:
 
 # --- trials.csv ----------------------------------------------------------------------------------
 
+def dataset_label(spec: dict[str, Any]) -> Any:
+    """The name tables give a trial's data set: its `label` parameter where it has one (`folder`), else its name."""
+    return (spec.get("dataset_params") or {}).get("label") or spec.get("dataset")
+
+
 def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = False,
               warn: Warn = warn_stderr) -> dict[str, Any]:
     """The trials.csv row of one trial: its resolved spec (as TrialSpec.to_dict) plus its record. A finished
@@ -62,7 +67,7 @@ def trial_row(folder: Path, key: str, spec: dict[str, Any], *, stale: bool = Fal
             spec, status = {k: v for k, v in spec.items() if k in ("method", "dataset", "model", "seed")}, "pending"
     train = spec.get("train") or {}
     row: dict[str, Any] = {"key": key, "status": status, "stale": bool(stale), "method": spec.get("method"),
-                           "dataset": spec.get("dataset"), "model": spec.get("model"), "seed": spec.get("seed"),
+                           "dataset": dataset_label(spec), "model": spec.get("model"), "seed": spec.get("seed"),
                            "epochs": train.get("epochs"), "protocol": train.get("protocol", ""),
                            "select": train.get("select", LEGACY_SELECT)}
     row.update({f"p.{k}": v for k, v in (spec.get("method_params") or {}).items()})

@@ -3,8 +3,8 @@
 `train_trial(spec, out_dir)` is an ordinary function (no Ray). It reads top to bottom: set up, resume, loop
 over epochs (train steps, then an evaluation on the selection split with plain cross-entropy), evaluate the
 test split under `clean`, write results. The pieces live beside it: `parts` (dataset, model, method,
-loaders), `splits` (the protocols), `metrics`, `checkpoint`, `distributed`, `device`, `trained`. The
-record's metrics are named by the vocabulary (harness/metrics.py), not here.
+loaders), `splits` (the protocols), `resume` (claim and resume), `metrics`, `checkpoint`, `distributed`,
+`device`, `trained`. The record's metrics are named by the vocabulary (harness/metrics.py), not here.
 
 Over 400 lines, `train_trial` about a hundred and `train_step` sixteen keyword arguments, on purpose: the
 trial reads top to bottom in one function as nanoGPT's loop does (set up, resume, epochs, finish), and the
@@ -14,7 +14,6 @@ building a trial; a rig object in their place would hide what the step touches.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,16 +28,13 @@ from harness.config.selection import diagnose, is_better, selection_rule
 from harness.config.spec import TrainConfig, TrialSpec
 from harness.errors import UserError
 from harness.folders import TrialFolder
-from harness.io import append_jsonl, environment, write_jsonl
+from harness.io import append_jsonl, environment
 from harness.metrics import epoch_values, reported_quantities
 from harness.train.checkpoint import (
     BEST,
     CHECKPOINT,
-    load_checkpoint,
     previous_checkpoint,
     read_checkpoint,
-    read_metrics,
-    restore_best,
 )
 from harness.train.device import (
     configure_backends,
@@ -51,7 +46,6 @@ from harness.train.device import (
 )
 from harness.train.distributed import (
     barrier,
-    broadcast,
     data_parallel,
     gather_update,
     rank_world,
@@ -62,8 +56,11 @@ from harness.train.memory import reset_peak_rss
 from harness.train.metrics import ece_counts, ece_from_counts, evaluate, lr_at
 from harness.train.optim import make_optimizer
 from harness.train.parts import BatchPlan, Loaders, build_parts, make_loaders
+from harness.train.recipes import describe, make_ema, make_mixer, mixed_loss
+from harness.train.resume import claim, resume, trial_state
 from harness.train.splits import make_splits
 from harness.train.trained import Trained, load_trained
+from harness.train.transfer import describe_source, freeze_backbone, hold_frozen_norms, init_from
 from harness.train.walltime import WallClock
 from harness.train.writer import Checkpoints
 from methods import Method, StepContext
@@ -114,7 +111,7 @@ def train_step(*, model: torch.nn.Module, method: Method, opt: torch.optim.Optim
             # arms no reduction and (forward_sync_buffers=False) synchronises nothing
             with torch.no_grad():
                 ctx.partner_logits = model(xp).float()
-    parts = (loss_fn or method.loss)(logits.float(), y, ctx)
+    parts = mixed_loss(loss_fn or method.loss, method, logits.float(), y, ctx)  # plain loss unless mixed
     if after_loss is not None:
         after_loss()
     opt.zero_grad(set_to_none=True)
@@ -160,6 +157,14 @@ class Rig(StepRig):
     world: int
     backends: dict[str, Any]       # cuDNN autotuning, TF32, determinism as set for this trial (config.json)
     gather: Callable[[Method], None] | None  # data-parallel: every worker's per-sample updates to all of them
+    ema: Any = None                # timm's ModelEmaV3 (train.ema): what is evaluated, selected and tested
+    mixer: Any = None              # recipes.Mixer (train.mixup, train.cutmix)
+    source: dict | None = None     # train.init_from: the source's file, hash and key (config.json)
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The weights evaluated, selected and tested: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict], None] | None = None,
@@ -192,7 +197,10 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
         out.mkdir(parents=True, exist_ok=True)
         trial.write_config({"key": spec.key(), "seed": spec.seed, "spec": spec.to_dict(),
                             "env": {**environment(str(r.device)), "backends": r.backends},
-                            "world_size": r.world})
+                            "world_size": r.world, **({"init_from": r.source} if r.source else {})})
+        for line in (r.bundle.summary, describe(t), describe_source(r.source, t.freeze)):
+            if line:
+                log(line)
     start_epoch, best, timing, history = resume(r, spec, out, quiet)
     if r.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(r.device)
@@ -214,16 +222,16 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
             train_stats, seconds, lr = train_epoch(r, spec, epoch, first=epoch == start_epoch, timing=timing)
             tick = clock.add("steps_time_s", tick)
             # the selection split: the held-out validation split (clean) or the evaluation split (paper)
-            metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.model, r.loaders.select, r.device, r.amp),
+            metrics = {"epoch": epoch + 1, **train_stats, **evaluate(r.judged, r.loaders.select, r.device, r.amp),
                        "lr": lr, "epoch_time_s": seconds, "step_time_s": timing["seconds"] / max(timing["steps"], 1)}
             clock.add("eval_time_s", tick)
             history.append(metrics)
             if is_better(t.select, top1=metrics["val_top1"], nll=metrics["val_nll"], best_top1=best["top1"],
                          best_nll=best.get("nll", math.inf)):
                 best = {"epoch": epoch + 1, **{k: metrics[f"val_{k}"] for k in reported_quantities()}}
-                saves.improved(r.model.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
+                saves.improved(r.judged.state_dict(), epoch=epoch + 1, val_top1=best["top1"])
             if lead and saves.due(epoch + 1, final=epoch + 1 == t.epochs):  # snapshot now, write after the line
-                saves.take(_state(r, spec, epoch + 1, best, timing))
+                saves.take(trial_state(r, spec, epoch + 1, best, timing))
             metrics.update(clock.lap())
             if lead:
                 append_jsonl(trial / trial.METRICS, metrics)
@@ -246,7 +254,7 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     selected = {k: best.get(k) for k in reported_quantities()}
     tick = time.perf_counter()
     if clean:  # the test split, exactly twice (once when the last epoch is the selected one)
-        last = _strip(evaluate(r.model, r.loaders.test, r.device, r.amp))
+        last = _strip(evaluate(r.judged, r.loaders.test, r.device, r.amp))
         selected = last
         if keeps_best:
             r.model.load_state_dict(read_checkpoint(out / BEST, map_location=r.device)["model"])
@@ -256,8 +264,8 @@ def train_trial(spec: TrialSpec, out_dir: str | Path, *, report: Callable[[dict]
     if lead:  # per-image predictions before the record, so a finished trial has them (docs/results.md)
         from harness.train.evaluation import keep_predictions
 
-        keep_predictions(r.model, r.loaders, out, device=r.device, amp=r.amp, holds="selected" if keeps_best
-                         else "last", selected_is_last=best["epoch"] == t.epochs)
+        keep_predictions(r.model if keeps_best else r.judged, r.loaders, out, device=r.device, amp=r.amp,
+                         holds="selected" if keeps_best else "last", selected_is_last=best["epoch"] == t.epochs)
     clock.add("eval_time_s", tick)  # the test split's evaluation and the predictions kept
     diagnosis = diagnose(t.select, val_top1=[row["val_top1"] for row in history],
                          class_counts=torch.bincount(r.select_labels).tolist())
@@ -302,6 +310,9 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
     backends = configure_backends(device, deterministic=t.deterministic)
     seed_everything(spec.seed)
     bundle, model, method = build_parts(spec, device, bundle)
+    source = init_from(model, t.init_from) if t.init_from else None  # before the optimiser and the EMA see it
+    if t.freeze == "backbone":
+        freeze_backbone(model)
     step = build_step_rig(t, model, method, device, world)  # draws no random number
     # why: a method that drew numbers from the global generator when built (Zipf's extra layer) must not
     # shift the draws that come later from it (DataLoader augmentation, worker seeds)
@@ -319,7 +330,8 @@ def build_rig(spec: TrialSpec, bundle: Any = None) -> Rig:
                select_labels=bundle.val_labels if splits.select is None else bundle.train_labels[splits.select],
                rank=rank, world=world, backends=backends,
                # a worker's slice of a global batch is at most ceil(B / world) (BatchPlan): the gather's fixed size
-               gather=partial(gather_update, slots=-(-t.batch_size // world)) if world > 1 else None)
+               gather=partial(gather_update, slots=-(-t.batch_size // world)) if world > 1 else None,
+               ema=make_ema(model, t.ema), mixer=make_mixer(t, bundle.num_classes), source=source)
 
 def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, device: torch.device,
                    world: int = 1) -> StepRig:
@@ -355,71 +367,6 @@ def build_step_rig(t: TrainConfig, model: torch.nn.Module, method: Method, devic
                    device=device, amp=amp)
 
 
-def claim(trial: TrialFolder, key: str, *, force: bool, log: Callable[[str], None]) -> None:
-    """Make sure `trial` holds nothing of another trial or another tool before anything is written: records of
-    two trials must never mix (a resume would report the other's epochs as this one's), and files tfbench did
-    not write are never replaced."""
-    other = trial.foreign_key(key)
-    strays = trial.strays(key) if other is None else []
-    if other is None and not strays:
-        return
-    if other is not None and not any((trial / name).exists() for name in trial.RECORDS):
-        log(f"{trial.path}: replacing the config of trial {other}, which recorded no epoch")
-        return
-    held = f"the records of trial {other}" if other else f"files that no tfbench trial wrote ({', '.join(strays)})"
-    if not force:
-        raise UserError(f"{trial.path} holds {held}, not of {key}; refusing to mix them: give another --out, or "
-                        f"--force to move the old folder aside first")
-    aside = trial.move_aside(other or "unknown")
-    log(f"moved {held} from {trial.path} to {aside} (--force)")
-
-
-def resume(r: Rig, spec: TrialSpec, out: Path, log: Callable[[str], None]) -> tuple[int, dict, dict, list[dict]]:
-    """(start epoch, best so far, timing, the epochs' records) from the newest usable checkpoint, or a fresh
-    start; the record and the weights must agree, so the checkpoint may be no newer than the intact record."""
-    t, lead = spec.train, r.rank == 0
-    history = read_metrics(out / TrialFolder.METRICS, log) if t.checkpoint else []
-    state = load_checkpoint(out / CHECKPOINT, log, rename=lead, max_epoch=len(history)) if t.checkpoint else None
-    if state is not None and t.protocol == "clean" and selection_rule(t.select).reads_split:
-        ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=True) if lead else True
-        barrier(r.world)  # rank 0 has rolled best.pt back before the others look
-        if not lead:
-            ok = restore_best(out / BEST, state["best"]["epoch"], log, rename=False)
-        state = state if ok else None
-    if state is not None and state.get("key", spec.key()) != spec.key():
-        raise UserError(f"{out / CHECKPOINT} is a checkpoint of trial {state['key']}, not of {spec.key()}; "
-                        f"refusing to resume from it")
-    fresh = (0, {"top1": -1.0, "nll": math.inf, "epoch": 0}, {"steps": 0, "seconds": 0.0}, [])
-    if state is None:
-        if lead:  # a fresh start leaves nothing of an earlier attempt behind, and says so
-            if history:
-                log(f"starting {spec.key()} from scratch: the record held {len(history)} epoch(s) that no usable "
-                    f"checkpoint covers (e.g. killed before the checkpoint was written); they are trained again")
-            else:
-                log(f"starting {spec.key()} from scratch")
-            for name in (TrialFolder.METRICS, BEST, previous_checkpoint(Path(BEST)).name):
-                (out / name).unlink(missing_ok=True)
-        if r.world > 1:
-            broadcast(r.params + list(r.model.buffers()))
-        return fresh
-    r.model.load_state_dict(state["model"])
-    r.opt.load_state_dict(state["optimizer"])
-    r.method.load_state_dict(state["method"])
-    if r.extra is not None:
-        r.extra.load_state_dict(state["extra"])
-    r.generator.set_state(state["rng"]["loader"])
-    r.method_gen.set_state(state["rng"]["method"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    if lead:  # the metrics file may hold an epoch the checkpoint does not (a kill between the two writes)
-        write_jsonl(out / TrialFolder.METRICS, history[:state["epoch"]])
-        log(f"resuming {spec.key()} from epoch {state['epoch']}")
-    if r.world > 1:
-        broadcast(r.params + list(r.model.buffers()))
-    return state["epoch"], state["best"], state["timing"], history[:state["epoch"]]
-
-
 def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
                 timing: dict) -> tuple[dict[str, float], float, float]:
     """One epoch of steps: (train_* statistics, seconds spent training, the last step's lr). Adds to `timing`,
@@ -429,6 +376,8 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
     warmup_steps = min(3, steps_per_epoch // 4) if first else 0
     r.method.on_epoch_start(epoch, t.epochs)
     r.model.train()
+    if t.freeze == "backbone":
+        hold_frozen_norms(r.model)
     sums: dict[str, Tensor] = {}
     counts = torch.zeros(2, device=r.device)  # correct, seen
     sync(r.device)
@@ -445,14 +394,19 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
             n = r.plan.local_batch
             x, xp, y, yp, idx = x[:n], x[n:], y[:n], y[n:], idx[:n]
         lr = lr_at(epoch * steps_per_epoch + i, steps_per_epoch=steps_per_epoch, lr=t.lr,
-                   milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
+                   milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs, schedule=t.schedule,
+                   total_steps=t.epochs * steps_per_epoch)
         ctx = StepContext(epoch=epoch, num_epochs=t.epochs, indices=idx, generator=r.method_gen)
         if xp is not None and r.method.needs.overlap:
             ctx.overlap_targets = yp
+        if r.mixer is not None:  # train accuracy counts the first target set (the unflipped labels)
+            x, ctx.targets_b, ctx.lam = r.mixer(x, y)
         with no_host_sync(t.sync_debug and r.device.type == "cuda"):
             train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=y, xp=xp, ctx=ctx, lr=lr,
                        classifier=r.classifier, amp=r.amp, sums=sums, counts=counts, gather=r.gather,
                        loss_fn=r.loss_fn)
+            if r.ema is not None:
+                r.ema.update(r.model)
         counted += 1
     sync(r.device)
     seconds = time.perf_counter() - tick
@@ -467,14 +421,6 @@ def train_epoch(r: Rig, spec: TrialSpec, epoch: int, *, first: bool,
         raise TrialDiverged(f"trial {spec.key()}: the loss became {stats['train_loss']} in epoch "
                             f"{epoch + 1} (method {spec.method}, lr {lr:g}); stopping")
     return {**stats, "train_top1": counts[0].item() / seen}, seconds, lr
-
-
-def _state(r: Rig, spec: TrialSpec, epoch: int, best: dict, timing: dict) -> dict[str, Any]:
-    return dict(model=r.model.state_dict(), optimizer=r.opt.state_dict(), method=r.method.state_dict(),
-                extra=r.extra.state_dict() if r.extra is not None else None, epoch=epoch, best=best,
-                timing=timing, spec=spec.to_dict(), key=spec.key(),
-                rng={"loader": r.generator.get_state(), "method": r.method_gen.get_state(),
-                     "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()})
 
 
 def _strip(evaluated: dict[str, float]) -> dict[str, float]:

@@ -4,6 +4,7 @@ Evaluation always uses plain cross-entropy, whatever the method trained with, so
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,14 +15,26 @@ ECE_BINS = 15
 
 
 def lr_at(step: int, *, steps_per_epoch: int, lr: float, milestones: tuple[int, ...], gamma: float,
-          warmup_epochs: int) -> float:
-    """Step-wise multistep schedule with an optional linear warm-up (TF-KD warms up for one epoch)."""
-    epoch = step // steps_per_epoch
-    factor = gamma ** sum(epoch >= m for m in milestones)
+          warmup_epochs: int, schedule: str = "step", total_steps: int = 0) -> float:
+    """The learning rate of global step `step` (0-based), with an optional linear warm-up over `warmup_epochs`
+    (TF-KD warms up for one epoch): lr * (step + 1) / warm-up steps.
+
+    step: multistep, x gamma at each milestone epoch. cosine: after the warm-up W, over the rest of the run
+    (T = total_steps): lr * (1 + cos(pi * (step - W) / (T - W))) / 2, from lr down to 0 (timm's cosine with
+    its warm-up as a prefix, no floor)."""
     warm = warmup_epochs * steps_per_epoch
     if step < warm:
-        factor *= (step + 1) / warm
-    return lr * factor
+        return lr * (step + 1) / warm * (1.0 if schedule == "cosine" else _step_factor(step, steps_per_epoch,
+                                                                                        milestones, gamma))
+    if schedule == "cosine":
+        span = max(total_steps - warm, 1)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
+    return lr * _step_factor(step, steps_per_epoch, milestones, gamma)
+
+
+def _step_factor(step: int, steps_per_epoch: int, milestones: tuple[int, ...], gamma: float) -> float:
+    epoch = step // steps_per_epoch
+    return gamma ** sum(epoch >= m for m in milestones)
 
 
 def ece_counts(probs: Tensor, targets: Tensor, bins: int = ECE_BINS) -> Tensor:

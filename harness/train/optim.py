@@ -14,8 +14,11 @@ from harness.config.spec import TrainConfig
 
 
 def make_optimizer(params: Iterable[Tensor], train: TrainConfig) -> torch.optim.Optimizer:
-    """SGD over `params` (one parameter group, in the given order) with the train config's lr, momentum,
-    weight decay and Nesterov setting; the learning rate is then set per step (`lr_at`)."""
+    """`train.optimizer` over `params` (one parameter group, in the given order); the learning rate is then set
+    per step (`lr_at`). SGD: momentum, Nesterov, and weight decay as L2 in the gradient (coupled); AdamW:
+    torch's default betas and eps, weight decay decoupled (w -= lr * wd * w), momentum and Nesterov unused."""
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(list(params), lr=train.lr, weight_decay=train.weight_decay)
     return torch.optim.SGD(list(params), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
                            nesterov=train.nesterov)
 

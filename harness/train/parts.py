@@ -122,11 +122,13 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
     held-out split is a Subset of the unaugmented train_eval."""
     from harness.data.fast import DeviceLoader, TensorLoader
     from harness.train.device import no_host_sync
+    from harness.train.recipes import with_augment
 
     t, mem = spec.train, bundle.memory
     eval_batch = max(t.batch_size, 256)
     cuda = device.type == "cuda"
-    if t.fast_path and mem is not None:
+    # train.augment runs per sample on the host (timm's way): an in-memory set then takes the torchvision path
+    if t.fast_path and mem is not None and t.augment == "none":
         common = dict(device=device, mean=bundle.mean, std=bundle.std, channels_last=device.type == "cuda")
         train = TensorLoader(mem.train_x, mem.train_y, batch_size=t.batch_size, shuffle=True, drop_last=True,
                              generator=generator, crop_padding=mem.crop_padding, flip=mem.flip, **common)
@@ -149,7 +151,7 @@ def make_loaders(bundle: Any, spec: TrialSpec, plan: BatchPlan, splits: Splits, 
                             flip=bool(files and augment and files.flip), channels_last=cuda,
                             guard=lambda: no_host_sync(t.sync_debug and cuda))
 
-    train = device_loader(src.train, True, batch_sampler=_ListPlan(plan))
+    train = device_loader(with_augment(src.train, t.augment), True, batch_sampler=_ListPlan(plan))
     test = device_loader(src.val, False, batch_size=eval_batch, shuffle=False)
     select = test
     if splits.select is not None:

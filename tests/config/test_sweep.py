@@ -2,6 +2,7 @@
 and one test per shipped sweep file."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,19 @@ train: {epochs: 2}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_shipped_sweep_file_loads_and_dry_runs(path, capsys):
+def test_every_shipped_sweep_file_loads_and_dry_runs(path, capsys, tmp_path, monkeypatch):
+    import yaml
+
+    source = (yaml.safe_load(path.read_text()) or {}).get("transfer_from")
+    if source:  # a transfer sweep reads its source's finished trials: two written by hand, from tmp_path
+        monkeypatch.chdir(tmp_path)
+        for method, seed in (("ce", 0), ("zipf", 0)):
+            trial = tmp_path / source / "trials" / f"{method}-s{seed}"
+            trial.mkdir(parents=True)
+            spec = {"method": method, "model": "tiny_cnn", "seed": seed, "method_params": {}, "model_params": {}}
+            (trial / "config.json").write_text(json.dumps({"key": trial.name, "spec": spec}))
+            (trial / "result.json").write_text(json.dumps({"status": "finished"}))
+            (trial / "best.pt").write_bytes(b"weights")
     sweep = load_sweep(path)
     assert sweep.trials and len({t.key() for t in sweep.trials}) == len(sweep.trials)
     first = path.read_text().splitlines()[0]
