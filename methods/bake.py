@@ -83,7 +83,7 @@ class BAKE(Method):
     """L = CE + lam * sum KL(Q || softmax(z / T)) * T^2 / B, Q = (1 - omega)(I - omega A)^-1 softmax(z / T)."""
 
     needs = Needs(features=True, batches=True)
-    label, color, order = "BAKE", "#7f7f7f", 11
+    label, color, order = "BAKE", "#e7ba52", 11  # not grey: grey is CE's, the reference
     data_parallel_refusal = ("its batches are class groups whose affinity spans the whole batch, which a "
                              "worker's slice would split; train it on one worker")
 

@@ -54,7 +54,7 @@ class DLB(Method):
     """L = CE(cat(z_prev_view, z), cat(y_prev, y)) + alpha * KL(softmax(z_last / T) || softmax(z_prev_view / T)) * T^2."""
 
     needs = Needs(batches=True, overlap=True)
-    label, color, order, recipe = "DLB", "#8c564b", 9, "dlb"
+    label, color, order, recipe = "DLB", "#393b79", 9, "dlb"
     data_parallel_refusal = ("its second forward (the previous batch, with gradient) is not run through the "
                              "data-parallel wrapper; train it on one worker")
 
