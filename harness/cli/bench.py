@@ -295,7 +295,7 @@ TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callabl
     "checkpoint": ("the extra wall time per epoch that checkpoints add (on against off, one run)",
                    _checkpoint_arguments, _checkpoint_run),
     "gpu": ("the GPU check: training images/s of ResNet-18 with CE and Zipf's LS, both data paths, "
-            "and no host sync in a Zipf step", _gpu_arguments, _gpu_run),
+            "and no host sync in a Zipf step; --suite: the prepared GPU suite", _gpu_arguments, _gpu_run),
     "data": ("a file-based set's training loader images/s against the model's step and timm's loader",
              _data_arguments, _data_run),
 }
