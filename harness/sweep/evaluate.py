@@ -6,6 +6,7 @@ predictions existed is filled the same way.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,17 @@ def evaluate_trial(trial_dir: Path, settings: Evaluate, *, device: str, log: Cal
         return False
     record = trial.result() or {}
     values = record_metrics(pred)
-    if all(record.get(k) == v for k, v in values.items()):
+    if all(_same(record.get(k), v) for k, v in values.items()):  # a finished record is rewritten only to add
         return False
     trial.write_result({**record, **values})
     return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included (a metric undefined for a trial is NaN both times: no reason to rewrite its record)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
 
 
 def evaluate_folder(results_dir: str | Path, settings: Evaluate | None = None, *, device: str = "auto",

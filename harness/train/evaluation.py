@@ -90,14 +90,17 @@ def keep_predictions(model: torch.nn.Module, loaders: Any, out: Path, *, device:
                      holds: str, selected_is_last: bool) -> None:
     """The loop's end: predictions of the weights in `model` (`holds`: "selected" under the clean protocol's
     best.pt, else "last") and of the other weights when the folder has them (the final checkpoint), written
-    to `out`/predictions.npz. Leaves `model` with the last weights when it loaded them."""
+    to `out`/predictions.npz. `model` ends with the weights it came with (in a data-parallel trial only rank 0
+    runs this, and every replica must end alike)."""
     if holds == "selected" or selected_is_last:
         arrays = _splits(model, loaders, device, amp, "", features=True)
         if holds == "last":
             arrays.update(_as_last(arrays))
         elif (out / CHECKPOINT).exists():
+            came_with = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(read_checkpoint(out / CHECKPOINT, map_location=device)["model"])
             arrays.update(_splits(model, loaders, device, amp, "last_"))
+            model.load_state_dict(came_with)
     else:  # the paper protocol's selected weights are not kept: the last epoch's predictions only
         arrays = _splits(model, loaders, device, amp, "last_")
     write_predictions(out, arrays)
