@@ -1,5 +1,6 @@
-"""`tfbench bench gpu --suite`: the prepared GPU check, one call on a lent GPU machine (under 8 minutes on one
-H100), written as markdown and JSON. Built and tested on a CPU in its smoke form (`--device cpu --smoke`).
+"""`tfbench bench gpu --suite`: the prepared GPU check, one call on a lent GPU machine (meant to fit in 8 minutes
+on one H100; not yet timed on a GPU: each section reports its seconds), written as markdown and JSON. Built
+and tested on a CPU in its smoke form (`--device cpu --smoke`).
 
 Sections, each timed, each failing on its own (a broken section is one line in the report, the others
 still run: a GPU lease is too short to lose to one error):

@@ -170,7 +170,7 @@ def _gpu_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="also write bench_gpu.md and bench_gpu.json (--suite: suite.md and suite.json) here")
     p.add_argument("--suite", action="store_true",
-                   help="the prepared GPU suite (one call of under 8 minutes: CUDA tests, losses, every method's "
+                   help="the prepared GPU suite (one call meant to fit in 8 minutes: CUDA tests, losses, every method's "
                         "step eager and compiled, a 2-epoch sweep with two trials per GPU, the file loader, "
                         "host syncs); on a CPU only with --smoke")
     add_device(p)
