@@ -1,5 +1,6 @@
-"""`tfbench plot DIR`: write the ablation, learning-curve, accuracy-vs-cost and across-data-set figures of a
-results folder (into DIR/plots/, or `--out`)."""
+"""`tfbench plot DIR`: write the figures of a results folder (ablations, learning curves, paired differences,
+cost, search trials, across data sets; each as PNG, PDF and its caption as .txt) into DIR/plots/, or `--out`,
+at a paper's width (`--width`)."""
 from __future__ import annotations
 
 import argparse
@@ -17,18 +18,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write the figures into DIR and leave the results folder untouched (a shared or "
                              "read-only folder)")
+    parser.add_argument("--width", default=None, metavar="W",
+                        help="figure width: column (3.3 in), page (6.9 in, both columns) or inches (default: the "
+                             "sweep file's `figures: {width: ...}`, else column)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.metric is not None and args.metric not in TABLE_METRICS:
         raise UserError(f"unknown metric {args.metric!r} for `tfbench plot`; allowed: {', '.join(TABLE_METRICS)}")
     from harness.folders import ResultsFolder
-    from harness.results.plots import plots_target, write_plots  # matplotlib only when used
+    from harness.results.plots import figure_width, plots_target, write_plots  # matplotlib only when used
+
+    width = None if args.width is None else figure_width(args.width)
 
     plots_target(args.dir, args.out)  # before any work: a file, a read-only folder, a link out: one line
     if args.out is None:  # writing into the results folder: a killed writer's leftovers go first
         ResultsFolder(args.dir).remove_temporaries()
-    paths = write_plots(args.dir, metric=args.metric, out=args.out)
+    paths = write_plots(args.dir, metric=args.metric, out=args.out, width=width)
     for p in paths:
         print(p)
     if not paths:

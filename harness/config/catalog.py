@@ -77,9 +77,41 @@ def builtins() -> dict[str, dict[str, Any]]:
         return generate()
 
 
+# The display names of a user's methods, as a results folder recorded them (sweep.yaml's `labels`, written by
+# `tfbench run` from the classes it imported; `remember_labels` when its trials are loaded): the results code
+# reads files and never imports a user's method file.
+_RECORDED: dict[str, str] = {}
+MAX_LABEL = 200
+
+
+def user_labels(names: list[str]) -> dict[str, str]:
+    """name -> declared `label` of each registered method among `names` that is not a built-in and has one:
+    what a sweep record keeps so that tables and figures show a user's method by its label."""
+    from methods import METHODS
+
+    out = {}
+    for name in dict.fromkeys(names):
+        cls = METHODS.get(name)
+        if not _builtin(cls) and isinstance(cls.label, str) and cls.label.strip():
+            out[name] = cls.label.strip()
+    return out
+
+
+def remember_labels(labels: object) -> None:
+    """Take a results folder's recorded labels of user methods (a mapping name -> label; anything else, a
+    built-in's name or a label that is not one line of text is ignored)."""
+    if not isinstance(labels, dict):
+        return
+    for name, text in labels.items():
+        if (isinstance(name, str) and isinstance(text, str) and name not in builtins() and text.strip()
+                and "\n" not in text and len(text) <= MAX_LABEL):
+            _RECORDED[name] = text.strip()
+
+
 def label(method: str) -> str:
-    """A method's display name: its declared label for a built-in, its registered name otherwise."""
-    return builtins().get(method, {}).get("label", method)
+    """A method's display name: its declared label for a built-in, the recorded label of a user's method
+    (`remember_labels`), its registered name otherwise."""
+    return builtins().get(method, {}).get("label") or _RECORDED.get(method, method)
 
 
 def color(method: str) -> str | None:

@@ -75,6 +75,23 @@ class Evaluate(Strict):
         return CORRUPTIONS if self.corruptions == "all" else tuple(self.corruptions or ())
 
 
+class Figures(Strict):
+    """figures: how the figures are drawn (docs/results.md, "Figures")."""
+
+    width: str | float = Field("column", description="column (3.3 in, one column of a two-column paper), page "
+                                                     "(6.9 in, both columns) or a width in inches from 2 to 20; "
+                                                     "`tfbench plot --width` overrides it")
+
+    @field_validator("width", mode="before")
+    @classmethod
+    def _width(cls, v: Any) -> str | float:
+        if v in ("column", "page"):
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 2.0 <= v <= 20.0:
+            return float(v)
+        raise ValueError(f"found {short_repr(v)}; allowed: column, page or a width in inches from 2 to 20")
+
+
 class SweepFile(Strict):
     """The top level of a sweep file."""
 
@@ -113,6 +130,8 @@ class SweepFile(Strict):
                                                         "(docs/training.md, \"Transfer\")")
     search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
+    figures: Figures | None = Field(None, description="how `tfbench run` and `tfbench plot` draw the figures "
+                                                      "(`figures`, below)")
 
     @field_validator("schema_version")
     @classmethod

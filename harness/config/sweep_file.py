@@ -62,7 +62,7 @@ KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KE
              ("seeds", "sequential"): ["start", "max", "step", "spending"],
              ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
              ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),
-             ("dataset_defaults", "*", "train"): TRAIN_FIELDS}
+             ("dataset_defaults", "*", "train"): TRAIN_FIELDS, ("figures",): ["width"]}
 _SEED_LIST = TypeAdapter(SeedList)
 
 
@@ -79,7 +79,10 @@ class SweepSpec:
 
     def record(self, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         """What results/<name>/sweep.yaml holds: the file as run, the --set overrides and the resolved trials."""
+        from harness.config.catalog import user_labels  # a user's methods' labels: the tables read no .py
+
         return {"source": str(Path(self.source).resolve()), "sets": list(sets), "file": self.raw,
+                "labels": user_labels([t.method for t in self.trials]),
                 "trials": [{"key": t.key(), "spec": t.to_dict()} for t in self.trials]}
 
 

@@ -66,6 +66,9 @@ def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_st
     """trials.csv (rebuilt from the trial records when damaged, stale rows left out) with every metric;
     `write=False` keeps a rebuilt table in memory (the folder is not written)."""
     trials = records.load_trials(results_dir, warn=warn, write=write)
+    from harness.folders import ResultsFolder  # a user's methods' labels, as the sweep recorded them
+
+    catalog.remember_labels((ResultsFolder(results_dir).sweep_record() or {}).get("labels"))
     left_out = trials.attrs.get("stale_left_out", 0)
     trials = with_metric_columns(trials)
     trials.attrs["stale_left_out"] = left_out

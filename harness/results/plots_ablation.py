@@ -17,12 +17,13 @@ from harness.results.aggregate import (
     fmt_value,
     method_label,
     ordered_values,
+    value_sort_key,
 )
 from harness.results.plots_style import (
-    LINESTYLES,
     MARKERS,
     SPREAD,
     SUPTITLE_PT,
+    caption_text,
     is_numeric,
     legend_below,
     method_colors,
@@ -31,6 +32,7 @@ from harness.results.plots_style import (
     n_phrase,
     new_figure,
     protocol_phrase,
+    setting_colors,
     styled,
     y_range,
 )
@@ -62,8 +64,11 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
     - Points: mean over seeds. Error bars: sample std over seeds (ddof=1) where a point has n >= 2 seeds,
       none where n = 1 (its legend entry says "n = 1, no error bars"). The legend gives each line's n;
       where n differs along a line, each point is labelled with its own n.
+    - Lines of one method are told apart by colour (viridis, in the order of the other parameters' values)
+      and marker; with one line it has the method's colour.
     - CE, when the sweep has it in that dataset / model (same epochs, protocol and selection rule where it
-      has them): its mean as a dashed horizontal line, its +-1 std over seeds as a band; n in the legend.
+      has them): the neutral reference, its mean as a solid grey line without markers, its +-1 std over
+      seeds as a band; labelled CE with its n in the legend.
     - The y range holds every mean, bar end and CE's band and is at least `min_span(metric)` wide (5 points
       for metrics in percent, 0.1 for NLL) around their middle, kept inside [0, 100] for percentages, so
       that a difference far inside the seed noise is not drawn as a trend across the whole panel.
@@ -76,7 +81,24 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
     numeric = is_numeric(values)
     panels = list(dict.fromkeys((r.dataset, r.model) for r in rows)) or [("", "")]
     color = method_colors([method, BASELINE])
-    fig, axes = new_figure(0.6 + 1.5 * len(panels), nrows=len(panels), sharex=True)
+    by_value = sorted(rows, key=lambda r: tuple(value_sort_key(v) for _, v in r.context))
+    contexts = list(dict.fromkeys(r.context for r in by_value))
+    line_colors = (dict(zip(contexts, setting_colors(len(contexts)), strict=True)) if len(contexts) > 1
+                   else {c: color[method] for c in contexts})
+    # A legend entry names its panel only where the same line reads differently between panels (another n):
+    # otherwise one entry, its colour, stands for that setting in every panel.
+    texts: dict[tuple, set[str]] = {}
+    refs: dict[tuple[str, str], pd.Series | None] = {}
+    for dataset, model in panels:
+        in_panel = [r for r in rows if (r.dataset, r.model) == (dataset, model)]
+        for r in in_panel:
+            texts.setdefault(("line", r.context), set()).add(_n_text(r.groups, metric))
+        ref = reference_row(groups, dataset=dataset, model=model,
+                            like=pd.concat([r.groups for r in in_panel]) if in_panel else groups.iloc[:0])
+        refs[(dataset, model)] = ref
+        if ref is not None:
+            texts.setdefault(("ce",), set()).add(_ref_text(ref, metric))
+    fig, axes = new_figure(0.45 + 1.25 * len(panels), nrows=len(panels), sharex=True)
     any_bars, any_reference = False, False
     bands: dict[str, tuple] = {}  # CE's legend entry: its line drawn over its band
     for i, (dataset, model) in enumerate(panels):
@@ -85,7 +107,8 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
         multi = len(panels) > 1
         in_panel = [r for r in rows if (r.dataset, r.model) == (dataset, model)]
         ys: list[float] = []
-        for j, r in enumerate(in_panel):
+        for r in in_panel:
+            j = contexts.index(r.context)
             g = r.groups
             x = (g[param].astype(float).to_numpy() if numeric
                  else np.array([values.index(v) for v in g[param]], dtype=float))
@@ -94,24 +117,23 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
             std = np.where(n >= 2, g[f"{metric}_std"].to_numpy(float) * spec.scale, np.nan)
             has_bars = bool(np.isfinite(std).any())
             any_bars |= has_bars
-            parts = [name] if multi else []
+            parts = [name] if multi and len(texts[("line", r.context)]) > 1 else []
             if r.context:
                 parts.append(", ".join(f"{k}={fmt_value(v)}" for k, v in r.context))
-            parts.append(n_phrase(n) + ("" if has_bars else ", no error bars"))
+            parts.append(_n_text(g, metric))
             label = f"{method_label(method)} ({'; '.join(parts)})"
-            ax.errorbar(x, mean, yerr=std if has_bars else None, label=label, capsize=2, color=color[method],
-                        marker=MARKERS[j % len(MARKERS)], linestyle=LINESTYLES[j % len(LINESTYLES)])
+            ax.errorbar(x, mean, yerr=std if has_bars else None, label=label, capsize=2,
+                        color=line_colors[r.context], marker=MARKERS[j % len(MARKERS)], linestyle="-")
             if len(set(n)) > 1:  # the legend's "n = 1-3" does not say which point has which
                 for xi, top, ni in zip(x, mean + np.nan_to_num(std), n, strict=True):
                     ax.annotate(f"n={ni}", (xi, top), textcoords="offset points", xytext=(0, 2), ha="center",
-                                va="bottom", fontsize=5.5, color=color[method])  # above the bar, off the line
+                                va="bottom", fontsize=5.5, color=line_colors[r.context])  # above the bar, off the line
             ys += [*mean, *(mean - np.nan_to_num(std)), *(mean + np.nan_to_num(std))]
-        ref = reference_row(groups, dataset=dataset, model=model,
-                            like=pd.concat([r.groups for r in in_panel]) if in_panel else groups.iloc[:0])
+        ref = refs[(dataset, model)]
         if ref is not None:
             any_reference = True
             label, handle, needed = _draw_reference(ax, ref, metric=metric, color=color[BASELINE],
-                                                    name=name if multi else "")
+                                                    name=name if multi and len(texts[("ce",)]) > 1 else "")
             bands[label] = handle
             ys += needed
         ax.set_ylim(*y_range(ys, span=min_span(metric), percent=spec.scale == 100.0))
@@ -129,11 +151,13 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
     ax.set_xlabel(pname + (" (log scale)" if ax.get_xscale() == "log" else ""))
     protocol = protocol_phrase(pd.concat([r.groups["protocol"] for r in rows])) if rows and (
         "protocol" in groups.columns) else ""
-    fig.suptitle(f"{method_label(method)}: ablation of {pname}" + (f" ({protocol})" if protocol else ""),
-                 fontsize=SUPTITLE_PT)
+    title = f"{method_label(method)}: ablation of {pname}" + (f" ({protocol})" if protocol else "")
+    fig.suptitle(title, fontsize=SUPTITLE_PT)
     notes = [f"points: mean; bars: {SPREAD}" if any_bars else "points: mean (n = 1: no error bars)"]
+    if len(contexts) > 1:
+        notes.append("one line per setting of the other swept parameters, coloured in their order (viridis)")
     if any_reference:
-        notes.append(f"dashed: {method_label(BASELINE)}'s mean, band {SPREAD}")
+        notes.append(f"grey line: {method_label(BASELINE)}'s mean, band {SPREAD}")
     protocols = list(pd.concat([r.groups["protocol"] for r in rows]).astype(str)) if rows and (
         "protocol" in groups.columns) else []
     notes.append(metric_note(metric, spec.short, protocols))
@@ -144,8 +168,20 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
             if lab not in labels:
                 handles.append(bands.get(lab, h))
                 labels.append(lab)
-    legend_below(fig, handles, labels, caption="; ".join(notes))
+    legend_below(fig, handles, labels, caption=caption_text(title, notes))
     return fig
+
+
+def _n_text(g: pd.DataFrame, metric: str) -> str:
+    """A line's n in its legend entry: 'n = 2', 'n = 1-3', 'n = 1, no error bars'."""
+    n = g[f"{metric}_n"].to_numpy(int)
+    bars = bool(np.isfinite(np.where(n >= 2, g[f"{metric}_std"].to_numpy(float), np.nan)).any())
+    return n_phrase(n) + ("" if bars else ", no error bars")
+
+
+def _ref_text(ref: pd.Series, metric: str) -> str:
+    n = int(ref[f"{metric}_n"])
+    return n_phrase([n]) + ("" if n >= 2 and math.isfinite(float(ref[f"{metric}_std"])) else ", no band")
 
 
 def _draw_reference(ax: Any, ref: pd.Series, *, metric: str, color: str, name: str
@@ -157,9 +193,8 @@ def _draw_reference(ax: Any, ref: pd.Series, *, metric: str, color: str, name: s
     n = int(ref[f"{metric}_n"])
     std = float(ref[f"{metric}_std"]) * spec.scale if n >= 2 else math.nan
     where = f"{ref['dataset']}/{ref['model']}"
-    label = f"{method_label(BASELINE)}{' on ' + name if name else ''} ({n_phrase([n])}" + (
-        ")" if math.isfinite(std) else ", no band)")
-    line = ax.axhline(mean, color=color, linestyle="--", linewidth=1.0, label=label, gid=f"reference:{where}",
+    label = f"{method_label(BASELINE)}{' on ' + name if name else ''} ({_ref_text(ref, metric)})"
+    line = ax.axhline(mean, color=color, linestyle="-", linewidth=1.0, label=label, gid=f"reference:{where}",
                       zorder=1)
     if not math.isfinite(std):
         return label, (line,), [mean]

@@ -15,6 +15,8 @@ from harness.results.aggregate import BASELINE, DEFAULT_METRIC, METRICS, method_
 from harness.results.plots_style import (
     MARKERS,
     SPREAD,
+    caption_text,
+    label_chars,
     legend_below,
     method_colors,
     metric_note,
@@ -22,6 +24,7 @@ from harness.results.plots_style import (
     n_phrase,
     new_figure,
     protocol_phrase,
+    short_label,
     styled,
     with_n,
     y_range,
@@ -67,8 +70,9 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
     timed = g[np.isfinite(g["time_x"].astype(float))] if "time_x" in g.columns else g.iloc[:0]
     state_col = "extra_state_bytes"
     stated = g[np.isfinite(g[state_col].astype(float))] if state_col in g.columns else g.iloc[:0]
-    heights = ([1.7] if len(timed) else []) + ([0.35 + 0.11 * len(stated)] if len(stated) else [])
-    fig, axes = new_figure(0.5 + sum(heights or [1.0]), nrows=max(len(heights), 1), height_ratios=heights or None)
+    state_lines = sum(_state_name(r).count("\n") + 1 for _, r in stated.iterrows())
+    heights = ([1.5] if len(timed) else []) + ([0.3 + 0.11 * state_lines] if len(stated) else [])
+    fig, axes = new_figure(0.45 + sum(heights or [1.0]), nrows=max(len(heights), 1), height_ratios=heights or None)
     base = g[g["method"].astype(str) == BASELINE]
     protocols = list(g["protocol"].astype(str)) if "protocol" in g.columns else []
     handles: dict[str, object] = {}
@@ -106,7 +110,8 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
     if not heights:
         axes[0].text(0.5, 0.5, "no step time or state recorded", ha="center", va="center",
                      transform=axes[0].transAxes)
-    axes[0].set_title(f"{dataset} / {model}, {protocol_phrase(protocols)}: cost")
+    title = f"{dataset} / {model}, {protocol_phrase(protocols)}: cost"
+    axes[0].set_title(title)
     caption = [f"points: mean; bars: {SPREAD}" if any_bars else "points: mean (n = 1: no error bars)",
                metric_note(metric, spec.short, protocols)]
     if len(timed):
@@ -118,7 +123,7 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
         caption.append(f"y range at least {min_span(metric):g}{' points' if spec.scale == 100.0 else ''} wide")
     if len(stated):
         caption.append("extra state: exact")
-    legend_below(fig, list(handles.values()), list(handles), caption="; ".join(caption))
+    legend_below(fig, list(handles.values()), list(handles), caption=caption_text(title, caption))
     return fig
 
 
@@ -142,6 +147,12 @@ def _time_axis(ax, base: pd.DataFrame) -> bool:
     return drawn
 
 
+def _state_name(r: pd.Series) -> str:
+    """'LS: 0 B', in at most two lines of half the width (the size never split from its unit)."""
+    size = human_bytes(float(r["extra_state_bytes"])).replace(" ", "\u00a0")
+    return short_label(f"{r['label']}: {size}", label_chars(0.5, 6.0, 2.6))
+
+
 def _state_axis(ax, rows: pd.DataFrame, *, colors: dict[str, str], gid_of) -> None:
     """Extra-state panel: one row per configuration, a dot at its bytes named with its size; symlog so that
     0 B and a table of gigabytes share an axis, ticks at 0, 1 KiB, 1 MiB, ..."""
@@ -160,8 +171,9 @@ def _state_axis(ax, rows: pd.DataFrame, *, colors: dict[str, str], gid_of) -> No
         x = float(r["extra_state_bytes"])
         ax.plot([x], [k], "o", color=colors[str(r["method"])], markersize=3.5, gid=gid_of(r))
         right = float(tr.transform(x) - tr.transform(lo)) / span > 0.65  # name on the side with room
-        ax.annotate(f"{r['label']}: {human_bytes(x)}", (x, k), textcoords="offset points",
-                    xytext=(-4 if right else 4, 0), ha="right" if right else "left", va="center", fontsize=6)
+        ax.annotate(_state_name(r), (x, k),
+                    textcoords="offset points", xytext=(-4 if right else 4, 0), ha="right" if right else "left",
+                    va="center", fontsize=6, linespacing=0.95)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_yticks([])
     ax.spines["left"].set_visible(False)

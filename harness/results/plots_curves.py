@@ -16,11 +16,15 @@ from matplotlib.ticker import MaxNLocator
 from harness.results.plots_style import (
     LINESTYLES,
     SPREAD,
+    caption_text,
+    label_chars,
     legend_below,
     method_colors,
     n_phrase,
     new_figure,
+    plain_log_axis,
     protocol_phrase,
+    short_label,
     styled,
     with_n,
 )
@@ -44,7 +48,8 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
 
     - Top: top-1 on the selection split (what `train.select` picks the epoch on).
     - Middle, with `selected` (aggregate rows, e.g. `best_per_method`): each configuration's selected epoch,
-      one row per configuration in legend order (top to bottom), a dot at the mean over its seeds
+      one row per configuration in legend order (top to bottom), named by its label (wrapped to fit), a dot
+      at the mean over its seeds
       (`selected_epoch_mean`, gid `selected:<label>`) and a bar of +-1 sample std (where n >= 2). A strip of
       its own rather than dots on the curves: on a saturated split the curves lie on one another and so
       would the dots. Its legend entries carry the finished seeds (`n`); without it, n is the curve's
@@ -61,8 +66,12 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
         np.isfinite(s.loc[s["label"] == lab, COMMON_LOSS + "_mean"].astype(float)).any() for lab in shown)
     sel = selected.set_index("label") if selected is not None and len(selected) else None
     n_loss = 1 if common else max(len(shown), 1)
-    heights = [1.5] + ([0.25 + 0.09 * len(shown)] if sel is not None else []) + [1.2 if common else 0.75] * n_loss
-    fig, axes = new_figure(0.45 + sum(heights), nrows=len(heights), sharex=True, height_ratios=heights)
+    # rows named by their labels, at most two lines each (the legend has the whole label)
+    row_names = [short_label(label, label_chars(0.3, 6.0)) for label in shown]
+    row_lines = max([name.count("\n") + 1 for name in row_names] or [1])
+    heights = [1.25] + ([0.15 + 0.1 * row_lines * len(shown)] if sel is not None else []) + [
+        0.95 if common else 0.7] * n_loss
+    fig, axes = new_figure(0.4 + sum(heights), nrows=len(heights), sharex=True, height_ratios=heights)
     ax_acc = axes[0]
     ax_sel = axes[1] if sel is not None else None
     loss_axes = axes[2:] if sel is not None else axes[1:]
@@ -107,25 +116,28 @@ def learning_curves(stats: pd.DataFrame, *, dataset: str, model: str, labels: li
     ax_acc.set_ylim(lo, min(hi, 100.5))  # a +-std band may pass 100%; the axis need not follow it
     if ax_sel is not None:
         ax_sel.set_ylim(len(shown) - 0.5, -0.5)  # the legend's order, top to bottom
-        ax_sel.set_yticks([])
+        ax_sel.set_yticks(range(len(shown)), row_names, fontsize=6, linespacing=0.95)
+        ax_sel.tick_params(axis="y", length=0, pad=2)
         ax_sel.spines["left"].set_visible(False)
-        ax_sel.set_ylabel("selected\nepoch", fontsize=7, linespacing=1.0)
+        ax_sel.set_title("selected epoch", loc="left", fontsize=7, pad=2)
         ax_sel.grid(axis="x", linewidth=0.3, alpha=0.5)
     if common:
         ax = loss_axes[0]
         ax.set_ylabel("train CE (nats)")
         if (s[COMMON_LOSS + "_mean"].astype(float) > 0).all():
             ax.set_yscale("log")  # the plain CE of CE itself falls by decades; the smoothed methods' does not
+            plain_log_axis(ax.yaxis)
             ax.set_ylabel("train CE (nats, log)")
     loss_axes[-1].set_xlabel("epoch")
     loss_axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_acc.set_title(f"{dataset} / {model}, {protocol_phrase(protocols)}: learning curves")
+    title = f"{dataset} / {model}, {protocol_phrase(protocols)}: learning curves"
+    ax_acc.set_title(title)
     banded = bool(np.isfinite(s["val_top1_std"].astype(float)).any())
     notes = [f"lines: mean, band {SPREAD}" if banded else "lines: one seed each (n = 1: no bands)", split_phrase]
     if ax_sel is not None:
         notes.append((f"selected epoch: mean, bar {SPREAD} (within the epochs run)" if banded else
-                      "selected epoch") + ", rows in legend order")
+                      "selected epoch") + ", one row per configuration")
     if common:
         notes.append("train CE: the cross-entropy on the hard labels that every method logs, not its objective")
-    legend_below(fig, handles, texts, caption="; ".join(notes))
+    legend_below(fig, handles, texts, caption=caption_text(title, notes))
     return fig

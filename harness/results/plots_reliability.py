@@ -15,10 +15,20 @@ from matplotlib.figure import Figure
 from harness.results import calibration as cal
 from harness.results.aggregate import best_per_method, cells, config_labels
 from harness.results.beyond import corruption_accuracy, risk_coverage
-from harness.results.plots_style import COLUMN_WIDTH_IN, STYLE, legend_below, new_figure, styled
+from harness.results.plots_style import (
+    STYLE,
+    caption_text,
+    current_width,
+    label_chars,
+    legend_below,
+    new_figure,
+    set_caption,
+    styled,
+    wrap_text,
+)
 from harness.results.predictions import read_predictions, split
 
-PANEL_IN = 1.45  # width of one reliability panel
+PANEL_IN = 1.1  # the least width of one reliability panel: as many to a row as fit the figure's width
 
 
 def pooled(results_dir: Path, trials: pd.DataFrame, groups: pd.DataFrame, dataset: str,
@@ -48,30 +58,53 @@ def _test(preds: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
 def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
                          dataset: str, model: str) -> Figure:
     """Per method: the accuracy of each of the 15 equal-width confidence bins (bars) against the diagonal,
-    with the gap to it shaded, and the method's ECE over the pooled images."""
+    with the gap to it shaded, and the method's ECE over the pooled images. Panels in rows of as many as
+    fit the figure's width (`PANEL_IN` each), every panel titled with its (wrapped) label."""
     n = len(by_label)
+    width = current_width()
+    ncols = max(1, min(n, int(width // PANEL_IN)))
+    nrows = -(-n // ncols)
+    panel = width / ncols
+    titles = [wrap_text(label, label_chars(0.9 / ncols, 6.5)) for label in by_label]
+    title_in = 0.1 * max(t.count("\n") + 2 for t in titles)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(max(COLUMN_WIDTH_IN, PANEL_IN * n), PANEL_IN + 0.6), layout="constrained")
+        fig = Figure(figsize=(width, nrows * (min(panel, 1.6) + title_in + 0.3) + 0.3), layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+        grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[n:]:  # the grid's unused places
+        fig.delaxes(ax)
     edges = np.linspace(0, 1, cal.ECE_BINS + 1)
-    width = edges[1] - edges[0]
-    for ax, (label, preds) in zip(axes, by_label.items(), strict=True):
+    bin_w = edges[1] - edges[0]
+    for i, (label, preds) in enumerate(by_label.items()):
+        ax = axes[i]
         conf, correct = _test(preds)
         count, mean_conf, acc = cal.reliability(conf, correct)
         filled = count > 0
-        ax.bar(edges[:-1][filled], acc[filled], width=width, align="edge", color=colors.get(label, "C0"),
+        ax.bar(edges[:-1][filled], acc[filled], width=bin_w, align="edge", color=colors.get(label, "C0"),
                edgecolor="black", linewidth=0.3)
-        ax.bar(edges[:-1][filled], (mean_conf - acc)[filled], bottom=acc[filled], width=width, align="edge",
-               color="none", edgecolor="red", hatch="//", linewidth=0.3)
+        gaps = ax.bar(edges[:-1][filled], (mean_conf - acc)[filled], bottom=acc[filled], width=bin_w,
+                      align="edge", color="none", edgecolor="red", hatch="///", linewidth=0.3)
+        for bar in gaps:  # matplotlib's 1 pt hatch drowns a 1.6 in panel
+            bar.set_hatch_linewidth(0.4)
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.6)
-        ax.set_title(f"{label}\nECE {100 * cal.ece(conf, correct):.2f}%", fontsize="small")
+        ax.set_title(f"{titles[i]}\nECE {100 * cal.ece(conf, correct):.2f}%", fontsize=6.5,
+                     linespacing=0.95)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
-    axes[0].set_ylabel("accuracy")
-    fig.suptitle(f"{dataset} / {model}: reliability (test, seeds pooled; hatched: gap)",
-                 fontsize="small")
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])  # four labels run into the next panel's
+        if i + ncols >= n:  # the lowest panel of its column
+            ax.set_xlabel("confidence")
+        else:
+            ax.tick_params(labelbottom=False)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("accuracy")
+    title = f"{dataset} / {model}: reliability"
+    fig.suptitle(title, fontsize="small")
+    set_caption(fig, caption_text(title, [
+        "test split, each method's seeds pooled", f"bars: the accuracy of each of {cal.ECE_BINS} equal-width "
+        "confidence bins", "hatched: the gap to the diagonal (perfect calibration)",
+        "ECE: the bins' gaps weighted by their share of images"]))
     return fig
 
 
@@ -79,7 +112,7 @@ def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], color
 def risk_coverage_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
                          dataset: str, model: str) -> Figure:
     """Error rate among the accepted images against the fraction accepted, most confident first (MSP)."""
-    fig, (ax,) = new_figure(2.4)
+    fig, (ax,) = new_figure(1.8)
     for label, preds in by_label.items():
         conf, correct = _test(preds)
         coverage, risk = risk_coverage(conf, correct)
@@ -87,8 +120,10 @@ def risk_coverage_curves(by_label: dict[str, list[dict[str, np.ndarray]]], color
     ax.set_xlabel("coverage")
     ax.set_ylabel("risk: error among accepted (%)")
     ax.set_xlim(0, 1)
-    ax.set_title(f"Risk-coverage, {dataset} / {model}", fontsize="small")
-    legend_below(fig, caption="test split, seeds pooled; ranked by the maximum softmax probability")
+    title = f"Risk-coverage, {dataset} / {model}"
+    ax.set_title(title, fontsize="small")
+    legend_below(fig, caption=caption_text(title, ["test split, each method's seeds pooled", "images accepted "
+                                                   "most confident first (maximum softmax probability)"]))
     return fig
 
 
@@ -96,7 +131,7 @@ def risk_coverage_curves(by_label: dict[str, list[dict[str, np.ndarray]]], color
 def corruption_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: dict[str, str], *,
                       dataset: str, model: str) -> Figure:
     """Top-1 averaged over the corruptions against severity (0: the same test images uncorrupted)."""
-    fig, (ax,) = new_figure(2.4)
+    fig, (ax,) = new_figure(1.8)
     for label, preds in by_label.items():
         rows = []
         for p in preds:
@@ -110,13 +145,15 @@ def corruption_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: 
                     linewidth=0.9, label=label)
     ax.set_xlabel("severity")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"Corruptions, {dataset} / {model}", fontsize="small")
-    legend_below(fig, caption="mean over the corruptions, seeds averaged")
+    title = f"Corruptions, {dataset} / {model}"
+    ax.set_title(title, fontsize="small")
+    legend_below(fig, caption=caption_text(title, ["top-1 averaged over the corruptions, then over seeds",
+                                                   "severity 0: the same test images uncorrupted"]))
     return fig
 
 
 def prediction_figures(results_dir: Path, trials: pd.DataFrame, groups: pd.DataFrame, colors: dict[str, str],
-                       safe: Callable[[str], str]) -> list[tuple[str, Figure]]:
+                       safe: Callable[[str], str], *, width: float | None = None) -> list[tuple[str, Figure]]:
     """(file stem, figure) of the three figures of every data set / model whose trials kept predictions."""
     figures: list[tuple[str, Figure]] = []
     by_method = {label: colors.get(str(m)) for label, m in zip(groups["label"], groups["method"], strict=True)}
@@ -125,10 +162,10 @@ def prediction_figures(results_dir: Path, trials: pd.DataFrame, groups: pd.DataF
         if not by_label:
             continue
         figures.append((safe(f"reliability_{dataset}_{model}"),
-                        reliability_diagrams(by_label, by_method, dataset=dataset, model=model)))
+                        reliability_diagrams(by_label, by_method, dataset=dataset, model=model, width=width)))
         figures.append((safe(f"risk_coverage_{dataset}_{model}"),
-                        risk_coverage_curves(by_label, by_method, dataset=dataset, model=model)))
+                        risk_coverage_curves(by_label, by_method, dataset=dataset, model=model, width=width)))
         if any("corruption_correct" in p for preds in by_label.values() for p in preds):
             figures.append((safe(f"corruptions_{dataset}_{model}"),
-                            corruption_curves(by_label, by_method, dataset=dataset, model=model)))
+                            corruption_curves(by_label, by_method, dataset=dataset, model=model, width=width)))
     return figures

@@ -195,6 +195,11 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         md.extend(beyond_table(groups))
     md.extend(search_md)
     tex.extend(search_tex)
+    # the figures of plots/ beside this summary, drawn on the primary metric
+    if len(folders) == 1 and metric == primary and into is not None and into.resolve() == results_dir.resolve():
+        from harness.results.captions import figures_markdown
+
+        md.extend(filter(None, [figures_markdown(results_dir)]))
     failed = _failed_lines(trials)
     if failed:
         md.append("## Failed and pending trials\n")

@@ -159,13 +159,21 @@ def summarise(folder: ResultsFolder) -> None:
         from harness.results.summary import write_summary
     except ImportError:
         return
-    try:
-        write_summary(folder.path)
-        from harness.results.plots import write_plots
+    failed = []
+    for step in ("plots", "summary"):  # plots first: the summary lists the figures with their captions
+        try:
+            if step == "plots":
+                from harness.results.plots import write_plots
 
-        write_plots(folder.path)
-    except Exception as e:  # e.g. a damaged metrics file: trials.csv is already complete
+                write_plots(folder.path)
+            else:
+                write_summary(folder.path)
+        except Exception as e:  # e.g. a damaged metrics file: trials.csv is already complete
+            failed.append((step, f"{type(e).__name__}: {e}", traceback.format_exc()))
+    if failed:
         log = folder / "summary-error.log"
-        atomic_write_text(log, traceback.format_exc())
-        print(f"tfbench: warning: could not write the summary or plots ({type(e).__name__}: {e}); trials.csv is "
-              f"complete; details in {log}; `tfbench table {folder.path}` retries", file=sys.stderr, flush=True)
+        atomic_write_text(log, "\n".join(trace for _, _, trace in failed))
+        what = " and ".join(f"the {step} ({error})" for step, error, _ in failed)
+        retry = f"tfbench table {folder.path}" if failed[-1][0] == "summary" else f"tfbench plot {folder.path}"
+        print(f"tfbench: warning: could not write {what}; trials.csv is complete; details in {log}; `{retry}` "
+              f"retries", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ from harness.results.plots import (
     BUILTIN_COLORS,
     ablation_curve,
     accuracy_vs_cost,
+    caption_of,
     curve_stats,
     learning_curves,
     load_curves,
@@ -63,8 +64,10 @@ def _legend_texts(fig) -> list[str]:
 
 
 def _caption(fig) -> str:
+    """The caption is text beside the figure (`<stem>.txt`), never drawn: the legend has no title."""
     (legend,) = fig.legends
-    return legend.get_title().get_text().replace("\n", " ")
+    assert legend.get_title().get_text() == ""
+    return caption_of(fig)
 
 
 def _span(artist, axis: str) -> tuple[float, float]:
@@ -117,7 +120,9 @@ def test_ablation_curve_axes_series_error_bars_and_n():
     np.testing.assert_allclose(c2.lines[0].get_ydata(), [51.0, 53.0, 52.0])
     assert c2.get_label() == "Zipf's LS (tiny / resnet18; n = 2)" and not fig.axes[1].texts
     texts = _legend_texts(fig)
-    assert "CE on cifar100 / resnet18 (n = 3)" in texts and "Zipf's LS (tiny / resnet18; n = 2)" in texts
+    # an entry names its panel only where the line reads differently between panels: zipf's n does, CE's not
+    assert "CE (n = 3)" in texts and "Zipf's LS (tiny / resnet18; n = 2)" in texts
+    assert not any(t.startswith("CE on") for t in texts)
     assert "\u00b11 sample std over seeds" in _caption(fig)
     assert to_hex(c.lines[0].get_color()) == BUILTIN_COLORS["zipf"]  # the method's colour, not a palette's
 
@@ -134,7 +139,11 @@ def test_ablation_curve_ce_reference_line_and_band():
         assert _span(band, "y") == (pytest.approx(mean - sd), pytest.approx(mean + sd))
         lo, hi = ax.get_ylim()
         assert lo <= mean - sd and hi >= mean + sd  # CE's band is in view
-    assert "dashed: CE's mean, band \u00b11 sample std over seeds" in _caption(fig)
+    assert "grey line: CE's mean, band \u00b11 sample std over seeds" in _caption(fig)
+    # CE is the neutral reference: solid, grey, no markers, never styled like one of the method's settings
+    line = _by_gid(fig.axes[0], "reference:cifar100/resnet18")
+    assert line.get_linestyle() == "-" and line.get_marker() in ("None", "", None)
+    assert to_hex(line.get_color()) == BUILTIN_COLORS["ce"]
 
 
 def test_ablation_curve_one_seed_has_no_error_bars_and_says_so():
@@ -201,7 +210,8 @@ def test_learning_curves_val_top1_shared_train_ce_and_bands():
     ax_acc, ax_sel, ax_loss = fig.axes
     assert (ax_acc.get_ylabel(), ax_loss.get_ylabel(), ax_loss.get_xlabel()) == (
         "val top-1 (%)", "train CE (nats, log)", "epoch")
-    assert ax_acc.get_title() == "cifar100 / resnet18, protocol clean: learning curves"
+    # wrapped to the column's width where it is longer
+    assert " ".join(ax_acc.get_title().split()) == "cifar100 / resnet18, protocol clean: learning curves"
     np.testing.assert_allclose(ax_acc.lines[0].get_ydata(), [30.0, 50.0, 60.0])
     # the loss axis holds the plain CE part of both methods, never zipf's own objective
     for line, m in zip(ax_loss.lines, ("ce", "zipf"), strict=True):
@@ -223,7 +233,10 @@ def test_learning_curves_mark_the_mean_selected_epoch():
     t = curve_trials()
     fig = learning_curves(curve_stats(curves()), dataset="cifar100", model="resnet18", selected=aggregate(t))
     ax_sel = fig.axes[1]
-    assert ax_sel.get_ylabel() == "selected\nepoch"
+    assert ax_sel.get_title(loc="left") == "selected epoch"
+    # rows named, not matched by colour: tick label i is configuration i
+    assert [t.get_text() for t in ax_sel.get_yticklabels()] == ["CE", "Zipf's LS"]
+    np.testing.assert_allclose(ax_sel.get_yticks(), [0, 1])
     for row, (m, label) in enumerate((("ce", "CE"), ("zipf", "Zipf's LS"))):
         want = t[t["method"] == m]["selected_epoch"].astype(float)
         (c,) = [c for c in ax_sel.containers if c.lines[0].get_gid() == f"selected:{label}"]
@@ -315,7 +328,9 @@ def test_accuracy_vs_cost_step_time_ratio_band_and_state():
     lo, hi = ax_time.get_ylim()
     assert hi - lo >= 5.0
     # the paper's order of methods, in the state rows as in the legend
-    assert [a.get_text() for a in ax_state.texts] == ["CE: 0 B", "PS-KD: 56.1 KiB", "Zipf's LS: 0 B"]
+    # (a size is never split from its unit: a no-break space between them)
+    assert [a.get_text().replace("\u00a0", " ") for a in ax_state.texts] == ["CE: 0 B", "PS-KD: 56.1 KiB",
+                                                                              "Zipf's LS: 0 B"]
     assert _legend_texts(fig) == ["CE (n = 3)", "PS-KD (n = 3)", "Zipf's LS (n = 3)",
                                   "CE's step-time spread (\u00b11 sd)"]
     caption = _caption(fig)
@@ -358,9 +373,14 @@ def test_write_plots_writes_png_and_pdf(tmp_path):
                                                         "learning_tiny_resnet18", "cost_cifar100_resnet18",
                                                         "cost_tiny_resnet18", "critical_difference",
                                                         "differences_cifar100_resnet18", "differences_tiny_resnet18")
-                            for ext in ("png", "pdf"))  # two data sets: ranked across them too
+                            for ext in ("png", "pdf", "txt"))  # two data sets: ranked across them too
     for p in paths:
         assert p.parent == tmp_path / "plots"
-        assert p.read_bytes()[:4] == (b"\x89PNG" if p.suffix == ".png" else b"%PDF")
+        if p.suffix == ".txt":  # the caption: text beside the image, starting with the figure's title
+            assert p.read_text().strip() and "\n" not in p.read_text().strip()
+        else:
+            assert p.read_bytes()[:4] == (b"\x89PNG" if p.suffix == ".png" else b"%PDF")
+    assert (tmp_path / "plots" / "learning_tiny_resnet18.txt").read_text().startswith(
+        "tiny / resnet18, protocol clean: learning curves.")
     # no temp files left; the one dotfile is the ownership record (harness/outputs.py)
     assert [p.name for p in (tmp_path / "plots").iterdir() if p.name.startswith(".")] == [".tfbench-outputs.json"]

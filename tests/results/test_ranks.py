@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from harness.results.plots import critical_difference_diagram
+from harness.results.plots import caption_of, critical_difference_diagram
 from harness.results.ranks import (
     across_datasets,
     across_tables,
@@ -261,12 +261,13 @@ def test_critical_difference_diagram_draws_the_ranks_cd_and_cliques():
     np.testing.assert_allclose(lines["clique:1"].get_xdata(), [2.0, 16 / 6])      # C - B
     assert "clique:2" not in lines
     assert ax.get_xlim()[0] < 1 < 3 < ax.get_xlim()[1]  # best (rank 1) on the left
-    title = ax.get_title()
-    assert title.startswith("top-1\nN = 6 blocks, k = 3 methods")
-    assert "Friedman p = " in title and "Nemenyi (CD = 1.18)" in title
+    assert ax.get_title() == "top-1"  # the statistics are the caption (<stem>.txt), not drawn
+    caption = caption_of(fig)
+    assert caption.startswith("top-1. N = 6 blocks, k = 3 methods")
+    assert "Friedman p = " in caption and "Nemenyi (CD = 1.18)" in caption
     # Wilcoxon-Holm: the same cliques, and no CD bar
     wh = critical_difference_diagram(across_datasets(pair_table(), higher_is_better=True, alpha=0.1,
                                                      posthoc="wilcoxon-holm"))
     gids = {line.get_gid() for line in wh.axes[0].lines}
     assert "cd" not in gids and {"clique:0", "clique:1"} <= gids
-    assert "Wilcoxon-Holm" in wh.axes[0].get_title()
+    assert "Wilcoxon-Holm" in caption_of(wh)
