@@ -98,7 +98,7 @@ def ablation_curve(groups: pd.DataFrame, *, method: str, param: str, metric: str
         refs[(dataset, model)] = ref
         if ref is not None:
             texts.setdefault(("ce",), set()).add(_ref_text(ref, metric))
-    fig, axes = new_figure(0.45 + 1.25 * len(panels), nrows=len(panels), sharex=True)
+    fig, axes = new_figure(0.6 + 1.35 * len(panels), nrows=len(panels), sharex=True)
     any_bars, any_reference = False, False
     bands: dict[str, tuple] = {}  # CE's legend entry: its line drawn over its band
     for i, (dataset, model) in enumerate(panels):

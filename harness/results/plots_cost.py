@@ -174,7 +174,8 @@ def _state_axis(ax, rows: pd.DataFrame, *, colors: dict[str, str], gid_of) -> No
         ax.annotate(_state_name(r), (x, k),
                     textcoords="offset points", xytext=(-4 if right else 4, 0), ha="right" if right else "left",
                     va="center", fontsize=6, linespacing=0.95)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
+    last = _state_name(rows.iloc[-1]).count("\n") if len(rows) else 0
+    ax.set_ylim(len(rows) - 0.5 + 0.35 * last, -0.5)  # a name of two lines needs room under its row
     ax.set_yticks([])
     ax.spines["left"].set_visible(False)
     ax.set_xlabel("extra method state (bytes, symlog axis)")

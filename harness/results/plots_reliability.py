@@ -65,10 +65,10 @@ def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], color
     ncols = max(1, min(n, int(width // PANEL_IN)))
     nrows = -(-n // ncols)
     panel = width / ncols
-    titles = [wrap_text(label, label_chars(0.9 / ncols, 6.5)) for label in by_label]
+    titles = [wrap_text(label, label_chars(0.8 / ncols, 6.5)) for label in by_label]
     title_in = 0.1 * max(t.count("\n") + 2 for t in titles)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(width, nrows * (min(panel, 1.6) + title_in + 0.3) + 0.3), layout="constrained")
+        fig = Figure(figsize=(width, nrows * (min(panel, 1.35) + title_in + 0.3) + 0.3), layout="constrained")
         FigureCanvasAgg(fig)
         grid = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     axes = list(grid.ravel())
@@ -82,9 +82,9 @@ def reliability_diagrams(by_label: dict[str, list[dict[str, np.ndarray]]], color
         count, mean_conf, acc = cal.reliability(conf, correct)
         filled = count > 0
         ax.bar(edges[:-1][filled], acc[filled], width=bin_w, align="edge", color=colors.get(label, "C0"),
-               edgecolor="black", linewidth=0.3)
+               alpha=0.65, edgecolor="black", linewidth=0.3)
         gaps = ax.bar(edges[:-1][filled], (mean_conf - acc)[filled], bottom=acc[filled], width=bin_w,
-                      align="edge", color="none", edgecolor="red", hatch="///", linewidth=0.3)
+                      align="edge", color="none", edgecolor="black", hatch="///", linewidth=0.3)
         for bar in gaps:  # matplotlib's 1 pt hatch drowns a 1.6 in panel
             bar.set_hatch_linewidth(0.4)
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.6)
@@ -118,7 +118,7 @@ def risk_coverage_curves(by_label: dict[str, list[dict[str, np.ndarray]]], color
         coverage, risk = risk_coverage(conf, correct)
         ax.plot(coverage, 100 * risk, color=colors.get(label), linewidth=0.9, label=label)
     ax.set_xlabel("coverage")
-    ax.set_ylabel("risk: error among accepted (%)")
+    ax.set_ylabel("error among accepted (%)")
     ax.set_xlim(0, 1)
     title = f"Risk-coverage, {dataset} / {model}"
     ax.set_title(title, fontsize="small")

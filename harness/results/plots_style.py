@@ -194,15 +194,16 @@ def _room(text, fig: Figure, renderer, vertical: bool) -> float:
     return 2 * max(min(mid - e, size - e - mid), 0.0)
 
 
-def _fit_one(text, fig: Figure, renderer, *, vertical: bool = False) -> bool:
-    """Wrap `text` (a Text artist) until it fits in the figure (`_room`); True if it was changed. Each try
-    wraps the original lines anew, narrower, so that a title breaks into as few lines as fit."""
+def _fit_one(text, fig: Figure, renderer, *, vertical: bool = False, most: float = math.inf) -> bool:
+    """Wrap `text` (a Text artist) until it fits in the figure (`_room`) and in `most` pixels; True if it was
+    changed. Each try wraps the original lines anew, narrower, so that a title breaks into as few lines as
+    fit."""
     original = text.get_text().split("\n")
     chars = max(len(line) for line in original)
     for _ in range(12):
         bb = text.get_window_extent(renderer)
         size = bb.height if vertical else bb.width
-        room = _room(text, fig, renderer, vertical)
+        room = min(_room(text, fig, renderer, vertical), most)
         if size <= room or chars <= 8:
             break
         chars = max(8, min(chars - 1, int(chars * room / size)))
@@ -218,15 +219,16 @@ def fit_texts(fig: Figure) -> None:
     for _ in range(2):
         fig.draw_without_rendering()
         renderer = fig.canvas.get_renderer()
-        texts = [(fig._suptitle, False)] if fig._suptitle is not None else []
+        texts = [(fig._suptitle, False, math.inf)] if fig._suptitle is not None else []
         for ax in fig.axes:
-            if ax.get_visible():
-                texts += [(ax.title, False), (ax._left_title, False), (ax._right_title, False),
-                          (ax.xaxis.label, False), (ax.yaxis.label, True)]
+            if ax.get_visible():  # a y label longer than its axes' height runs into the panel above
+                texts += [(ax.title, False, math.inf), (ax._left_title, False, math.inf),
+                          (ax._right_title, False, math.inf), (ax.xaxis.label, False, math.inf),
+                          (ax.yaxis.label, True, max(ax.bbox.height * 1.1, 0.5 * fig.dpi))]
         changed = False
-        for text, vertical in texts:
+        for text, vertical, most in texts:
             if text.get_visible() and text.get_text():
-                changed |= _fit_one(text, fig, renderer, vertical=vertical)
+                changed |= _fit_one(text, fig, renderer, vertical=vertical, most=most)
         if not changed:
             return
     fig.draw_without_rendering()

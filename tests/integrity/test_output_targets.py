@@ -77,7 +77,7 @@ def source(root: Path) -> Path:
 
 def wrote_figures(root: Path, out: str) -> None:
     figures = sorted(p.name for p in (root / "paper").glob("learning_*"))
-    assert figures == ["learning_digits_tiny_cnn.pdf", "learning_digits_tiny_cnn.png"], figures
+    assert figures == ["learning_digits_tiny_cnn.pdf", "learning_digits_tiny_cnn.png", "learning_digits_tiny_cnn.txt"], figures
 
 
 def no_result(folder: Path) -> Path:
@@ -260,7 +260,7 @@ CASES: dict[str, Case] = {
         lambda r: ["plot", str(results_folder(r, text=r"$\fzbogus{a}$"))], "", code=0,
         may_write=lambda r: [source(r)], seconds=FIGURES,
         check=lambda r, out: sorted(p.name for p in (source(r) / "plots").glob("ablation_*")) == [
-            "ablation_texty_note.pdf", "ablation_texty_note.png"] or pytest.fail(out)),
+            "ablation_texty_note.pdf", "ablation_texty_note.png", "ablation_texty_note.txt"] or pytest.fail(out)),
     # --- numbers at the edges ---------------------------------------------------------------------------------
     "seeds --effect 1e15": Case(lambda r: ["seeds", str(spread(results_folder(r))), "--effect", "1e15"], "",
                                 code=0, may_write=lambda r: [source(r)], check=seeds_column("2")),
@@ -316,7 +316,8 @@ def test_plot_into_its_own_out_twice_replaces_only_its_own_figures(tmp_path, cap
     out = user_folder(tmp_path, "thesis.pdf")
     assert main(["plot", str(folder), "--out", str(out)]) == 0
     record = json.loads((out / ".tfbench-outputs.json").read_text())["files"]
-    assert set(record) == {p.name for p in out.iterdir() if p.suffix in (".png", ".pdf") and p.name != "thesis.pdf"}
+    assert set(record) == {p.name for p in out.iterdir() if p.suffix in (".png", ".pdf", ".txt")
+                           and p.name != "thesis.pdf"}
     # an earlier plot of this folder recorded a figure this one no longer makes
     (out / "ablation_gone.png").write_bytes(b"an earlier figure")
     (out / ".tfbench-outputs.json").write_text(json.dumps({"files": {**record, "ablation_gone.png":
