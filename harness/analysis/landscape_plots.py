@@ -13,8 +13,10 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from harness.results.plots import method_colors, styled
+from harness.results.plots import PAGE_WIDTH_IN, method_colors, styled
+from harness.results.plots_style import plain_log_axis, wrap_text
 
 CMAP = "viridis"
 
@@ -60,8 +62,9 @@ def _norm(levels: np.ndarray, scale: str) -> mcolors.Normalize:
 
 @styled
 def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str = "log", vmax: float | None = None,
-                   title: str | None = None, panel_size: float = 2.3) -> Figure:
-    """One filled-contour panel of train loss per entry of `grids` ({label: grid}), side by side.
+                   title: str | None = None, per_row: int = 4) -> Figure:
+    """One filled-contour panel of train loss per entry of `grids` ({label: grid}), `per_row` to a row, the
+    figure two paper columns wide (`PAGE_WIDTH_IN`), each panel titled with its label (wrapped to fit).
 
     All panels use the same levels and colour norm and share one colorbar. The trained point (0, 0) is
     marked; axes are in filter-normalised units (see `harness.analysis.landscape`).
@@ -71,19 +74,27 @@ def contour_panels(grids: Mapping[str, Any], *, n_levels: int = 20, scale: str =
     levels = shared_levels([_field(g, "loss") for g in grids.values()], n_levels=n_levels, scale=scale, vmax=vmax)
     norm = _norm(levels, scale)
     n = len(grids)
-    fig = new_figure(panel_size * n + 0.8, panel_size + 0.3)
-    axes = fig.subplots(1, n, squeeze=False, sharex=True, sharey=True)
+    ncols = min(n, per_row)
+    nrows = -(-n // ncols)
+    panel = (PAGE_WIDTH_IN - 1.1) / ncols  # room for the y label and the colorbar
+    fig = new_figure(PAGE_WIDTH_IN, nrows * (panel + 0.55) + (0.25 if title else 0.0))
+    grid_axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    axes = list(grid_axes.ravel())
+    for ax in axes[n:]:  # the grid's unused places
+        fig.delaxes(ax)
+    axes = axes[:n]
     filled = None
-    for ax, (label, grid) in zip(axes[0], grids.items(), strict=True):
+    for ax, (label, grid) in zip(axes, grids.items(), strict=True):
         xs, ys, loss = _field(grid, "xs"), _field(grid, "ys"), _field(grid, "loss")
         filled = ax.contourf(xs, ys, loss, levels=levels, norm=norm, cmap=CMAP, extend="both")
         ax.contour(xs, ys, loss, levels=levels, colors="k", linewidths=0.4, alpha=0.6)
         ax.plot([0.0], [0.0], marker="+", color="w", markersize=8, mew=1.5)
-        ax.set_title(label)
+        ax.set_title(wrap_text(label, int(0.9 * panel * 72 / (0.52 * 8))))  # 8 pt characters, 90% of a panel
         ax.set_aspect("equal")
         ax.set_xlabel("direction 1")
-    axes[0][0].set_ylabel("direction 2")
-    cbar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
+    for row in grid_axes:
+        row[0].set_ylabel("direction 2")
+    cbar = fig.colorbar(filled, ax=axes, shrink=0.9)
     cbar.set_label("train loss (cross-entropy)")
     if scale == "log":  # ticks at 1-2-5 values, not at the (irrational) level boundaries
         nice = [m * 10.0 ** e for e in range(-6, 7) for m in (1, 2, 5)]
@@ -106,7 +117,7 @@ def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = N
     if not curves:
         raise ValueError("curves_1d needs at least one curve")
     colors = dict(colors) if colors is not None else method_colors(curves)
-    fig = new_figure(6.6, 2.6)
+    fig = new_figure(PAGE_WIDTH_IN, 2.6)  # two paper columns
     ax_loss, ax_acc = fig.subplots(1, 2, sharex=True)
     for label, c in curves.items():
         a = _field(c, "alphas")
@@ -114,6 +125,7 @@ def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = N
         ax_loss.plot(a, _field(c, "loss"), label=label, color=color)
         ax_acc.plot(a, 100.0 * _field(c, "acc"), label=label, color=color)
     ax_loss.set_yscale("log")
+    plain_log_axis(ax_loss.yaxis)  # STYLE draws text as written: matplotlib's log labels are mathtext
     ax_loss.set_ylabel("train loss (cross-entropy)")
     ax_acc.set_ylabel("train accuracy (%)")
     for ax in (ax_loss, ax_acc):
@@ -128,8 +140,9 @@ def curves_1d(curves: Mapping[str, Any], *, colors: Mapping[str, Any] | None = N
 
 @styled
 def surface_3d(grids: Mapping[str, Any], *, scale: str = "log", vmax: float | None = None,
-               title: str | None = None, panel_size: float = 2.8) -> Figure:
-    """3-D loss surfaces side by side with one z range and colour norm (z is log10 loss when scale='log')."""
+               title: str | None = None, per_row: int = 3) -> Figure:
+    """3-D loss surfaces, `per_row` to a row, two paper columns wide, with one z range and colour norm (z is
+    log10 loss when scale='log'); each box drawn smaller than its panel so that its axis labels stay inside."""
     if not grids:
         raise ValueError("surface_3d needs at least one grid")
     levels = shared_levels([_field(g, "loss") for g in grids.values()], n_levels=2, scale=scale, vmax=vmax)
@@ -142,15 +155,21 @@ def surface_3d(grids: Mapping[str, Any], *, scale: str = "log", vmax: float | No
     zlim = (float(z_of(np.array(lo))), float(z_of(np.array(hi))))
     norm = mcolors.Normalize(vmin=zlim[0], vmax=zlim[1])
     n = len(grids)
-    fig = new_figure(panel_size * n + 0.8, panel_size)
+    ncols = min(n, per_row)
+    nrows = -(-n // ncols)
+    panel = (PAGE_WIDTH_IN - 0.9) / ncols
+    fig = new_figure(PAGE_WIDTH_IN, nrows * (panel + 0.3) + (0.25 if title else 0.0))
     surf = None
     for k, (label, grid) in enumerate(grids.items()):
-        ax = fig.add_subplot(1, n, k + 1, projection="3d")
+        ax = fig.add_subplot(nrows, ncols, k + 1, projection="3d")
+        ax.set_box_aspect(None, zoom=0.78)  # matplotlib draws a 3-D axis's labels outside its box
         X, Y = np.meshgrid(_field(grid, "xs"), _field(grid, "ys"))          # (ny, nx) each
         surf = ax.plot_surface(X, Y, z_of(_field(grid, "loss")), cmap=CMAP, norm=norm, linewidth=0,
                                antialiased=True)
         ax.set_zlim(*zlim)
-        ax.set_title(label)
+        ax.set_title(wrap_text(label, int(0.9 * panel * 72 / (0.52 * 8))))  # 8 pt characters, 90% of a panel
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):  # a 3-D axis's default ticks run into each other
+            axis.set_major_locator(MaxNLocator(3))
         ax.set_xlabel("dir. 1")
         ax.set_ylabel("dir. 2")
         ax.set_zlabel("log10 loss" if scale == "log" else "loss")

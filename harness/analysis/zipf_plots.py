@@ -13,7 +13,7 @@ from harness.analysis.landscape_plots import new_figure
 from harness.analysis.zipf import LawFit
 from harness.analysis.zipf_models import CATEGORY_COLORS, Example
 from harness.results.plots import STYLE, save_figure, styled
-from harness.results.plots_style import SUPTITLE_PT
+from harness.results.plots_style import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, SUPTITLE_PT, plain_log_axis
 
 __all__ = ["EXAMPLES_WIDTH_IN", "OTHER_COLOR", "example_colors", "examples_figure", "rank_probability_figure",
            "save_figure", "snr_figure"]
@@ -29,16 +29,18 @@ def rank_probability_figure(mean_sorted: np.ndarray, zipf_fit: LawFit, *, top: i
     k = len(zipf_fit.pmf)
     top = min(top, len(mean_sorted))
     ranks = np.arange(1, top + 1)
-    fig = new_figure(4.5, 3.5)
+    fig = new_figure(COLUMN_WIDTH_IN, 2.8)
     ax = fig.subplots()
     ax.loglog(ranks, mean_sorted[:top], "o", ms=4, label="averaged sorted probability")
     fit_ranks = np.arange(1, min(top, k) + 1)
     line = zipf_fit.pmf[: len(fit_ranks)] * mean_sorted[:k].sum()
     ax.loglog(fit_ranks, line, "-", color="C3", label=f"Zipf fit, s = {zipf_fit.params['s']:.3g} (top {k})")
+    plain_log_axis(ax.xaxis)  # STYLE draws text as written: matplotlib's log labels are mathtext
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel("rank")
     ax.set_ylabel("probability")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6.5)
     return fig
 
 
@@ -48,7 +50,7 @@ def snr_figure(snr: np.ndarray, *, top: int = 40, threshold: float = 1.0, title:
     threshold."""
     snr = np.asarray(snr, dtype=np.float64)
     ranks = np.arange(1, len(snr) + 1)
-    fig = new_figure(9, 3.5)
+    fig = new_figure(PAGE_WIDTH_IN, 2.8)
     a, b = fig.subplots(1, 2)
     for ax, n, sub in ((a, len(snr), "(a) all ranks"), (b, min(top, len(snr)), f"(b) top {min(top, len(snr))} ranks")):
         ax.plot(ranks[:n], snr[:n], "-" if n > 60 else "o-", ms=3)

@@ -88,9 +88,11 @@ def differences_figure(groups: pd.DataFrame, *, dataset: str, model: str, metric
     handles["mean paired difference"] = Line2D([], [], marker="o", linestyle="none", color="0.25", markersize=3.5)
     marked = sorted({str(v) for v in g.get("verdict", pd.Series(dtype=str)) if str(v) in MARK_TEXT})
     notes = ["dot: the mean over seeds of the per-seed difference to CE (seeds finished by both)",
-             "thick: its 95% t interval over seeds"]
+             "thick: its 95% t interval over seeds" if seed_any else
+             "no interval over seeds (it needs 2 or more paired seeds that differ)"]
     notes.append("thin: the paired bootstrap interval over seeds and test images" if boot_any else
-                 "no predictions.npz: no interval over test images (tfbench evaluate)")
+                 "no interval over seeds and test images (it needs predictions.npz, from tfbench evaluate, "
+                 "and 2 or more paired seeds)")
     if math.isfinite(rope) and rope > 0:
         notes.append(f"grey band: the region of practical equivalence (ROPE), \u00b1{rope:g}"
                      + (" points" if spec.scale == 100.0 else ""))

@@ -85,6 +85,8 @@ def search_figure(group: dict[str, Any], *, space: dict[str, Any] | None = None,
         elif cats:
             ax.set_xticks(range(len(cats)), cats)
             ax.set_xlim(-0.5, len(cats) - 0.5)
+        if numeric:
+            ax.margins(x=0.1)  # a ringed point at the edge of the range stays whole
         ax.set_xlabel(p + (" (log scale)" if ax.get_xscale() == "log" else ""))
         if i % ncols == 0:
             ax.set_ylabel("val top-1 (%)")
