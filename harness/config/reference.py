@@ -18,12 +18,14 @@ from harness.config.schema import (
     MAX_NAME,
     MAX_TRIALS,
     DatasetDefaults,
+    Dimension,
     Evaluate,
     Resources,
+    Scheduler,
+    SearchSettings,
     SweepFile,
     TrainSettings,
 )
-from harness.config.search import Dimension, Scheduler, SearchSettings
 from methods.params import type_name
 
 BEGIN = "<!-- BEGIN GENERATED: python -m harness.config.reference --write -->"
