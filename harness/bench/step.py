@@ -23,6 +23,9 @@ then the median over `repeats` rounds. Two modes:
   device idles while the host launches the next step.
 On CPU every operation is synchronous, so the two modes differ only by the Python overhead of the step.
 
+`case_on_rig` (a rig's fixed batch) and `round_robin` (the timing) also serve `bench step --sweep`, which builds
+the rigs of a sweep's own trials instead (harness/bench/costs.py: the summary's time x and memory x).
+
 Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first two steps run,
 minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
 Python process per method: its peak RSS (VmHWM, reset just before) over building the model, the method

@@ -53,21 +53,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect:g} is not a positive number; give e.g. --effect 0.5 (points)")
+    if args.measure_costs and args.out is not None:
+        raise UserError("--measure-costs writes into the results folder (its costs/); it cannot be given with "
+                        "--out, which leaves the results folder untouched")
     folders = [Path(d) for d in args.dir]
-    if args.measure_costs:
-        if args.out is not None:
-            raise UserError("--measure-costs writes into the results folder (its costs/); it cannot be given with "
-                            "--out, which leaves the results folder untouched")
-        from harness.bench.costs import measure_folder
-
-        for folder in folders:
-            measure_folder(folder, log=lambda line: print(line, file=sys.stderr, flush=True))
     into = args.out if args.out is not None else (folders[0] if len(folders) == 1 else None)
     source = folders[0] if len(folders) == 1 else folders
     # before any work: the target is a folder tfbench may write (a read-only one is one line, exit 2)
     target = summary_target(into, source) if into is not None else None
     if args.out is None and len(folders) == 1:  # writing into the results folder: a killed writer's leftovers go
         ResultsFolder(folders[0]).remove_temporaries()
+    if args.measure_costs:  # after the checks of the target, before the tables read the measurement
+        from harness.bench.costs import measure_folder
+
+        for folder in folders:
+            measure_folder(folder, log=lambda line: print(line, file=sys.stderr, flush=True))
     outputs = render_summary(source, metric=args.metric, alpha=args.alpha, effect=args.effect,
                              write=args.out is None, into=into)
     if target is not None:

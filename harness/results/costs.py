@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.config.spec import NOT_IN_KEY_DATASET
+from harness.config.spec import NOT_IN_KEY_DATASET, TrialSpec
 from harness.folders import ResultsFolder, read_json
 from harness.outputs import OutputFolder, source_of
 
@@ -167,6 +167,15 @@ def switched_off(results_dir: str | Path) -> bool:
     return isinstance(costs, dict) and costs.get("measure") is False
 
 
+def _normal(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """A stored spec as this version reads it (TrialSpec.from_dict(stored=True): settings an older tfbench did
+    not record take the values that reproduce it), so that its key is the one the measurement computed."""
+    try:
+        return TrialSpec.from_dict(spec, stored=True).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 def _specs(results_dir: Path, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
     """key -> the trial's resolved spec: its config.json, else sweep.yaml's trial list (a trial not run yet)."""
     folder = ResultsFolder(results_dir)
@@ -178,8 +187,9 @@ def _specs(results_dir: Path, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
             if recorded is None:
                 recorded = {k: s for k, s in folder.recorded_trials()}
             spec = recorded.get(key)
-        if isinstance(spec, dict):
-            out[key] = spec
+        normal = _normal(spec) if isinstance(spec, dict) else None
+        if normal is not None:
+            out[key] = normal
     return out
 
 
