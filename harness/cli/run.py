@@ -49,7 +49,23 @@ def run(args: argparse.Namespace) -> int:
         os.environ[MLFLOW_ENV] = check_mlflow(args.mlflow)
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
-                     progress="off" if args.no_progress else args.progress, rerun_stale=args.rerun_stale)
+                     progress="off" if args.no_progress else args.progress, rerun_stale=args.rerun_stale,
+                     costs=measure_costs(sweep))
+
+
+def measure_costs(sweep):
+    """The cost step of a run (harness/bench/costs.py: the summary's time x and memory x), or None where the
+    sweep file says `costs: {measure: false}`."""
+    if (sweep.raw.get("costs") or {}).get("measure", True) is False:
+        return None
+
+    def measure(folder, trials) -> None:
+        from harness.bench.costs import measure_sweep
+
+        r = sweep.resources
+        measure_sweep(trials, cpus_per_trial=r.cpus_per_trial, gpus_per_trial=r.gpus_per_trial,
+                      results_dir=folder.path, log=lambda line: print(line, flush=True))
+    return measure
 
 
 def print_trials(sweep) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from harness.config.schema import (
     MAX_NAME,
     MAX_TRIALS,
+    Costs,
     DatasetDefaults,
     Dimension,
     Evaluate,
@@ -116,6 +117,7 @@ def generate() -> str:
         model_table(Resources, "`resources`"),
         model_table(DatasetDefaults, "`dataset_defaults.<dataset>`"),
         model_table(Evaluate, "`evaluate` (docs/results.md)"),
+        model_table(Costs, "`costs` (docs/results.md)"),
         model_table(SearchSettings, "`search` (docs/tuning.md)"),
         model_table(Scheduler, "`search.scheduler`"),
         model_table(Dimension, "`search.space.<method>.<parameter>`"),

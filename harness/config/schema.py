@@ -167,6 +167,15 @@ class SearchSettings(Strict):
                                           "{choice: [values]}; a method left out has nothing to tune (1 trial)")
 
 
+class Costs(Strict):
+    """How the summary's time x and memory x are measured (docs/results.md, "Costs")."""
+
+    measure: bool = Field(True, description="after the trials, time each method configuration's step against CE's "
+                                            "on the trials' model, input and device (`tfbench bench step --sweep`), "
+                                            "once per data set / model, cached in results/<name>/costs/; false: "
+                                            "time x and memory x are n/a")
+
+
 class SweepFile(Strict):
     """The top level of a sweep file."""
 
@@ -205,6 +214,7 @@ class SweepFile(Strict):
                                                         "(docs/training.md, \"Transfer\")")
     search: SearchSettings | None = Field(None, description="tune each method on the validation split, then "
                                                             "confirm the best with every seed (`search`, below)")
+    costs: Costs | None = Field(None, description="the controlled cost measurement (`costs`, below)")
 
     @field_validator("schema_version")
     @classmethod

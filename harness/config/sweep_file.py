@@ -40,6 +40,7 @@ from harness.config.schema import (
     MAX_SEED,
     MAX_TRIALS,
     SEED_TAGS,
+    Costs,
     DatasetDefaults,
     Entry,
     Resources,
@@ -61,7 +62,8 @@ __all__ = ["MAX_TRIALS", "Resources", "SweepError", "SweepSpec", "load_sweep"]
 
 TOP_KEYS = list(SweepFile.model_fields)
 RESOURCE_KEYS = list(Resources.model_fields)
-KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("seeds",): ["count", "start", "sequential"],
+KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("costs",): list(Costs.model_fields),
+             ("seeds",): ["count", "start", "sequential"],
              ("seeds", "sequential"): ["start", "max", "step", "spending"],
              ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
              ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),

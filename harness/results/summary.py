@@ -27,6 +27,7 @@ from harness.results.aggregate import (
     load_trials,
     unfinished_trials,
 )
+from harness.results.costs import cost_lines
 from harness.results.render import frame_csv, to_latex, to_markdown
 from harness.results.stats import DEFAULT_ALPHA
 from harness.results.tables import (
@@ -182,10 +183,11 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
                           rope=float(groups["rope"].iloc[0]) * METRICS[metric].scale if len(groups) else None)
     unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
     head += f" {unranked}" if unranked else ""
+    costs = " ".join(cost_lines(groups))
     md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
-          "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
+          *([f"{costs}\n"] if costs else []), "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
     tex = [f"% tfbench summary of {name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
-           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n",
+           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n", *([f"% {costs}\n"] if costs else []),
            "% How to read the tables:\n" + "\n".join(f"% {line}" for line in guide) + "\n"]
     for tables in sections.values():
         md.extend(to_markdown(t) for t in tables)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from harness.config.selection import SELECTION_RULES
-from harness.metrics import Metric, details
+from harness.metrics import RATIOS, Metric, details
 from harness.results import records
 from harness.results.aggregate import (
     BASELINE,
@@ -323,7 +323,7 @@ def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baselin
                    f"simultaneous {100 * (1 - alpha):g}% CI", "seeds + test images CI",
                    f"P(worse / within {rope:g} / better)", "seeds won",
                    f"detectable ({unit}, 80%)", f"power at {_amount(effect, unit)}",
-                   f"seeds for {_amount(effect, unit)}", "time x", "memory x", "extra state"]
+                   f"seeds for {_amount(effect, unit)}", RATIOS["time_x"].short, RATIOS["mem_x"].short, "extra state"]
         note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(g))}.",
                      f"Paired by seed over the {int((g['method'] != baseline).sum())} configurations of this table "
                      f"(the Holm family, k = {k}); {_n_note(n)}.", test_split_line(g, metric, baseline),
@@ -376,8 +376,9 @@ def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = B
         f"difference the paired seeds detect with 80% power (from the sd of their differences), the power at "
         f"{_amount(effect, unit)} and the seeds it needs (`tfbench seeds --effect`). None uses the observed "
         f"difference.",
-        f"- time x, memory x: mean train step time and peak memory over {base}'s; extra state: the method's own "
-        f"state kept across steps (e.g. the PS-KD table).",
+        f"- time x, memory x: the configuration's train step time and peak memory over {base}'s in the same "
+        f"settings, from the controlled measurement (Costs, above; n/a where there is none); extra state: the "
+        f"method's own state kept across steps (e.g. the PS-KD table).",
     ]
 
 
@@ -391,14 +392,17 @@ def details_table(groups: pd.DataFrame) -> Table:
         for m in shown:
             s = METRICS[m]
             row.append(format_mean_std(r[f"{m}_mean"] * s.scale, r[f"{m}_std"] * s.scale, decimals=s.decimals))
-        row.append(human_bytes(r["peak_mem_bytes_mean"]))
+        row += [human_bytes(r["peak_mem_bytes_mean"]), format_ratio(r.get("time_x_observed", math.nan))]
         rows.append(row)
     headers = ["method", "dataset / model", "protocol", "select", "n", "failed", "pending",
-               *[METRICS[m].short for m in shown], "peak mem"]
+               *[METRICS[m].short for m in shown], "peak mem", RATIOS["time_x_observed"].short]
     return Table("All configurations", headers, rows,
                  note="Mean +- sample std over the finished seeds (n); n/a = unavailable; best val top-1 is the "
                       "per-epoch maximum on the selection split (clean: validation; paper: the evaluation split); "
-                      "sel. epoch: the epoch train.select chose.")
+                      "sel. epoch: the epoch train.select chose. step (ms), peak mem and time x observed (the mean "
+                      f"step time over {method_label(BASELINE)}'s) are observed in this sweep, on a shared machine "
+                      "beside other trials: not a comparison of methods (the controlled time x is in the tables "
+                      "against the baseline).")
 
 
 def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
