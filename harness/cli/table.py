@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first measure time x and memory x where results/<sweep>/costs/ has no fitting "
                              "measurement (`tfbench bench step --sweep`'s, on this machine: the trials' device and "
                              "threads); without it the tables only read what `tfbench run` measured")
+    parser.add_argument("--all-pairs", action="store_true",
+                        help="across data sets, also the table of every pair of methods (Nemenyi / Wilcoxon-Holm); "
+                             "default: only each method against CE (and the sweep file's `all_pairs:`)")
     parser.add_argument("--format", default="md", help=f"what to print: {', '.join(FORMATS)} (default md); "
                                                         f"all three files are written either way")
 
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for folder in folders:
             measure_folder(folder, log=lambda line: print(line, file=sys.stderr, flush=True))
     outputs = render_summary(source, metric=args.metric, alpha=args.alpha, effect=args.effect,
-                             write=args.out is None, into=into)
+                             write=args.out is None, into=into, all_pairs=True if args.all_pairs else None)
     if target is not None:
         # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
         primary = sweep_primary(folders[0], DEFAULT_PRIMARY, PRIMARY_METRICS)

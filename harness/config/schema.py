@@ -192,7 +192,8 @@ class SweepFile(Strict):
     seeds: Seeds = Field(default_factory=lambda: [0], description="a list of distinct whole numbers >= 0, "
                                                                 "{count: N, start: S}, or {sequential: {start: 3, "
                                                                 "max: 10, step: 1, spending: obf}} (seeds until "
-                                                                "decided, docs/results.md)")
+                                                                "decided, also for a search's confirm trials: "
+                                                                "docs/results.md)")
     train: TrainSettings | None = Field(None, description="training settings for every trial")
     dataset_defaults: dict[str, DatasetDefaults] | None = Field(None, description="dataset -> overrides")
     resources: Resources | None = Field(None, description="per-trial resources")
@@ -203,6 +204,8 @@ class SweepFile(Strict):
         None, description="region of practical equivalence of the primary metric, in its display units (points "
                           "for accuracies): the posterior's P(equivalent) and the sequential design's equivalence "
                           "stop; default half the metric's effect (0.5 points of top-1)")
+    all_pairs: bool = Field(False, description="across data sets, the summary also tests every pair of methods "
+                                               "(Nemenyi / Wilcoxon-Holm) beside each method against CE")
     primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
         DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
                                      "secondary (exploratory)")
@@ -213,7 +216,7 @@ class SweepFile(Strict):
                                                         "keeping its method, parameters, model and seed "
                                                         "(docs/training.md, \"Transfer\")")
     search: SearchSettings | None = Field(None, description="tune each method on the validation split, then "
-                                                            "confirm the best with every seed (`search`, below)")
+                                                            "confirm the best with the sweep's seeds (`search`, below)")
     costs: Costs | None = Field(None, description="the controlled cost measurement (`costs`, below)")
 
     @field_validator("schema_version")

@@ -283,6 +283,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     when no finite number would); the estimates beside the mark (harness/results/estimates.py):
     `sim_ci_low`, `sim_ci_high` (simultaneous, 1 - alpha/k), `rope` (raw units: `rope` in display units,
     else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`;
+    `paired_diffs` (the per-seed differences, an (n_paired,) array: dropped from summary.csv);
     the costs: `time_x`, `mem_x` and their companions from the controlled measurement of the configuration
     (`controlled_costs`; NaN where there is none, `cost_status` says why), `time_x_observed`,
     `time_x_observed_std`, `mem_x_observed` (the sweep's own mean step time and peak memory over the baseline's,
@@ -363,6 +364,7 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     groups["rope"] = (spec.effect / 2 if rope is None else rope) / spec.scale
     add_estimates(groups, alpha=alpha, power=power, higher_is_better=spec.higher_is_better)
     # one block: the inserts that follow stay cheap (pandas warns of a fragmented frame otherwise)
+    groups = groups.rename(columns={"_diffs": "paired_diffs"})  # (n,) per row: the across-data-set bootstrap's
     groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")]).copy()
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)

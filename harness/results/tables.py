@@ -17,6 +17,7 @@ import pandas as pd
 from harness.config.selection import SELECTION_RULES
 from harness.metrics import RATIOS, Metric, details
 from harness.results import records
+from harness.results.across import across_section
 from harness.results.aggregate import (
     BASELINE,
     DEFAULT_METRIC,
@@ -24,7 +25,6 @@ from harness.results.aggregate import (
     METRICS,
     SHARPNESS,
     ablation_rows,
-    across_scores,
     cells,
     companion,
     fmt_value,
@@ -415,39 +415,18 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 
 # --- the summary of a results folder ------------------------------------------------------------------
 
-def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> tuple[list[Table], str]:
-    """(tables, line): mean ranks over the data sets / models of `groups` with the Friedman test and its
-    post-hoc (Demšar 2006; harness/results/ranks.py). No tables with fewer than two data sets; with fewer
-    than two where every method has a number, the line says why instead."""
-    from harness.results.ranks import across_datasets, across_tables, control_table
-
-    if len(cells(groups)) < 2:
-        return [], ""
-    scores = across_scores(groups, metric=metric)
-    result = across_datasets(scores, higher_is_better=METRICS[metric].higher_is_better, alpha=alpha)
-    if result.n_blocks < 2 or result.k < 2:
-        left = "; ".join(f"{b}: {why}" for b, why in result.blocks_left_out.items())
-        return [], (f"Not ranked across data sets: fewer than two data sets / models where every method has a "
-                    f"number ({left or 'fewer than two methods'}).")
-    tables = across_tables(result)
-    control = control_table(scores, control=method_label(BASELINE), higher_is_better=METRICS[metric].higher_is_better,
-                            alpha=alpha)
-    if control is not None:
-        tables.insert(1, control)
-    tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
-                           f"per data set / model; rank 1 = best.", tables[0].note)
-    return tables, ""
-
-
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
-                   sharp_groups: pd.DataFrame | None = None, primary: str | None = None) -> dict[str, list[Table]]:
-    """Section title -> tables, in the order the summary shows them."""
+                   sharp_groups: pd.DataFrame | None = None, primary: str | None = None,
+                   all_pairs: bool = False) -> dict[str, list[Table]]:
+    """Section title -> tables, in the order the summary shows them (`all_pairs`: the across-data-set
+    section's every-pair table too, harness/results/across.py)."""
+
     if groups.empty:
         return {}
     kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
     out = {"Comparison": [comparison_table(groups, **kw)],
            f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
-           "Across data sets": across_section(groups, metric=metric, alpha=alpha)[0],
+           "Across data sets": across_section(groups, metric=metric, alpha=alpha, all_pairs=all_pairs)[0],
            "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
