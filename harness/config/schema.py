@@ -151,7 +151,7 @@ class Dimension(Strict):
 
 
 class SearchSettings(Strict):
-    """search: tune each method's parameters on the validation split, then confirm the best with every seed."""
+    """search: tune each method's parameters on the validation split, then confirm the best with the sweep's seeds."""
 
     # Why its meaning is checked elsewhere (harness/config/search.py): which keys of `space` exist depends on
     # the methods the file names.
