@@ -282,12 +282,12 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     metric's default), `power_at_effect` and `seeds_for_effect` (seeds that detect it with `power`; NaN
     when no finite number would); the estimates beside the mark (harness/results/estimates.py):
     `sim_ci_low`, `sim_ci_high` (simultaneous, 1 - alpha/k), `rope` (raw units: `rope` in display units,
-    else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`;
-    `paired_diffs` (the per-seed differences, an (n_paired,) array: dropped from summary.csv);
-    the costs: `time_x`, `mem_x` and their companions from the controlled measurement of the configuration
-    (`controlled_costs`; NaN where there is none, `cost_status` says why), `time_x_observed`,
-    `time_x_observed_std`, `mem_x_observed` (the sweep's own mean step time and peak memory over the baseline's,
-    observed on a shared machine), `extra_state_bytes` (the method's mean state size; the baseline keeps none).
+    else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`; `paired_diffs`
+    (the per-seed differences, (n_paired,): not in summary.csv); the costs: `time_x`, `mem_x` and their
+    companions from the controlled measurement of the configuration (`controlled_costs`; NaN where there is
+    none, `cost_status` says why), `time_x_observed`, `time_x_observed_std`, `mem_x_observed` (the sweep's own
+    mean step time and peak memory over the baseline's, observed on a shared machine), `extra_state_bytes` (the
+    method's mean state size; the baseline keeps none).
     The baseline's own row has NaN / False / 'none' in the comparison columns.
     """
     if metric not in METRICS:
@@ -363,9 +363,8 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     groups["effect"] = raw_effect
     groups["rope"] = (spec.effect / 2 if rope is None else rope) / spec.scale
     add_estimates(groups, alpha=alpha, power=power, higher_is_better=spec.higher_is_better)
-    # one block: the inserts that follow stay cheap (pandas warns of a fragmented frame otherwise)
-    groups = groups.rename(columns={"_diffs": "paired_diffs"})  # (n,) per row: the across-data-set bootstrap's
-    groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")]).copy()
+    # one block (later inserts stay cheap); helper columns go, the per-seed differences stay (across data sets)
+    groups = groups.rename(columns={"_diffs": "paired_diffs"}).filter(regex=r"^[^_]").copy()
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 

@@ -24,7 +24,8 @@ def read_search(results_dir: Path) -> dict[str, Any] | None:
 
 def budget_line(record: dict[str, Any]) -> str:
     """One sentence for the head of the summary: the tuning budget of every method."""
-    parts = [f"{method_label(g['method'])} {g['budget']}" for g in record["groups"]]
+    # one entry per method (and budget): a sweep over several data sets has a group per data set
+    parts = list(dict.fromkeys(f"{method_label(g['method'])} {g['budget']}" for g in record["groups"]))
     return (f"Tuned: each method's configuration was chosen on the validation split ({record.get('metric')}) "
             f"among its search trials, then rerun with the sweep's seeds (under seeds until decided, those the "
             f"design asked for); every table but the search ones is built "
