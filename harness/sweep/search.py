@@ -14,7 +14,7 @@ The flow, for each group (one method entry x dataset x model of the sweep):
 
 Why tfbench's own record, not Ray's restore: the trial folders already survive any kill; a finished or
 stopped search trial that is proposed again replays its recorded epochs to the scheduler instead of
-training, so ASHA sees the same history, and a rerun of a finished search+confirm starts no Ray at all.
+training, so ASHA sees the same history, and a rerun of a finished search+confirm trains nothing.
 
 Why one module of over 400 lines: the space, the Ray trainable, the selection and the records share the
 one notion of a search trial (`search_trial`, its key and status), and read best side by side.
