@@ -177,6 +177,18 @@ VOCABULARY: dict[str, Metric] = {m.name: m for m in [
 ]}
 DEFAULT_PRIMARY = "selected_top1"
 
+# A configuration's costs over CE's in the same settings: per configuration, never per trial (so not trials.csv
+# columns). `time_x` / `mem_x` are the controlled measurement's (harness/results/costs.py: `tfbench bench step
+# --sweep`, one machine, round-robin); the `_observed` ones the sweep's own trials', timed on a shared machine.
+RATIOS: dict[str, Metric] = {m.name: m for m in [
+    cost("time_x", "train step time (x CE's, controlled measurement)", "time x", 1.0, 2),
+    cost("mem_x", "peak memory (x CE's, controlled measurement)", "memory x", 1.0, 2),
+    cost("time_x_observed", "train step time observed in the sweep (x CE's mean, shared machine)",
+         "time x observed", 1.0, 2),
+    cost("mem_x_observed", "peak memory observed in the sweep (x CE's mean, shared machine)", "memory x observed",
+         1.0, 2),
+]}
+
 
 def columns() -> list[str]:
     """trials.csv's columns taken from result.json, in order."""

@@ -89,6 +89,12 @@ class Method:
     # parts, lam * L(y_a) + (1 - lam) * L(y_b); True = `loss` is called once and reads ctx.targets_b, ctx.lam.
     mixes_targets: ClassVar[bool] = False
 
+    # The attributes that hold the method's per-data state (tensors, or None until first used): saved in
+    # checkpoints under these names, restored there, moved by `to`. Why not an nn.Module with buffers: its
+    # state_dict would also hold `extra_modules()` (saved on their own, with the optimiser) and rename
+    # every checkpoint's keys.
+    state: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def preset(cls, dataset: str, model: str) -> dict[str, Any]:
         """Parameter values its authors used for `dataset` / `model` (applied before the Params defaults).
@@ -112,6 +118,7 @@ class Method:
         self.num_train = int(num_train)
         self.feature_channels = feature_channels
         self.stages = stages
+        self.device = torch.device("cpu")  # where `to` put the method's state and modules
         if check:
             self._check_choices()
             self.validate()
@@ -123,7 +130,7 @@ class Method:
         resolution runs. `num_classes` None (not known before the data is read) skips the checks that need it."""
         probe = cls.__new__(cls)
         probe.params, probe.num_classes, probe.num_train, probe.feature_channels = params, num_classes, 0, None
-        probe.stages = None
+        probe.stages, probe.device = None, torch.device("cpu")
         probe.validate()
 
     def validate(self) -> None:
@@ -203,16 +210,35 @@ class Method:
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        """The declared `state` attributes that hold a tensor, by name."""
+        return {k: v for k in self.state if (v := getattr(self, k)) is not None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Each saved tensor onto the method's device, as a copy; in the dtype and shape of the tensor it
+        replaces, where there is one (a checkpoint of another data set or class count is refused)."""
+        for k in self.state:
+            if k not in state:
+                continue
+            saved, current = state[k], getattr(self, k)
+            if isinstance(current, Tensor):
+                if tuple(saved.shape) != tuple(current.shape):
+                    raise ValueError(f"method {self.name!r}: checkpoint {k} has shape {tuple(saved.shape)}, "
+                                     f"expected {tuple(current.shape)}")
+                saved = saved.to(dtype=current.dtype)
+            setattr(self, k, saved.to(self.device).clone())
 
     def state_nbytes(self) -> int:
         """Bytes of state that scales with the data (PS-KD's table, OLS's matrix); 0 if none."""
         return sum(t.numel() * t.element_size() for t in self.state_dict().values() if isinstance(t, Tensor))
 
     def to(self, device: torch.device | str) -> Method:
+        """The declared state and `extra_modules()` onto `device` (the model is moved by the harness)."""
+        self.device = torch.device(device)
+        for k in self.state:
+            if isinstance(v := getattr(self, k), Tensor):
+                setattr(self, k, v.to(self.device))
+        if (extra := self.extra_modules()) is not None:
+            extra.to(self.device)
         return self
 
 

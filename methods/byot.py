@@ -103,7 +103,3 @@ class BYOT(Method):
         total, ce, aux_ce, soft = byot_parts(logits=logits, aux_logits=aux, targets=targets,
                                              temperature=self.params.temperature, coefficient=self.params.coefficient)
         return {"loss": total, "ce": ce.detach(), "aux_ce": aux_ce.detach(), "kd": soft.detach()}
-
-    def to(self, device: torch.device | str) -> BYOT:
-        self.heads.to(device)
-        return self

@@ -54,6 +54,7 @@ class DLB(Method):
     """L = CE(cat(z_prev_view, z), cat(y_prev, y)) + alpha * KL(softmax(z_last / T) || softmax(z_prev_view / T)) * T^2."""
 
     needs = Needs(batches=True, overlap=True)
+    state = ("prev_positions", "prev_logits")
     label, color, order, recipe = "DLB", "#393b79", 9, "dlb"
     data_parallel_refusal = ("its second forward (the previous batch, with gradient) is not run through the "
                              "data-parallel wrapper; train it on one worker")
@@ -104,11 +105,3 @@ class DLB(Method):
 
         region = compiled_region(dlb_parts, mode)
         return lambda logits, targets, ctx: self._parts(logits, targets, ctx, region)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"prev_positions": self.prev_positions, "prev_logits": self.prev_logits}
-        return {k: v for k, v in state.items() if v is not None}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.prev_positions = state.get("prev_positions")
-        self.prev_logits = state.get("prev_logits")

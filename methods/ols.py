@@ -28,6 +28,7 @@ class OLS(Method):
     """
 
     needs = Needs(epoch=True)
+    state = ("S", "sums", "counts")
     label, color, order, recipe = "OLS", "#8c564b", 5, "pskd"  # OLS trains with PS-KD's recipe
 
     @dataclass(frozen=True)
@@ -60,18 +61,5 @@ class OLS(Method):
         self.sums.zero_()
         self.counts.zero_()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"S": self.S, "sums": self.sums, "counts": self.counts}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.S.device
-        self.S = state["S"].to(device, torch.float32).clone()
-        self.sums = state["sums"].to(device, torch.float32).clone()
-        self.counts = state["counts"].to(device, torch.float32).clone()
-
     def state_nbytes(self) -> int:
         return self.S.numel() * self.S.element_size()
-
-    def to(self, device: torch.device | str) -> OLS:
-        self.S, self.sums, self.counts = (t.to(device) for t in (self.S, self.sums, self.counts))
-        return self

@@ -35,6 +35,7 @@ class PSKD(Method):
     """
 
     needs = Needs(indices=True, epoch=True)
+    state = ("table",)  # allocated on first use
     label, color, order, recipe = "PS-KD", "#9467bd", 4, "pskd"
 
     @dataclass(frozen=True)
@@ -45,7 +46,6 @@ class PSKD(Method):
     def __init__(self, params: Any = None, **context: Any):
         super().__init__(params, **context)
         self.table: Tensor | None = None  # (N_train, C), allocated on first use
-        self.device = torch.device("cpu")
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def validate(self) -> None:
@@ -104,10 +104,8 @@ class PSKD(Method):
             self.apply_update(*pending)
 
     # --- state --------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.table is None else {"table": self.table}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """As the base, but the table is allocated lazily: its shape is checked against the data set's."""
         if "table" in state:
             table = state["table"]
             if tuple(table.shape) != (self.num_train, self.num_classes):
@@ -117,9 +115,3 @@ class PSKD(Method):
 
     def state_nbytes(self) -> int:
         return self.num_train * self.num_classes * _DTYPES[self.params.table_dtype].itemsize
-
-    def to(self, device: torch.device | str) -> PSKD:
-        self.device = torch.device(device)
-        if self.table is not None:
-            self.table = self.table.to(self.device)
-        return self

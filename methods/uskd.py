@@ -94,7 +94,3 @@ class USKD(Method):
         total = ce + p.alpha * loss_t + p.beta * loss_non + p.mu * loss_weak
         return {"loss": total, "ce": ce.detach(), "target": loss_t.detach(), "nontarget": loss_non.detach(),
                 "weak": loss_weak.detach()}
-
-    def to(self, device: torch.device | str) -> USKD:
-        self.weak.to(device)
-        return self

@@ -234,8 +234,3 @@ class Zipf(Method):
         if ctx.prev_map is None:
             raise ValueError("method 'zipf' (extra_dense_layer: true) needs ctx.prev_map")
         return ctx.prev_map
-
-    def to(self, device: torch.device | str) -> Zipf:
-        if self.extra is not None:
-            self.extra.to(device)
-        return self

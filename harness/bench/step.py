@@ -23,6 +23,9 @@ then the median over `repeats` rounds. Two modes:
   device idles while the host launches the next step.
 On CPU every operation is synchronous, so the two modes differ only by the Python overhead of the step.
 
+`case_on_rig` (a rig's fixed batch) and `round_robin` (the timing) also serve `bench step --sweep`, which builds
+the rigs of a sweep's own trials instead (harness/bench/costs.py: the summary's time x and memory x).
+
 Peak memory: on CUDA, `max_memory_allocated` while the method's state is built and its first two steps run,
 minus what was allocated before (so the other methods' models do not count). On CPU, optionally, a fresh
 Python process per method: its peak RSS (VmHWM, reset just before) over building the model, the method
@@ -99,6 +102,8 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)
     sums: dict[str, Tensor] = field(default_factory=dict)
     counts: Tensor | None = None
+    mixer: Any = None           # train.mixup / train.cutmix (recipes.make_mixer), as a trial's step mixes
+    ema: Any = None             # train.ema (recipes.make_ema), updated after every step as in a trial
 
 
 def bench_train(batch: int, device: torch.device) -> TrainConfig:
@@ -117,13 +122,23 @@ def build_case(name: str, *, model_name: str = MODEL, num_classes: int = NUM_CLA
                           **({"stages": stage_info(model)} if METHODS.get(name).needs.stages else {}))
     train = bench_train(batch, device).replace(compile=compile)
     rig = loop.build_step_rig(train, model.to(device), method.to(device), device)
+    return case_on_rig(name, rig, train, params=params, batch=batch, num_classes=num_classes, num_train=num_train,
+                       input_size=input_size, in_chans=3, device=device, seed=seed)
+
+
+def case_on_rig(name: str, rig: loop.StepRig, train: TrainConfig, *, params: dict[str, Any], batch: int,
+                num_classes: int, num_train: int, input_size: int, in_chans: int, device: torch.device,
+                seed: int) -> Case:
+    """A rig's case: its fixed random batch (B, in_chans, S, S) on the device (CS-KD's partners and DLB's
+    repeat a second one), PS-KD's table filled as epoch 1 reads it, DLB's first step taken."""
     rig.model.train()
+    method = rig.method
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     gen = torch.Generator(device=device)
     gen.manual_seed(seed + 1)
 
     def images() -> Tensor:
-        return torch.randn(batch, 3, input_size, input_size, device=device).contiguous(memory_format=fmt)
+        return torch.randn(batch, in_chans, input_size, input_size, device=device).contiguous(memory_format=fmt)
 
     x = images()
     xp = images() if method.needs.pairs or method.needs.overlap else None  # CS-KD's partners, DLB's repeat
@@ -151,9 +166,14 @@ def run_step(case: Case, *, step: int = 0, steps_per_epoch: int = NUM_TRAIN // G
     ctx = StepContext(epoch=EPOCH, num_epochs=t.epochs, indices=case.idx, generator=case.generator)
     if case.xp is not None and r.method.needs.overlap:
         ctx.overlap_targets = case.y
-    loop.train_step(model=r.step_model, method=r.method, opt=r.opt, x=case.x, y=case.y, xp=case.xp, ctx=ctx, lr=lr,
+    x = case.x
+    if case.mixer is not None:
+        x, ctx.targets_b, ctx.lam = case.mixer(x, case.y)
+    loop.train_step(model=r.step_model, method=r.method, opt=r.opt, x=x, y=case.y, xp=case.xp, ctx=ctx, lr=lr,
                     classifier=r.classifier, amp=r.amp, sums=case.sums, counts=case.counts,
                     loss_fn=r.loss_fn, after_loss=mark)
+    if case.ema is not None:
+        case.ema.update(r.model)
 
 
 def timed_step(case: Case, step: int) -> tuple[float, float]:
@@ -185,13 +205,33 @@ def timed_window(case: Case, step: int, window: int) -> float:
     return (time.perf_counter() - t0) / window
 
 
+def round_robin(cases: dict[str, Case], *, warmup: int, repeats: int, mode: str = "throughput", window: int = 10,
+                on_round: Callable[[int], None] = lambda r: None) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The cases take turns, so that load on a shared machine hits them alike: `warmup` untimed rounds, then
+    `repeats` timed ones; per case (forward seconds, whole step seconds) of each timed round (forward NaN in
+    throughput mode, where a round is `window` steps back to back: `timed_window`)."""
+    fwd: dict[str, list[float]] = {n: [] for n in cases}
+    full: dict[str, list[float]] = {n: [] for n in cases}
+    for r in range(warmup + repeats):
+        for n, case in cases.items():
+            if mode == "latency":
+                f, t = timed_step(case, r)
+            else:
+                f, t = math.nan, timed_window(case, r * window, window)
+            if r >= warmup:
+                fwd[n].append(f)
+                full[n].append(t)
+        on_round(r)
+    return fwd, full
+
+
 def forward_passes(method: Method) -> int:
     return 2 if method.needs.pairs or method.needs.overlap else 1
 
 
 # --- CPU peak memory in a fresh process ---------------------------------------------------------------
 
-def _page_in_kernels() -> None:
+def page_in_kernels() -> None:
     """A few-kilobyte conv / BN / linear step, so that loading the CPU kernels' code is not counted as the
     method's memory (the tensors are too small for the allocator to keep pages the rig could reuse)."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -207,7 +247,7 @@ def rss_child(config: dict[str, Any]) -> dict[str, int]:
     # no tensor is built before the baseline except a few kilobytes: freed memory that the allocator kept
     # would be reused by the rig and hide its growth
     torch.set_num_threads(config.pop("threads"))
-    _page_in_kernels()
+    page_in_kernels()
     reset_peak_rss()
     before = rss_now()
     case = build_case(device=torch.device("cpu"), **config)
@@ -305,17 +345,7 @@ def bench_step(*, batch: int | None = None, repeats: int = 20, warmup: int = 5, 
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 peak[n] = torch.cuda.max_memory_allocated(dev) - base
-        fwd: dict[str, list[float]] = {n: [] for n in names}
-        full: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(warmup + repeats):
-            for n, case in cases.items():
-                if mode == "latency":
-                    f, t = timed_step(case, r)
-                else:
-                    f, t = math.nan, timed_window(case, r * window, window)
-                if r >= warmup:
-                    fwd[n].append(f)
-                    full[n].append(t)
+        fwd, full = round_robin(cases, warmup=warmup, repeats=repeats, mode=mode, window=window)
         sync(dev)
         if dev.type == "cpu" and memory:
             for n in names:
@@ -399,5 +429,5 @@ def format_bench_step(result: StepBench, tablefmt: str = "github") -> str:
     return head + tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True) + "\n" + "\n".join(foot)
 
 
-__all__ = ["MODES", "Case", "StepBench", "bench_step", "bench_train", "build_case", "builtin_methods", "cpu_peak_rss_delta",
-           "format_bench_step", "run_step", "targets"]
+__all__ = ["MODES", "Case", "StepBench", "bench_step", "bench_train", "build_case", "builtin_methods", "case_on_rig",
+           "cpu_peak_rss_delta", "format_bench_step", "page_in_kernels", "round_robin", "run_step", "targets"]

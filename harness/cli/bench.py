@@ -51,7 +51,46 @@ def _step_arguments(p: argparse.ArgumentParser) -> None:
                         "default throughput: --window steps back to back per synchronisation, as a trial runs")
     p.add_argument("--window", type=int, default=10, help="throughput: steps per synchronisation (default 10)")
     p.add_argument("--compile", action="store_true", help="the step under train.compile")
+    p.add_argument("--sweep", type=Path, default=None, metavar="FILE",
+                   help="measure a sweep file's own steps instead: each (data set, model) with every method "
+                        "configuration as its trials build them, on the trials' device and threads, against CE "
+                        "(--repeats rounds of --window steps after --warmup rounds, fewer where --budget says); cached "
+                        "in <--results>/<name>/costs/ when that results folder exists (docs/benchmarks.md)")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="--sweep: the results root whose <name>/costs/ caches the measurement (default ./results)")
+    p.add_argument("--remeasure", action="store_true", help="--sweep: measure even where a cached file fits")
+    p.add_argument("--budget", type=float, default=None,
+                   help="--sweep: seconds of timed rounds per (data set, model), about (default 10): the window, "
+                        "then the rounds shrink to fit")
     _common(p)
+
+
+def _sweep_step_run(args: argparse.Namespace) -> int:
+    """`bench step --sweep FILE`: the sweep's own configurations (harness/bench/costs.py)."""
+    from harness.bench.costs import BUDGET_S, format_outcomes, measure_sweep
+    from harness.config.sweep_file import load_sweep
+    from harness.folders import ResultsFolder
+
+    given = [flag for flag, on in (("--batch", args.batch is not None), ("--method", bool(args.methods)),
+                                   ("--latency", args.latency), ("--compile", args.compile), ("--smoke", args.smoke),
+                                   ("--device", args.device != "auto"), ("--threads", args.threads != 1)) if on]
+    if given:
+        raise UserError(f"bench step --sweep: {', '.join(given)} cannot be given with --sweep: the sweep's own "
+                        f"batch size, methods, device, threads and train settings are measured")
+    if args.budget is not None and not args.budget > 0:
+        raise UserError(f"bench step: --budget must be > 0 seconds, got {args.budget:g}")
+    sweep = load_sweep(args.sweep)
+    folder = ResultsFolder((args.results / sweep.name).resolve())
+    cached = folder.path if folder.sweep_record() is not None else None
+    outcomes = measure_sweep(sweep.trials, cpus_per_trial=sweep.resources.cpus_per_trial,
+                             gpus_per_trial=sweep.resources.gpus_per_trial, results_dir=cached, force=args.remeasure,
+                             repeats=args.repeats, warmup=args.warmup, window=args.window,
+                             budget_s=args.budget or BUDGET_S, memory=args.memory,
+                             log=lambda line: print(line, flush=True))
+    print(format_outcomes(outcomes, tablefmt=args.tablefmt))
+    if sweep.search is not None:
+        print("search: the sweep's base configurations were measured (the tuned ones are measured by `tfbench run`)")
+    return 0 if all(o.record.get("status") == "measured" for o in outcomes) else 1
 
 
 def _step_run(args: argparse.Namespace) -> int:
@@ -60,6 +99,8 @@ def _step_run(args: argparse.Namespace) -> int:
     _positive(args, "step", "batch", "repeats", "window")
     if args.warmup < 0:
         raise UserError(f"bench step: --warmup must be >= 0, got {args.warmup}")
+    if args.sweep is not None:
+        return _sweep_step_run(args)
     result = bench_step(batch=args.batch, repeats=args.repeats, warmup=args.warmup, device=_device(args, "step"),
                         threads=args.threads, smoke=args.smoke, methods=split_list(args.methods),
                         memory=args.memory, mode="latency" if args.latency else "throughput", window=args.window,
@@ -288,7 +329,8 @@ def _checkpoint_run(args: argparse.Namespace) -> int:
 # target -> (help, add_arguments, run)
 TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "methods": ("forward+backward time of each method's loss vs CE", _methods_arguments, _methods_run),
-    "step": ("a full training step of every method vs CE on the CIFAR ResNet-18", _step_arguments, _step_run),
+    "step": ("a full training step of every method vs CE on the CIFAR ResNet-18; --sweep FILE: on a sweep's own "
+             "models, data shapes and method settings (the summary's time x)", _step_arguments, _step_run),
     "harness": ("train_trial's images/s against a bare PyTorch loop of the same work", _harness_arguments,
                 _harness_run),
     "sweep": ("trials per hour of a small sweep with 1 and 2 concurrent trials", _sweep_arguments, _sweep_run),

@@ -49,7 +49,23 @@ def run(args: argparse.Namespace) -> int:
         os.environ[MLFLOW_ENV] = check_mlflow(args.mlflow)
 
     return run_sweep(sweep, args.results.resolve(), sets=args.sets, address=args.address,
-                     progress="off" if args.no_progress else args.progress, rerun_stale=args.rerun_stale)
+                     progress="off" if args.no_progress else args.progress, rerun_stale=args.rerun_stale,
+                     costs=measure_costs(sweep))
+
+
+def measure_costs(sweep):
+    """The cost step of a run (harness/bench/costs.py: the summary's time x and memory x), or None where the
+    sweep file says `costs: {measure: false}`."""
+    if (sweep.raw.get("costs") or {}).get("measure", True) is False:
+        return None
+
+    def measure(folder, trials) -> None:
+        from harness.bench.costs import measure_sweep
+
+        r = sweep.resources
+        measure_sweep(trials, cpus_per_trial=r.cpus_per_trial, gpus_per_trial=r.gpus_per_trial,
+                      results_dir=folder.path, log=lambda line: print(line, flush=True))
+    return measure
 
 
 def print_trials(sweep) -> None:
@@ -63,10 +79,14 @@ def print_trials(sweep) -> None:
                    tablefmt="simple"))
     r = sweep.resources
     if sweep.search is not None:
-        s = sweep.search
+        from harness.results.sequential import plan_of
+
+        s, plan = sweep.search, plan_of(sweep.raw.get("seeds"))
+        seeds = (f"seeds until decided ({plan.start} to {plan.max}, docs/results.md)" if plan is not None else
+                 f"{len({t.seed for t in sweep.trials})} seed(s)")
         print(f"\nsearch: the rows above are the base configurations; each method tries up to {s.budget} "
               f"configurations of search.space ({s.algorithm}, {s.scheduler}, seed {s.seed}) at seed "
               f"{sweep.trials[0].seed}, selects on the validation split, then confirms the best with "
-              f"{len({t.seed for t in sweep.trials})} seed(s) (docs/tuning.md)")
+              f"{seeds} (docs/tuning.md)")
     print(f"\n{len(sweep.trials)} trials; per trial {r.cpus_per_trial:g} CPU, {r.gpus_per_trial:g} GPU, "
           f"{r.workers_per_trial} worker(s); max concurrent {r.max_concurrent or 'unlimited'}; retries {sweep.retries}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from harness.errors import UserError
@@ -27,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="write summary.{md,tex,csv} into DIR and leave the results folder untouched (for a "
                              "shared or read-only folder; pooled folders are only printed without it)")
+    parser.add_argument("--measure-costs", action="store_true",
+                        help="first measure time x and memory x where results/<sweep>/costs/ has no fitting "
+                             "measurement (`tfbench bench step --sweep`'s, on this machine: the trials' device and "
+                             "threads); without it the tables only read what `tfbench run` measured")
+    parser.add_argument("--all-pairs", action="store_true",
+                        help="across data sets, also the table of every pair of methods (Nemenyi / Wilcoxon-Holm); "
+                             "default: only each method against CE (and the sweep file's `all_pairs:`)")
     parser.add_argument("--format", default="md", help=f"what to print: {', '.join(FORMATS)} (default md); "
                                                         f"all three files are written either way")
 
@@ -48,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect > 0):
         raise UserError(f"--effect {args.effect:g} is not a positive number; give e.g. --effect 0.5 (points)")
+    if args.measure_costs and args.out is not None:
+        raise UserError("--measure-costs writes into the results folder (its costs/); it cannot be given with "
+                        "--out, which leaves the results folder untouched")
     folders = [Path(d) for d in args.dir]
     into = args.out if args.out is not None else (folders[0] if len(folders) == 1 else None)
     source = folders[0] if len(folders) == 1 else folders
@@ -55,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
     target = summary_target(into, source) if into is not None else None
     if args.out is None and len(folders) == 1:  # writing into the results folder: a killed writer's leftovers go
         ResultsFolder(folders[0]).remove_temporaries()
+    if args.measure_costs:  # after the checks of the target, before the tables read the measurement
+        from harness.bench.costs import measure_folder
+
+        for folder in folders:
+            measure_folder(folder, log=lambda line: print(line, file=sys.stderr, flush=True))
     outputs = render_summary(source, metric=args.metric, alpha=args.alpha, effect=args.effect,
-                             write=args.out is None, into=into)
+                             write=args.out is None, into=into, all_pairs=True if args.all_pairs else None)
     if target is not None:
         # summary.* hold the primary metric's verdicts; a secondary metric's tables go beside them
         primary = sweep_primary(folders[0], DEFAULT_PRIMARY, PRIMARY_METRICS)

@@ -17,14 +17,17 @@ from pydantic import BaseModel
 from harness.config.schema import (
     MAX_NAME,
     MAX_TRIALS,
+    Costs,
     DatasetDefaults,
+    Dimension,
     Evaluate,
     Figures,
     Resources,
+    Scheduler,
+    SearchSettings,
     SweepFile,
     TrainSettings,
 )
-from harness.config.search import Dimension, Scheduler, SearchSettings
 from methods.params import type_name
 
 BEGIN = "<!-- BEGIN GENERATED: python -m harness.config.reference --write -->"
@@ -115,6 +118,7 @@ def generate() -> str:
         model_table(Resources, "`resources`"),
         model_table(DatasetDefaults, "`dataset_defaults.<dataset>`"),
         model_table(Evaluate, "`evaluate` (docs/results.md)"),
+        model_table(Costs, "`costs` (docs/results.md)"),
         model_table(Figures, "`figures` (docs/results.md, \"Figures\")"),
         model_table(SearchSettings, "`search` (docs/tuning.md)"),
         model_table(Scheduler, "`search.scheduler`"),

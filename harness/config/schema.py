@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from harness.config.spec import STRICT, NonNegative, Positive, TrainSettings, Whole, short_repr
 from harness.metrics import CORRUPTIONS, DEFAULT_PRIMARY, primary_metrics
@@ -48,6 +48,11 @@ class Entry(Strict):
         return {"name": v} if isinstance(v, str) else v
 
 
+# A list item of `methods:` / `datasets:`: a bare name is the entry {name}. Why a coercion, not `str | Entry`:
+# a union reports a bad entry once per member.
+NamedEntry = Annotated[Entry, BeforeValidator(Entry.coerce)]
+
+
 class DatasetDefaults(Strict):
     """Per-dataset overrides under dataset_defaults.<dataset>: beat the presets, lose to the entry's params."""
 
@@ -73,6 +78,102 @@ class Evaluate(Strict):
 
     def corruption_names(self) -> tuple[str, ...]:
         return CORRUPTIONS if self.corruptions == "all" else tuple(self.corruptions or ())
+
+
+class SeedRange(Strict):
+    count: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
+    start: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+
+
+class SequentialSeeds(Strict):
+    start: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 3
+    max: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 10
+    step: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 1
+    spending: Literal["obf", "pocock"] = "obf"
+
+
+class Sequential(Strict):
+    sequential: SequentialSeeds
+
+
+SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1)]
+
+
+def _seeds_kind(v: Any) -> str:
+    return ("sequential" if "sequential" in v else "range") if isinstance(v, dict) else "list"
+
+
+# `seeds:` is one of three shapes, told apart by their keys (a tagged union: pydantic reports the problems of
+# the shape that was meant, not of all three); pydantic puts the tag in an error's path (`SEED_TAGS`).
+SEED_TAGS = ("list", "range", "sequential")
+Seeds = Annotated[Annotated[SeedList, Tag("list")] | Annotated[SeedRange, Tag("range")]
+                  | Annotated[Sequential, Tag("sequential")], Discriminator(_seeds_kind)]
+
+
+MAX_BUDGET = 1000
+KINDS = ("uniform", "loguniform", "choice")
+
+
+class Scheduler(Strict):
+    """search.scheduler: how trials are stopped early. ASHA compares trials of one method at rungs of
+    grace_period x reduction_factor^k epochs on `val_top1` (the held-out split), keeping the top 1/rf."""
+
+    name: Literal["asha", "fifo"] = Field("asha", description="asha: early-stop the weak trials; fifo: train "
+                                                               "every trial to the end")
+    grace_period: Annotated[int, Field(ge=1)] = Field(1, description="epochs every trial trains before it "
+                                                                     "can be stopped (<= train.epochs)")
+    reduction_factor: Annotated[float, Field(gt=1)] = Field(3.0, description="a rung keeps the top "
+                                                                            "1/reduction_factor of trials")
+
+
+class Dimension(Strict):
+    """One parameter's range: exactly one of uniform, loguniform, choice."""
+
+    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    loguniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    choice: Annotated[list[Any], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Dimension:
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"found {', '.join(given) or 'no range'}; allowed: exactly one of "
+                             f"{', '.join(KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> list[Any]:
+        return list(getattr(self, self.kind))
+
+
+class SearchSettings(Strict):
+    """search: tune each method's parameters on the validation split, then confirm the best with the sweep's seeds."""
+
+    # Why its meaning is checked elsewhere (harness/config/search.py): which keys of `space` exist depends on
+    # the methods the file names.
+
+    budget: Annotated[int, Field(ge=1, le=MAX_BUDGET)] = Field(
+        description="search trials per method (per method x dataset x model); the same for every method")
+    algorithm: Literal["random", "tpe"] = Field("random", description="random: seeded random search; tpe: "
+                                                                       "Optuna's TPE (needs the `tune` extra)")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(0, description="the searcher's seed")
+    scheduler: Scheduler = Field(default_factory=Scheduler, description="early stopping (see below)")
+    space: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="method -> parameter -> {uniform|loguniform: [low, high]} or "
+                                          "{choice: [values]}; a method left out has nothing to tune (1 trial)")
+
+
+class Costs(Strict):
+    """How the summary's time x and memory x are measured (docs/results.md, "Costs")."""
+
+    measure: bool = Field(True, description="after the trials, time each method configuration's step against CE's "
+                                            "on the trials' model, input and device (`tfbench bench step --sweep`), "
+                                            "once per data set / model, cached in results/<name>/costs/; false: "
+                                            "time x and memory x are n/a")
 
 
 class Figures(Strict):
@@ -101,14 +202,15 @@ class SweepFile(Strict):
     description: str | None = Field(None, description="free text")
     imports: list[str] | None = Field(None, description="user method files (.py, relative to the sweep "
                                                                  "file) or module names")
-    methods: Annotated[list[Any], Field(min_length=1)] = Field(description="names or {name, params} entries")
-    datasets: Annotated[list[Any], Field(min_length=1)] = Field(description="names or {name, params} entries")
+    methods: Annotated[list[NamedEntry], Field(min_length=1)] = Field(description="names or {name, params} entries")
+    datasets: Annotated[list[NamedEntry], Field(min_length=1)] = Field(description="names or {name, params} entries")
     models: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = Field(
         None, description="timm model names (ours included); default: each data set's usual model")
-    seeds: Any = Field(default_factory=lambda: [0], description="a list of distinct whole numbers >= 0, "
+    seeds: Seeds = Field(default_factory=lambda: [0], description="a list of distinct whole numbers >= 0, "
                                                                 "{count: N, start: S}, or {sequential: {start: 3, "
                                                                 "max: 10, step: 1, spending: obf}} (seeds until "
-                                                                "decided, docs/results.md)")
+                                                                "decided, also for a search's confirm trials: "
+                                                                "docs/results.md)")
     train: TrainSettings | None = Field(None, description="training settings for every trial")
     dataset_defaults: dict[str, DatasetDefaults] | None = Field(None, description="dataset -> overrides")
     resources: Resources | None = Field(None, description="per-trial resources")
@@ -119,6 +221,8 @@ class SweepFile(Strict):
         None, description="region of practical equivalence of the primary metric, in its display units (points "
                           "for accuracies): the posterior's P(equivalent) and the sequential design's equivalence "
                           "stop; default half the metric's effect (0.5 points of top-1)")
+    all_pairs: bool = Field(False, description="across data sets, the summary also tests every pair of methods "
+                                               "(Nemenyi / Wilcoxon-Holm) beside each method against CE")
     primary_metric: Literal[PRIMARY_METRICS] = Field(  # type: ignore[valid-type]
         DEFAULT_PRIMARY, description="the metric the verdicts are made on; tables on any other metric are "
                                      "secondary (exploratory)")
@@ -128,8 +232,9 @@ class SweepFile(Strict):
                                                         "finished trials (of the listed methods) on these data sets, "
                                                         "keeping its method, parameters, model and seed "
                                                         "(docs/training.md, \"Transfer\")")
-    search: dict[str, Any] | None = Field(None, description="tune each method on the validation split, then "
-                                                            "confirm the best with every seed (`search`, below)")
+    search: SearchSettings | None = Field(None, description="tune each method on the validation split, then "
+                                                            "confirm the best with the sweep's seeds (`search`, below)")
+    costs: Costs | None = Field(None, description="the controlled cost measurement (`costs`, below)")
     figures: Figures | None = Field(None, description="how `tfbench run` and `tfbench plot` draw the figures "
                                                       "(`figures`, below)")
 
@@ -150,23 +255,3 @@ class SweepFile(Strict):
             raise ValueError(f"found {short_repr(v)}; allowed: letters, digits, '-', '_', '.', not starting with "
                              f"'.' or '-' (it names results/<name>/)")
         return v
-
-
-class SeedRange(Strict):
-    count: Annotated[int, Field(ge=1, le=MAX_TRIALS)]
-    start: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-
-
-class SequentialSeeds(Strict):
-    start: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 3
-    max: Annotated[int, Field(ge=2, le=MAX_TRIALS)] = 10
-    step: Annotated[int, Field(ge=1, le=MAX_TRIALS)] = 1
-    spending: Literal["obf", "pocock"] = "obf"
-
-
-class Sequential(Strict):
-    sequential: SequentialSeeds
-
-
-SeedList = Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1)]
-

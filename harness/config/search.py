@@ -18,68 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from harness.config.problems import Problems
-from harness.config.schema import MAX_SEED, Strict
+from harness.config.schema import KINDS, Dimension, SearchSettings
 from methods import METHODS, MethodParamError
 from methods.params import check_params
 from methods.registry import did_you_mean
-
-MAX_BUDGET = 1000
-KINDS = ("uniform", "loguniform", "choice")
-
-
-class Scheduler(Strict):
-    """search.scheduler: how trials are stopped early. ASHA compares trials of one method at rungs of
-    grace_period x reduction_factor^k epochs on `val_top1` (the held-out split), keeping the top 1/rf."""
-
-    name: Literal["asha", "fifo"] = Field("asha", description="asha: early-stop the weak trials; fifo: train "
-                                                               "every trial to the end")
-    grace_period: Annotated[int, Field(ge=1)] = Field(1, description="epochs every trial trains before it "
-                                                                     "can be stopped (<= train.epochs)")
-    reduction_factor: Annotated[float, Field(gt=1)] = Field(3.0, description="a rung keeps the top "
-                                                                            "1/reduction_factor of trials")
-
-
-class Dimension(Strict):
-    """One parameter's range: exactly one of uniform, loguniform, choice."""
-
-    uniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
-    loguniform: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
-    choice: Annotated[list[Any], Field(min_length=1)] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> Dimension:
-        given = [k for k in KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"found {', '.join(given) or 'no range'}; allowed: exactly one of "
-                             f"{', '.join(KINDS)}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in KINDS if getattr(self, k) is not None)
-
-    @property
-    def values(self) -> list[Any]:
-        return list(getattr(self, self.kind))
-
-
-class SearchSettings(Strict):
-    """search: tune each method's parameters on the validation split, then confirm the best with every seed."""
-
-    budget: Annotated[int, Field(ge=1, le=MAX_BUDGET)] = Field(
-        description="search trials per method (per method x dataset x model); the same for every method")
-    algorithm: Literal["random", "tpe"] = Field("random", description="random: seeded random search; tpe: "
-                                                                       "Optuna's TPE (needs the `tune` extra)")
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(0, description="the searcher's seed")
-    scheduler: Scheduler = Field(default_factory=Scheduler, description="early stopping (see below)")
-    space: dict[str, dict[str, dict[str, Any]]] = Field(
-        default_factory=dict, description="method -> parameter -> {uniform|loguniform: [low, high]} or "
-                                          "{choice: [values]}; a method left out has nothing to tune (1 trial)")
 
 
 @dataclass(frozen=True)
@@ -100,20 +47,12 @@ class SearchSpec:
         return d
 
 
-SEARCH_KEYS = {("search",): list(SearchSettings.model_fields),
-               ("search", "scheduler"): list(Scheduler.model_fields)}
-
-
-def check_search(P: Problems, raw: dict[str, Any], methods: list[str], epochs: int | None,
-                 grid_methods: dict[str, list[str]], protocol: str | None = None) -> SearchSpec | None:
-    """The search section against the sweep's methods; every problem into `P`. `epochs`: the trials' epochs
-    (ASHA's grace period must fit in them); `grid_methods`: method -> parameters given as a grid axis;
-    `protocol`: train.protocol (the search selects on the held-out split, which `paper` does not have)."""
-    try:
-        s = SearchSettings.model_validate(raw)
-    except ValidationError as e:
-        P.add_pydantic(("search",), e.errors(), SEARCH_KEYS)
-        return None
+def check_search(P: Problems, s: SearchSettings, methods: list[str], epochs: int | None,
+                 grid_methods: dict[str, list[str]], protocol: str | None = None) -> SearchSpec:
+    """The search section (as the schema typed it) against the sweep's methods; every problem into `P`.
+    `epochs`: the trials' epochs (ASHA's grace period must fit in them); `grid_methods`: method -> parameters
+    given as a grid axis; `protocol`: train.protocol (the search selects on the held-out split, which `paper`
+    does not have)."""
     if protocol == "paper":
         P.add(("train", "protocol"), "found 'paper' in a sweep with search:; allowed: clean (the search selects on "
                                      "the held-out validation split; paper would select on the test split)")

@@ -39,16 +39,20 @@ from harness.config.resolve import (
 from harness.config.schema import (
     MAX_SEED,
     MAX_TRIALS,
+    SEED_TAGS,
+    Costs,
     DatasetDefaults,
     Entry,
     Resources,
-    SeedList,
+    Scheduler,
+    SearchSettings,
     SeedRange,
+    Seeds,
     Sequential,
     SweepFile,
 )
 from harness.config.search import SearchSpec, check_given, check_search
-from harness.config.spec import TrialSpec
+from harness.config.spec import TrialSpec, short_repr
 from harness.errors import UserError
 from methods import METHODS, MethodParamError, UserImportError, load_user_module
 from methods.params import check_params
@@ -58,12 +62,15 @@ __all__ = ["MAX_TRIALS", "Resources", "SweepError", "SweepSpec", "load_sweep"]
 
 TOP_KEYS = list(SweepFile.model_fields)
 RESOURCE_KEYS = list(Resources.model_fields)
-KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("seeds",): ["count", "start", "sequential"],
+KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("costs",): list(Costs.model_fields),
+             ("seeds",): ["count", "start", "sequential"],
              ("seeds", "sequential"): ["start", "max", "step", "spending"],
              ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
              ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),
-             ("dataset_defaults", "*", "train"): TRAIN_FIELDS, ("figures",): ["width"]}
-_SEED_LIST = TypeAdapter(SeedList)
+             ("dataset_defaults", "*", "train"): TRAIN_FIELDS,
+             ("search",): list(SearchSettings.model_fields), ("search", "scheduler"): list(Scheduler.model_fields),
+             ("figures",): ["width"]}
+_SEEDS = TypeAdapter(Seeds)
 
 
 @dataclass
@@ -129,7 +136,7 @@ class Draft:
     lines: dict[tuple, int]
     overrides: dict[str, dict[str, Any]]      # --set, by kind: method, dataset, model, train
     P: Problems
-    bad: set[Any] = field(default_factory=set)  # top-level keys the schema refused
+    bad: set[Any] = field(default_factory=set)  # what the schema refused: top-level keys, (key, index) entries
     imports: list[str] = field(default_factory=list)
     methods: list[tuple[int, tuple[str, dict]]] = field(default_factory=list)  # (index, (name, grid))
     sound_methods: list[tuple[int, tuple[str, dict]]] = field(default_factory=list)
@@ -144,20 +151,34 @@ class Draft:
     sound: dict[str, bool] = field(default_factory=dict)
     expand: bool = False
 
-    def ok(self, key: str) -> bool:
-        """The schema accepted the top-level `key` (a refused one is reported once, by the schema)."""
-        return key not in self.bad
+    def ok(self, key: str, index: int | None = None) -> bool:
+        """The schema accepted the top-level `key` (its entry `index`); a refused one is reported once, by it."""
+        return key not in self.bad and (key, index) not in self.bad
 
     def value(self, key: str, default: Any = None) -> Any:
         return self.raw.get(key, default) if self.ok(key) else default
 
 
 def _structure(d: Draft) -> None:
+    """The whole file against `SweepFile`, once: every structural problem reported here, and what it refused
+    remembered (a key, or one entry of methods/datasets) so that the phases check the rest and skip that."""
     try:
         SweepFile.model_validate(d.raw)
     except ValidationError as e:
-        d.P.add_pydantic((), e.errors(), KEY_NAMES)
-        d.bad = {err["loc"][0] for err in e.errors() if err["loc"]}
+        errors = [{**err, "loc": _untagged(tuple(err["loc"]))} for err in e.errors()]
+        for err in errors:
+            if err["loc"] == ("seeds",):  # none of the three shapes: say all three, not the list's type alone
+                d.P.add(("seeds",), f"found {short_repr(d.raw['seeds'])}; allowed: a list of distinct whole numbers "
+                                    f">= 0, {{count: N, start: S}} or {{sequential: {{start, max, step, spending}}}}")
+        d.P.add_pydantic((), [err for err in errors if err["loc"] != ("seeds",)], KEY_NAMES)
+        d.bad = {loc[:2] if loc[0] in ("methods", "datasets") and len(loc) > 1 and isinstance(loc[1], int)
+                 else loc[0] for loc in (err["loc"] for err in errors) if loc}
+
+
+def _untagged(loc: tuple) -> tuple:
+    """('seeds', 'range', 'count') -> ('seeds', 'count'): pydantic names the member of a tagged union in the
+    path; the file has no such key."""
+    return loc[:1] + loc[2:] if len(loc) > 1 and loc[0] == "seeds" and loc[1] in SEED_TAGS else loc
 
 
 def _imports(d: Draft) -> None:
@@ -172,8 +193,8 @@ def _imports(d: Draft) -> None:
 def _method_and_dataset_entries(d: Draft) -> None:
     from harness.data import DATASETS
 
-    methods = _entries(d.P, "methods", d.value("methods", []), METHODS, "method")
-    datasets = _entries(d.P, "datasets", d.value("datasets", []), DATASETS, "dataset")
+    methods = _entries(d, "methods", METHODS, "method")
+    datasets = _entries(d, "datasets", DATASETS, "dataset")
     typed = [(mi, (m, _check_grid(d.P, ("methods", mi, "params"), m, params))) for mi, (m, params) in methods]
     d.methods = [(mi, (m, grid if grid is not None else params)) for (mi, (m, grid)), (_, (_, params))
                  in zip(typed, methods, strict=True)]
@@ -200,7 +221,7 @@ def _models(d: Draft) -> None:
 
 
 def _seeds_and_train(d: Draft) -> None:
-    d.seeds = _seeds(d.P, d.raw.get("seeds", [0]))
+    d.seeds = _seeds(d.P, _SEEDS.validate_python(d.raw.get("seeds", [0]), strict=True)) if d.ok("seeds") else []
     d.train = d.value("train") or {}
     d.sound["train"] = d.ok("train") and d.ok("dataset_defaults")
 
@@ -233,11 +254,10 @@ def _resources_and_search(d: Draft) -> None:
     if d.raw.get("search") is not None and d.ok("search"):
         grids = {m: [k for k, v in params.items() if isinstance(v, list)] for _, (m, params) in d.methods}
         train = d.overrides["train"]
-        d.search = check_search(d.P, d.raw["search"], [m for _, (m, _) in d.methods],
+        d.search = check_search(d.P, SearchSettings.model_validate(d.raw["search"]), [m for _, (m, _) in d.methods],
                                 train.get("epochs", d.train.get("epochs")), grids,
                                 train.get("protocol", d.train.get("protocol")))
-        if d.search is not None:
-            check_given(d.P, d.search, d.methods, d.per_dataset, d.overrides["method"])
+        check_given(d.P, d.search, d.methods, d.per_dataset, d.overrides["method"])
 
 
 def _train_sets(d: Draft) -> None:
@@ -286,23 +306,22 @@ def _size(d: Draft) -> None:
         d.expand = False
 
 
-def _entries(P: Problems, what: str, value: list[Any], registry: Any, kind: str) -> list[tuple[int, tuple[str, dict]]]:
-    """`[a, {name: b, params: {...}}]` -> [(0, (a, {})), (1, (b, {...}))] for the entries that are sound."""
+def _entries(d: Draft, what: str, registry: Any, kind: str) -> list[tuple[int, tuple[str, dict]]]:
+    """`[a, {name: b, params: {...}}]` -> [(0, (a, {})), (1, (b, {...}))]: the entries the schema accepted,
+    whose names are registered."""
     out = []
-    for i, item in enumerate(value):
-        try:
-            entry = Entry.model_validate(Entry.coerce(item))
-        except ValidationError as e:
-            P.add_pydantic((what, i), e.errors(), KEY_NAMES)
+    for i, item in enumerate(d.value(what, [])):
+        if not d.ok(what, i):
             continue
+        entry = Entry.model_validate(Entry.coerce(item))
         if entry.name not in registry:
-            P.add((what, i, "name"), f"unknown {kind} {entry.name!r}{did_you_mean(entry.name, registry.names())}; "
-                                     f"allowed: {', '.join(registry.names())}")
+            d.P.add((what, i, "name"), f"unknown {kind} {entry.name!r}{did_you_mean(entry.name, registry.names())}; "
+                                       f"allowed: {', '.join(registry.names())}")
             continue
         out.append((i, (entry.name, dict(entry.params))))
     names = [n for _, (n, p) in out]
     for n in sorted({n for n in names if names.count(n) > 1 and not any(p for _, (m, p) in out if m == n)}):
-        P.add((what,), f"{n!r} is listed more than once; allowed: each once (use params lists for grids)")
+        d.P.add((what,), f"{n!r} is listed more than once; allowed: each once (use params lists for grids)")
     return out
 
 
@@ -354,28 +373,23 @@ def _check_dataset_params(P: Problems, where: tuple, dataset: str, params: dict[
     return not problems
 
 
-def _seeds(P: Problems, value: Any) -> list[int]:
-    try:
-        if isinstance(value, dict) and "sequential" in value:  # seeds 0 .. max-1, run as the design decides
-            q = Sequential.model_validate(value).sequential
-            if q.max < q.start:
-                P.add(("seeds", "sequential", "max"), f"found {q.max}; allowed: max >= start ({q.start})")
-                return []
-            return list(range(q.max))
-        if isinstance(value, dict):
-            r = SeedRange.model_validate(value)
-            if r.start + r.count - 1 > MAX_SEED:
-                P.add(("seeds", "start"), f"found {r.start}; allowed: start + count - 1 <= {MAX_SEED}")
-                return []
-            return list(range(r.start, r.start + r.count))
-        seeds = _SEED_LIST.validate_python(value, strict=True)
-    except ValidationError as e:
-        P.add_pydantic(("seeds",), e.errors(), KEY_NAMES)
+def _seeds(P: Problems, value: list[int] | SeedRange | Sequential) -> list[int]:
+    """The seeds to run, from `seeds:` as the schema typed it; what one field cannot say is checked here."""
+    if isinstance(value, Sequential):  # seeds 0 .. max-1, run as the design decides
+        q = value.sequential
+        if q.max < q.start:
+            P.add(("seeds", "sequential", "max"), f"found {q.max}; allowed: max >= start ({q.start})")
+            return []
+        return list(range(q.max))
+    if isinstance(value, SeedRange):
+        if value.start + value.count - 1 > MAX_SEED:
+            P.add(("seeds", "start"), f"found {value.start}; allowed: start + count - 1 <= {MAX_SEED}")
+            return []
+        return list(range(value.start, value.start + value.count))
+    if len(set(value)) != len(value):
+        P.add(("seeds",), f"found duplicated seeds {value!r:.80}; allowed: distinct whole numbers >= 0")
         return []
-    if len(set(seeds)) != len(seeds):
-        P.add(("seeds",), f"found duplicated seeds {seeds!r:.80}; allowed: distinct whole numbers >= 0")
-        return []
-    return seeds
+    return value
 
 
 def _resources(P: Problems, value: dict[str, Any]) -> Resources:

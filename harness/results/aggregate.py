@@ -27,6 +27,7 @@ from harness.errors import UserError
 from harness.metrics import DEFAULT_PRIMARY, Aggregated, Metric, legacy_sources, table_metrics
 from harness.results import records
 from harness.results.bootstrap import Reader, bootstrap_cells
+from harness.results.costs import controlled_costs, with_costs
 from harness.results.estimates import add_estimates
 from harness.results.stats import (
     DEFAULT_ALPHA,
@@ -70,7 +71,7 @@ def load_trials(results_dir: str | Path, *, warn: records.Warn = records.warn_st
 
     catalog.remember_labels((ResultsFolder(results_dir).sweep_record() or {}).get("labels"))
     left_out = trials.attrs.get("stale_left_out", 0)
-    trials = with_metric_columns(trials)
+    trials = with_costs(with_metric_columns(trials), results_dir)  # in memory only: trials.csv is not changed
     trials.attrs["stale_left_out"] = left_out
     return trials
 
@@ -284,9 +285,12 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     metric's default), `power_at_effect` and `seeds_for_effect` (seeds that detect it with `power`; NaN
     when no finite number would); the estimates beside the mark (harness/results/estimates.py):
     `sim_ci_low`, `sim_ci_high` (simultaneous, 1 - alpha/k), `rope` (raw units: `rope` in display units,
-    else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`;
-    `time_x`, `time_x_std` (the method's own step-time spread over the baseline's mean step time),
-    `mem_x` (peak memory), `extra_state_bytes` (the method's mean state size; the baseline keeps none).
+    else half the metric's effect), `prob_worse`, `prob_equivalent`, `prob_better`, `seeds_won`; `paired_diffs`
+    (the per-seed differences, (n_paired,): not in summary.csv); the costs: `time_x`, `mem_x` and their
+    companions from the controlled measurement of the configuration (`controlled_costs`; NaN where there is
+    none, `cost_status` says why), `time_x_observed`, `time_x_observed_std`, `mem_x_observed` (the sweep's own
+    mean step time and peak memory over the baseline's, observed on a shared machine), `extra_state_bytes` (the
+    method's mean state size; the baseline keeps none).
     The baseline's own row has NaN / False / 'none' in the comparison columns.
     """
     if metric not in METRICS:
@@ -319,9 +323,11 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
         row["seeds_differ"] = not row["_is_base"] and bool(base_seeds) and row["seeds"] != base_seeds
         row["gain"] = row[f"{metric}_mean"] - mean_std_n(base[metric])[0]
         base_step = mean_std_n(base["step_time_s"])[0]
-        row["time_x"] = _ratio(row["step_time_s_mean"], base_step)
-        row["time_x_std"] = _ratio(row["step_time_s_std"], base_step)
-        row["mem_x"] = _ratio(row["peak_mem_bytes_mean"], mean_std_n(base["peak_mem_bytes"])[0])
+        # what the sweep's own trials timed, on a shared machine beside each other: shown as observed only
+        row["time_x_observed"] = _ratio(row["step_time_s_mean"], base_step)
+        row["time_x_observed_std"] = _ratio(row["step_time_s_std"], base_step)
+        row["mem_x_observed"] = _ratio(row["peak_mem_bytes_mean"], mean_std_n(base["peak_mem_bytes"])[0])
+        row.update(controlled_costs(g))
         row["extra_state_bytes"] = row["state_bytes_mean"]
         weak = ok["select_weak"].astype(str).str.lower().isin(("true", "1")) if "select_weak" in ok else []
         row["n_select_weak"] = int(sum(weak))
@@ -360,8 +366,8 @@ def aggregate(trials: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baseline: s
     groups["effect"] = raw_effect
     groups["rope"] = (spec.effect / 2 if rope is None else rope) / spec.scale
     add_estimates(groups, alpha=alpha, power=power, higher_is_better=spec.higher_is_better)
-    # one block: the inserts that follow stay cheap (pandas warns of a fragmented frame otherwise)
-    groups = groups.drop(columns=[c for c in groups.columns if c.startswith("_")]).copy()
+    # one block (later inserts stay cheap); helper columns go, the per-seed differences stay (across data sets)
+    groups = groups.rename(columns={"_diffs": "paired_diffs"}).filter(regex=r"^[^_]").copy()
     groups.insert(0, "label", config_labels(groups))
     return sort_groups(groups).reset_index(drop=True)
 

@@ -197,7 +197,7 @@ def _figures(results_dir: Path, metric: str, *, write: bool, width: float = COLU
             fig = differences_figure(groups, dataset=dataset, model=model, metric=metric, colors=colors,
                                      width=width)
             figures.append((_safe(f"differences_{dataset}_{model}"), fig))
-        if np.isfinite(best["time_x"].astype(float)).any():
+        if np.isfinite(best[["time_x", "extra_state_bytes"]].astype(float)).any(axis=None):  # a cost to draw
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors, width=width)
             figures.append((_safe(f"cost_{dataset}_{model}"), fig))
     from harness.results.plots_reliability import prediction_figures  # from predictions.npz, where kept

@@ -1,5 +1,5 @@
-"""Accuracy against cost: the measured step time (noisy, with its noise drawn) and the method's extra state
-(exact)."""
+"""Accuracy against cost: the step time of the controlled measurement (harness/results/costs.py, with its
+spread over rounds drawn) and the method's extra state (exact)."""
 from __future__ import annotations
 
 import math
@@ -42,19 +42,19 @@ def _finite(v: object) -> bool:
 @styled
 def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: str = DEFAULT_METRIC,
                      colors: dict[str, str] | None = None) -> Figure:
-    """Accuracy against the measured step time, and next to it the one cost that is not measured but exact:
+    """Accuracy against the controlled step time, and next to it the one cost that is not measured but exact:
     one point / row per row of `groups` in this dataset / model (pass `best_per_method` rows for one per method).
 
-    - Top: the metric (mean, bar +-1 sample std over seeds) against the train step time over CE's mean step
-      time (`time_x`; bar: the row's own sample std over seeds, over CE's mean: `time_x_std`), with a grey
-      band of 1 +- CE's own relative std over seeds. Why the band: step time is measured in the sweep, on
-      whatever machine ran the trial and alongside the other trials (the quickstart runs two at a time on two
-      cores), and moves by 10% or more from run to run; a ratio inside CE's band (or a "faster than CE" 0.9)
-      says nothing, and the caption points to `tfbench bench step`, which times methods alone. The x label
-      gives CE's mean step time in ms, the unit the ratio is of; the axis starts at 0, so that lengths read
-      as ratios, and reaches 1.5 at least. With one CE seed there is no band, and the caption says that
-      the noise is then not shown. Without CE in the cell there is no ratio and no top panel. The y range
-      follows the ablation's rule (`y_range`, at least `min_span(metric)` wide: 5 points of accuracy).
+    - Top: the metric (mean, bar +-1 sample std over seeds) against the train step time over CE's in the same
+      settings from the controlled measurement (`time_x`: `tfbench bench step --sweep`, the configurations
+      round-robin on one machine, median over rounds; bar: the sample std over rounds of the per-round ratio,
+      `time_x_rounds_sd`), with a grey band of 1 +- CE's own relative std over rounds (`time_rounds_sd_rel`):
+      how much a step time moved while it was measured. The sweep's own step times (observed on a shared
+      machine beside other trials, 10-50% apart from run to run) are not drawn. The x label gives CE's median
+      step time in ms, the unit the ratio is of; the axis starts at 0, so that lengths read as ratios, and
+      reaches 1.5 at least. Without a controlled measurement there is no ratio and no top panel (the summary
+      says why). The y range follows the ablation's rule (`y_range`, at least `min_span(metric)` wide: 5 points
+      of accuracy).
     - Bottom (when the rows record it): the method's extra state in bytes (`extra_state_bytes`: PS-KD's
       per-sample table, OLS's class matrix; CE keeps none), one row per point in legend order, each named
       with its size, on a symmetric-log axis so that 0 B has a place. Why: it is exact, the same on every run
@@ -71,7 +71,7 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
     state_col = "extra_state_bytes"
     stated = g[np.isfinite(g[state_col].astype(float))] if state_col in g.columns else g.iloc[:0]
     state_lines = sum(_state_name(r).count("\n") + 1 for _, r in stated.iterrows())
-    heights = ([1.5] if len(timed) else []) + ([0.3 + 0.11 * state_lines] if len(stated) else [])
+    heights = ([1.6] if len(timed) else []) + ([0.3 + 0.11 * state_lines] if len(stated) else [])
     fig, axes = new_figure(0.45 + sum(heights or [1.0]), nrows=max(len(heights), 1), height_ratios=heights or None)
     base = g[g["method"].astype(str) == BASELINE]
     protocols = list(g["protocol"].astype(str)) if "protocol" in g.columns else []
@@ -84,7 +84,7 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
             n = int(r[f"{metric}_n"])
             y = float(r[f"{metric}_mean"]) * spec.scale
             yerr = float(r[f"{metric}_std"]) * spec.scale if n >= 2 else math.nan
-            xerr = float(r["time_x_std"]) if int(r.get("step_time_s_n", n)) >= 2 else math.nan
+            xerr = float(r["time_x_rounds_sd"]) if "time_x_rounds_sd" in r else math.nan
             text = with_n(str(r["label"]), n_phrase([n]))
             c = ax.errorbar([float(r["time_x"])], [y], xerr=[xerr] if _finite(xerr) else None,
                             yerr=[yerr] if _finite(yerr) else None, fmt=MARKERS[i % len(MARKERS)],
@@ -96,10 +96,10 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
         ax.set_ylabel(spec.short)
         ax.set_ylim(*y_range(ys, span=min_span(metric), percent=spec.scale == 100.0))
         ax.set_xlim(0.0, 1.05 * max(xs))
-        band = _time_axis(ax, base)
+        band = _time_axis(ax, base, timed)
         if band:
-            handles[f"{method_label(BASELINE)}'s step-time spread (\u00b11 sd)"] = Patch(color=_BAND, alpha=0.35,
-                                                                                         linewidth=0)
+            handles[f"{method_label(BASELINE)}'s step-time spread over rounds (\u00b11 sd)"] = Patch(
+                color=_BAND, alpha=0.35, linewidth=0)
     if len(stated):
         ax = axes[-1]
         _state_axis(ax, stated, colors=colors, gid_of=lambda r: f"state:{r['label']}")
@@ -115,12 +115,11 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
     caption = [f"points: mean; bars: {SPREAD}" if any_bars else "points: mean (n = 1: no error bars)",
                metric_note(metric, spec.short, protocols)]
     if len(timed):
-        if not band:
-            caption.append(f"{method_label(BASELINE)} has one timed seed, so the run-to-run noise of step "
-                           "time (often 10% or more) is not shown")
-        caption.append("step times measured during the sweep alongside other trials; `tfbench bench step` "
-                       "times methods alone")
+        caption.append("step time: controlled measurement (`tfbench bench step --sweep`, round-robin, median "
+                       "over rounds; x bars: sd over rounds)")
         caption.append(f"y range at least {min_span(metric):g}{' points' if spec.scale == 100.0 else ''} wide")
+    elif len(g):
+        caption.append("train step time: no controlled measurement (the summary says why)")
     if len(stated):
         caption.append("extra state: exact")
     legend_below(fig, list(handles.values()), list(handles), caption=caption_text(title, caption))
@@ -130,20 +129,18 @@ def accuracy_vs_cost(groups: pd.DataFrame, *, dataset: str, model: str, metric: 
 _BAND = "#999999"
 
 
-def _time_axis(ax, base: pd.DataFrame) -> bool:
-    """Step-time panel: CE's mean in ms in the label, CE's relative spread as a band around 1 (True when
-    drawn)."""
-    ms, drawn = "", False
-    if len(base):
-        b = base.iloc[0]
-        mean, sd = float(b["step_time_s_mean"]), float(b["step_time_s_std"])
-        ms = f": {mean * 1000:.3g} ms" if _finite(mean) else ""
-        if _finite(sd) and _finite(mean) and mean > 0:
-            ax.axvspan(1 - sd / mean, 1 + sd / mean, color=_BAND, alpha=0.35, linewidth=0, zorder=0,
-                       gid="ce-step-band")
-            drawn = True
+def _time_axis(ax, base: pd.DataFrame, timed: pd.DataFrame) -> bool:
+    """Step-time panel: CE's median in ms (the controlled measurement's) in the label, CE's relative spread over
+    rounds as a band around 1 (True when drawn)."""
+    ref = [float(v) for v in timed.get("cost_ref_step_s", pd.Series(dtype=float)) if _finite(v)]
+    ms = f": {ref[0] * 1000:.3g} ms" if ref else ""
+    drawn = False
+    if len(base) and _finite(base.iloc[0].get("time_rounds_sd_rel", math.nan)):
+        rel = float(base.iloc[0]["time_rounds_sd_rel"])
+        ax.axvspan(1 - rel, 1 + rel, color=_BAND, alpha=0.35, linewidth=0, zorder=0, gid="ce-step-band")
+        drawn = True
     ax.axvline(1.0, color=_BAND, linewidth=0.6, zorder=0)
-    ax.set_xlabel(f"train step time (\u00d7 {method_label(BASELINE)}'s mean{ms})")
+    ax.set_xlabel(f"train step time (\u00d7 {method_label(BASELINE)}'s median{ms}, controlled)")
     return drawn
 
 

@@ -224,7 +224,7 @@ def fit_texts(fig: Figure) -> None:
             if ax.get_visible():  # a y label longer than its axes' height runs into the panel above
                 texts += [(ax.title, False, math.inf), (ax._left_title, False, math.inf),
                           (ax._right_title, False, math.inf), (ax.xaxis.label, False, math.inf),
-                          (ax.yaxis.label, True, max(ax.bbox.height * 1.1, 0.5 * fig.dpi))]
+                          (ax.yaxis.label, True, max(ax.bbox.height * 1.25, 0.5 * fig.dpi))]
         changed = False
         for text, vertical, most in texts:
             if text.get_visible() and text.get_text():

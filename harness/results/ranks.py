@@ -260,14 +260,14 @@ def _note(*, k: int, n: int, fr: Friedman, alpha: float, posthoc: str, cd: float
     if fr.reason:
         parts.append(f"Friedman test not computed: {fr.reason}.")
     elif fr.perm_p is not None:
-        verdict = "reject" if fr.decision_p < alpha else "do not reject"
+        verdict = "rejects" if fr.decision_p < alpha else "does not reject"
         how = "exact (every arrangement of ranks within blocks)" if fr.perm_exact else \
             f"Monte Carlo over {PERMUTATIONS:,} arrangements of ranks within blocks"
         parts.append(f"Friedman test of 'all {k} methods rank alike' with N = {n} < {MIN_BLOCKS} blocks: the "
-                     f"permutation p, {how}, {verdict}s it at alpha = {alpha:g} (Iman-Davenport's F is "
+                     f"permutation p, {how}, {verdict} it at alpha = {alpha:g} (Iman-Davenport's F is "
                      f"shown but too lax at so few blocks); read the post-hoc test only when it is rejected.")
     else:
-        verdict = "reject" if fr.f_p < alpha else "do not reject"
+        verdict = "rejects" if fr.f_p < alpha else "does not reject"
         parts.append(f"Friedman test of 'all {k} methods rank alike': Iman-Davenport's F (less conservative than "
                      f"the chi-square, as Demšar 2006 recommends) and its p {verdict} it at alpha = {alpha:g}; "
                      f"read the post-hoc test only when it is rejected.")
@@ -360,22 +360,6 @@ def bonferroni_dunn_cd(*, k: int, n_blocks: int, alpha: float = DEFAULT_ALPHA) -
     return float(stats.norm.ppf(1 - alpha / (2 * (k - 1)))) * math.sqrt(k * (k + 1) / (6 * n_blocks))
 
 
-def control_table(scores: pd.DataFrame, *, control: str, higher_is_better: bool, alpha: float) -> Table | None:
-    used, _ = complete_blocks(scores)
-    res = control_tests(used, control=control, higher_is_better=higher_is_better, alpha=alpha)
-    if res.empty:
-        return None
-    n, k = used.shape
-    rows = [[_label(r["method"]), f"{r['mean_rank_diff']:+.2f}", f"{r['z']:+.2f}", format_p(r["p"]),
-             format_p(r["p_holm"]), "yes" if r["significant"] else "no"] for _, r in res.iterrows()]
-    return Table(f"Against {_label(control)} across data sets (comparisons with a control)",
-                 ["method", f"mean rank - {_label(control)}'s", "z", "p", "Holm p", "different"], rows,
-                 note=(f"Demšar 2006: z on the mean ranks over {_count(n, 'block')}, two-sided normal p, Holm over "
-                       f"the {k - 1} comparisons with {_label(control)}; negative is better ranked. Bonferroni-Dunn "
-                       f"CD = {bonferroni_dunn_cd(k=k, n_blocks=n, alpha=alpha):.2f} at alpha {alpha:g}. The pairs "
-                       f"table below tests every pair (more comparisons: less power for each)."))
-
-
 def p_phrase(p: float | None) -> str:
     """`p = 0.012`, `p < 0.001` or `p = n/a`: a p-value inside a sentence."""
     text = format_p(math.nan if p is None else p)
@@ -397,15 +381,18 @@ def friedman_line(result: AcrossDatasets) -> str:
     return line
 
 
-def across_tables(result: AcrossDatasets) -> list[Table]:
-    """Two tables for render.py's to_markdown / to_latex / to_csv: mean ranks (method, mean rank, one
-    column per block's rank), best first; and every pair with its mean-rank difference, Wilcoxon p, Holm p
-    and the post-hoc's verdict."""
+def across_tables(result: AcrossDatasets, *, all_pairs: bool = False) -> list[Table]:
+    """Tables for render.py's to_markdown / to_latex / to_csv: mean ranks (method, mean rank, one column per
+    block's rank), best first; and with `all_pairs`, every pair with its mean-rank difference, Wilcoxon p,
+    Holm p and the post-hoc's verdict (only on request: where the question is each method against CE, the
+    comparisons with a control are the test; harness/results/across.py)."""
     blocks = list(result.ranks.index)
     rank_rows = [[_label(m), f"{r:.2f}" if is_finite(r) else "n/a", *(f"{result.ranks.at[b, m]:g}" for b in blocks)]
                  for m, r in result.mean_ranks.items()]
     ranks_table = Table("Mean ranks across data sets", ["method", "mean rank", *map(_label, blocks)], rank_rows,
                         note=f"{friedman_line(result)}. {result.note}")
+    if not all_pairs:
+        return [ranks_table]
     name = POSTHOCS[result.posthoc]
     pair_rows = []
     for _, r in result.pairwise.iterrows():

@@ -312,6 +312,16 @@ def sweep_rope(folder: Path) -> float | None:
     return float(rope)
 
 
+def sweep_all_pairs(folder: Path) -> bool:
+    """Whether the sweep asks for the all-pairs table across data sets (`all_pairs:`, default false)."""
+    value = ResultsFolder(folder).sweep_value("all_pairs")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise UserError(f"{folder / 'sweep.yaml'}: all_pairs is {value!r}; allowed: true or false")
+    return value
+
+
 def split_per_seed(folder: Path) -> bool:
     """Whether the sweep drew its validation split per seed (`train.split_per_seed:`)."""
     train = ResultsFolder(folder).sweep_value("train")

@@ -24,9 +24,11 @@ def read_search(results_dir: Path) -> dict[str, Any] | None:
 
 def budget_line(record: dict[str, Any]) -> str:
     """One sentence for the head of the summary: the tuning budget of every method."""
-    parts = [f"{method_label(g['method'])} {g['budget']}" for g in record["groups"]]
+    # one entry per method (and budget): a sweep over several data sets has a group per data set
+    parts = list(dict.fromkeys(f"{method_label(g['method'])} {g['budget']}" for g in record["groups"]))
     return (f"Tuned: each method's configuration was chosen on the validation split ({record.get('metric')}) "
-            f"among its search trials, then rerun with every seed; every table but the search ones is built "
+            f"among its search trials, then rerun with the sweep's seeds (under seeds until decided, those the "
+            f"design asked for); every table but the search ones is built "
             f"from those confirm trials only. Search trials per method: {', '.join(parts)} "
             f"({record.get('algorithm')} search, {record.get('scheduler')} scheduler).")
 
@@ -38,7 +40,9 @@ def epochs_saved(group: dict[str, Any]) -> tuple[int, int]:
     return sum(int(r["epochs_trained"]) for r in rows), sum(int(r["epochs"]) for r in rows)
 
 
-def budget_table(record: dict[str, Any]) -> Table:
+def budget_table(record: dict[str, Any], run: set[str] | None = None) -> Table:
+    """`run`: the keys of the comparison's trials (trials.csv); a sequential sweep confirms only the seeds its
+    design asked for, so the confirm trials counted are those among them (None: every confirm trial)."""
     rows = []
     for g in record["groups"]:
         statuses = [r["status"] for r in g["rows"]]
@@ -48,7 +52,8 @@ def budget_table(record: dict[str, Any]) -> Table:
         rows.append([method_label(g["method"]), f"{g['dataset']} / {g['model']}", str(g["budget"]),
                      str(statuses.count("finished")), str(statuses.count("stopped")), str(statuses.count("failed")),
                      f"{trained} of {full}", params if g.get("best") else "none finished",
-                     f"{100 * val:.2f}" if isinstance(val, (int, float)) else "n/a", str(len(g.get("confirm") or []))])
+                     f"{100 * val:.2f}" if isinstance(val, (int, float)) else "n/a",
+                     str(sum(run is None or k in run for k in g.get("confirm") or []))])
     headers = ["method", "dataset / model", "budget", "finished", "stopped early", "failed", "epochs trained",
                "selected configuration", "its val top-1 (%)", "confirm trials"]
     return Table(title="Search budget", note="Search trials per method (budget), how many the scheduler "
@@ -72,11 +77,12 @@ def trials_table(record: dict[str, Any]) -> Table:
                  headers=headers, rows=rows)
 
 
-def search_section(results_dir: Path) -> tuple[str, list[str], list[str]]:
-    """(the head's budget sentence, markdown parts, LaTeX parts), or ('', [], []) without a search."""
+def search_section(results_dir: Path, run: set[str] | None = None) -> tuple[str, list[str], list[str]]:
+    """(the head's budget sentence, markdown parts, LaTeX parts), or ('', [], []) without a search. `run`: as
+    `budget_table`'s."""
     record = read_search(results_dir)
     if record is None:
         return "", [], []
-    tables = [budget_table(record), trials_table(record)]
+    tables = [budget_table(record, run), trials_table(record)]
     return (budget_line(record), [to_markdown(t) for t in tables],
             [to_latex(tables[0])])

@@ -18,6 +18,7 @@ from harness.folders import read_bounded
 from harness.io import atomic_write_text
 from harness.outputs import OutputFolder, source_of
 from harness.results import records
+from harness.results.across import across_section, add_across_columns
 from harness.results.aggregate import (
     METRICS,
     TABLE_METRICS,
@@ -27,11 +28,11 @@ from harness.results.aggregate import (
     load_trials,
     unfinished_trials,
 )
+from harness.results.costs import cost_lines
 from harness.results.render import frame_csv, to_latex, to_markdown
 from harness.results.stats import DEFAULT_ALPHA
 from harness.results.tables import (
     SELECT_TEXT,
-    across_section,
     details_table,
     protocol_line,
     protocols_of,
@@ -99,7 +100,7 @@ def pooled_trials(folders: Sequence[Path], *, warn: records.Warn = records.warn_
 def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: str | None = None,
                    alpha: float | None = None, effect: float | None = None,
                    warn: records.Warn = records.warn_stderr, write: bool = True,
-                   into: str | Path | None = None) -> dict[str, str]:
+                   into: str | Path | None = None, all_pairs: bool | None = None) -> dict[str, str]:
     """{'md', 'tex', 'csv'} texts of a results folder's summary (reads only; a damaged trials.csv is
     rebuilt from the trial records). Several folders are pooled (`pooled_trials`): their data sets are
     compared side by side and ranked across. `metric`: None is the sweep's primary metric (sweep.yaml's
@@ -110,7 +111,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
 
     Refuses (UserError) to produce a summary without a finished trial over an existing one that has
     some: an empty table must never replace good numbers. `into`: where the summary goes (default: the
-    results folder, when it is one), whose summary.csv is the one kept."""
+    results folder, when it is one), whose summary.csv is the one kept. `all_pairs`: the across-data-set
+    section's every-pair table too; None reads the sweep's `all_pairs:` (pooled: every folder's)."""
     folders = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(f) for f in results_dir]
     try:
         primary = _one_setting(folders, lambda f: records.sweep_primary(f, DEFAULT_PRIMARY, PRIMARY_METRICS),
@@ -147,6 +149,9 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         from harness.results.sequential import apply_sequential
 
         apply_sequential(groups, trials, results_dir, metric=metric, primary=primary, alpha=alpha)
+    add_across_columns(groups, metric=metric)  # summary.csv's across_* columns: the across section's intervals
+    if all_pairs is None:
+        all_pairs = all(records.sweep_all_pairs(f) for f in folders)
     sharp = load_sharpness(results_dir) if len(folders) == 1 else None
     if sharp is not None:
         missing = [c for c in ("method", "dataset", "model", "sharpness") if c not in sharp.columns]
@@ -154,7 +159,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
             raise UserError(f"{results_dir / 'landscape' / 'sharpness.csv'} lacks the column(s) "
                             f"{', '.join(missing)}")
     sharp_groups = aggregate_sharpness(sharp, trials) if sharp is not None and not sharp.empty else None
-    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups, primary=primary)
+    sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups, primary=primary,
+                              all_pairs=all_pairs)
 
     n_pending = len(trials) - n_ok - n_failed
     stale = int(trials.attrs.get("stale_left_out", 0))
@@ -168,7 +174,8 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
                 f"made on its primary metric, {METRICS[primary].label} (`tfbench table` without --metric).")
     from harness.results.search_tables import search_section  # tuned sweeps only (docs/tuning.md)
 
-    tuned, search_md, search_tex = search_section(results_dir) if len(folders) == 1 else ("", [], [])
+    tuned, search_md, search_tex = (search_section(results_dir, set(trials["key"].astype(str))) if len(folders) == 1
+                                    else ("", [], []))
     head += f" {tuned}" if tuned else ""
     if tuned and sections.get("Comparison"):  # the comparison table itself states the tuning budget
         sections["Comparison"][0].note += f" {tuned}"
@@ -182,10 +189,11 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
                           rope=float(groups["rope"].iloc[0]) * METRICS[metric].scale if len(groups) else None)
     unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
     head += f" {unranked}" if unranked else ""
+    costs = " ".join(cost_lines(groups))
     md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",
-          "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
+          *([f"{costs}\n"] if costs else []), "How to read the tables:\n\n" + "\n".join(guide) + "\n"]
     tex = [f"% tfbench summary of {name}: needs \\usepackage{{booktabs}} and \\usepackage{{amssymb}}.\n",
-           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n",
+           f"% {head}\n", f"% {verdicts} {proto}. {selection}\n", *([f"% {costs}\n"] if costs else []),
            "% How to read the tables:\n" + "\n".join(f"% {line}" for line in guide) + "\n"]
     for tables in sections.values():
         md.extend(to_markdown(t) for t in tables)
@@ -204,7 +212,9 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
     if failed:
         md.append("## Failed and pending trials\n")
         md.append("\n".join(failed) + "\n")
-    return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups)}
+    # paired_diffs holds an array per row (the across bootstrap's input): no CSV cell
+    return {"md": "\n".join(md), "tex": "\n".join(tex), "csv": frame_csv(groups.drop(columns="paired_diffs",
+                                                                                      errors="ignore"))}
 
 
 BEYOND = ("selected_ece", "selected_ece_ts", "temperature", "selected_aece", "selected_cwece", "selected_brier",

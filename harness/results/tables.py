@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import pandas as pd
 
 from harness.config.selection import SELECTION_RULES
-from harness.metrics import Metric, details
+from harness.metrics import RATIOS, Metric, details
 from harness.results import records
+from harness.results.across import across_section
 from harness.results.aggregate import (
     BASELINE,
     DEFAULT_METRIC,
@@ -24,7 +25,6 @@ from harness.results.aggregate import (
     METRICS,
     SHARPNESS,
     ablation_rows,
-    across_scores,
     cells,
     companion,
     fmt_value,
@@ -323,7 +323,7 @@ def paired_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, baselin
                    f"simultaneous {100 * (1 - alpha):g}% CI", "seeds + test images CI",
                    f"P(worse / within {rope:g} / better)", "seeds won",
                    f"detectable ({unit}, 80%)", f"power at {_amount(effect, unit)}",
-                   f"seeds for {_amount(effect, unit)}", "time x", "memory x", "extra state"]
+                   f"seeds for {_amount(effect, unit)}", RATIOS["time_x"].short, RATIOS["mem_x"].short, "extra state"]
         note = _join(metric_role(metric, primary or metric), f"{protocol_line(protocols_of(g))}.",
                      f"Paired by seed over the {int((g['method'] != baseline).sum())} configurations of this table "
                      f"(the Holm family, k = {k}); {_n_note(n)}.", test_split_line(g, metric, baseline),
@@ -376,8 +376,9 @@ def reading_guide(*, metric: str, alpha: float, effect: float, baseline: str = B
         f"difference the paired seeds detect with 80% power (from the sd of their differences), the power at "
         f"{_amount(effect, unit)} and the seeds it needs (`tfbench seeds --effect`). None uses the observed "
         f"difference.",
-        f"- time x, memory x: mean train step time and peak memory over {base}'s; extra state: the method's own "
-        f"state kept across steps (e.g. the PS-KD table).",
+        f"- time x, memory x: the configuration's train step time and peak memory over {base}'s in the same "
+        f"settings, from the controlled measurement (Costs, above; n/a where there is none); extra state: the "
+        f"method's own state kept across steps (e.g. the PS-KD table).",
     ]
 
 
@@ -391,14 +392,17 @@ def details_table(groups: pd.DataFrame) -> Table:
         for m in shown:
             s = METRICS[m]
             row.append(format_mean_std(r[f"{m}_mean"] * s.scale, r[f"{m}_std"] * s.scale, decimals=s.decimals))
-        row.append(human_bytes(r["peak_mem_bytes_mean"]))
+        row += [human_bytes(r["peak_mem_bytes_mean"]), format_ratio(r.get("time_x_observed", math.nan))]
         rows.append(row)
     headers = ["method", "dataset / model", "protocol", "select", "n", "failed", "pending",
-               *[METRICS[m].short for m in shown], "peak mem"]
+               *[METRICS[m].short for m in shown], "peak mem", RATIOS["time_x_observed"].short]
     return Table("All configurations", headers, rows,
                  note="Mean +- sample std over the finished seeds (n); n/a = unavailable; best val top-1 is the "
                       "per-epoch maximum on the selection split (clean: validation; paper: the evaluation split); "
-                      "sel. epoch: the epoch train.select chose.")
+                      "sel. epoch: the epoch train.select chose. step (ms), peak mem and time x observed (the mean "
+                      f"step time over {method_label(BASELINE)}'s) are observed in this sweep, on a shared machine "
+                      "beside other trials: not a comparison of methods (the controlled time x is in the tables "
+                      "against the baseline).")
 
 
 def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
@@ -411,39 +415,18 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 
 # --- the summary of a results folder ------------------------------------------------------------------
 
-def across_section(groups: pd.DataFrame, *, metric: str, alpha: float) -> tuple[list[Table], str]:
-    """(tables, line): mean ranks over the data sets / models of `groups` with the Friedman test and its
-    post-hoc (Demšar 2006; harness/results/ranks.py). No tables with fewer than two data sets; with fewer
-    than two where every method has a number, the line says why instead."""
-    from harness.results.ranks import across_datasets, across_tables, control_table
-
-    if len(cells(groups)) < 2:
-        return [], ""
-    scores = across_scores(groups, metric=metric)
-    result = across_datasets(scores, higher_is_better=METRICS[metric].higher_is_better, alpha=alpha)
-    if result.n_blocks < 2 or result.k < 2:
-        left = "; ".join(f"{b}: {why}" for b, why in result.blocks_left_out.items())
-        return [], (f"Not ranked across data sets: fewer than two data sets / models where every method has a "
-                    f"number ({left or 'fewer than two methods'}).")
-    tables = across_tables(result)
-    control = control_table(scores, control=method_label(BASELINE), higher_is_better=METRICS[metric].higher_is_better,
-                            alpha=alpha)
-    if control is not None:
-        tables.insert(1, control)
-    tables[0].note = _join(f"{METRICS[metric].label}, each method's configuration chosen on the selection split "
-                           f"per data set / model; rank 1 = best.", tables[0].note)
-    return tables, ""
-
-
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
-                   sharp_groups: pd.DataFrame | None = None, primary: str | None = None) -> dict[str, list[Table]]:
-    """Section title -> tables, in the order the summary shows them."""
+                   sharp_groups: pd.DataFrame | None = None, primary: str | None = None,
+                   all_pairs: bool = False) -> dict[str, list[Table]]:
+    """Section title -> tables, in the order the summary shows them (`all_pairs`: the across-data-set
+    section's every-pair table too, harness/results/across.py)."""
+
     if groups.empty:
         return {}
     kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
     out = {"Comparison": [comparison_table(groups, **kw)],
            f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
-           "Across data sets": across_section(groups, metric=metric, alpha=alpha)[0],
+           "Across data sets": across_section(groups, metric=metric, alpha=alpha, all_pairs=all_pairs)[0],
            "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.config.spec import TrialSpec
@@ -33,8 +34,13 @@ def write_trials_csv(folder: ResultsFolder, trials: list[TrialSpec]) -> Path:
 
 
 def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), address: str | None = None,
-              progress: bool | str = True, rerun_stale: bool = False) -> int:
+              progress: bool | str = True, rerun_stale: bool = False,
+              costs: Callable[[ResultsFolder, list[TrialSpec]], None] | None = None) -> int:
     """Run what is missing of `sweep`, then write trials.csv, the summary tables and the plots.
+
+    `costs(folder, trials)`: called after the trials, before the summary (the controlled cost measurement of
+    harness/bench/costs.py, which the CLI passes in: the runner never imports the benchmarks); a failure in it
+    is a warning, never a lost sweep.
 
     `progress`: "auto" (or True), "plain" (timestamped lines even on a terminal) or "off" (or False).
     Returns 0 when every trial finished, 1 when some failed, 130 when interrupted. Before anything is
@@ -90,6 +96,13 @@ def run_sweep(sweep: SweepSpec, results_root: Path, *, sets: list[str] = (), add
                   f"kept; rerun the same command to continue (stopped trials resume from their last checkpoint); "
                   f"{folder / folder.TRIALS_CSV}", file=sys.stderr, flush=True)
             return 130
+        if costs is not None:
+            try:
+                costs(folder, trials)
+            except Exception as e:  # the summary then says the costs were not measured
+                print(f"tfbench: warning: the cost measurement failed ({type(e).__name__}: {e}); time x and "
+                      f"memory x stay n/a; `tfbench table --measure-costs {folder.path}` retries",
+                      file=sys.stderr, flush=True)
         pause_for_tests("TFBENCH_TEST_PAUSE_BEFORE_SUMMARY")
         summarise(folder)
     failed = [t for t in trials if folder.trial(t.key()).status() != "finished"]

@@ -8,11 +8,13 @@ The flow, for each group (one method entry x dataset x model of the sweep):
    proposes the same configurations; TPE (Optuna) is given the finished ones back as evaluated points.
 2. select: the finished search trial with the best `val_selected_top1` (the validation split: the test
    split is never read here). Early-stopped trials are recorded as `stopped`, never as failed.
-3. confirm: the selected configuration with every seed of the sweep, through the grid runner.
+3. confirm: the selected configuration with every seed of the sweep, through the grid runner; under
+   `seeds: {sequential: ...}` the design's rounds instead (harness/sweep/sequential.py `run_confirm`): the
+   start seeds, then seeds only for the comparisons still open at the planned looks.
 
 Why tfbench's own record, not Ray's restore: the trial folders already survive any kill; a finished or
 stopped search trial that is proposed again replays its recorded epochs to the scheduler instead of
-training, so ASHA sees the same history, and a rerun of a finished search+confirm starts no Ray at all.
+training, so ASHA sees the same history, and a rerun of a finished search+confirm trains nothing.
 
 Why one module of over 400 lines: the space, the Ray trainable, the selection and the records share the
 one notion of a search trial (`search_trial`, its key and status), and read best side by side.
@@ -39,6 +41,7 @@ from harness.folders import ResultsFolder, TrialFolder
 from harness.io import atomic_write_json, atomic_write_text, csv_text
 from harness.progress import Progress
 from harness.results import records
+from harness.sweep.sequential import run_confirm
 from harness.sweep.session import TuneSession, pause_for_tests
 from harness.sweep.trainables import run_one
 
@@ -334,6 +337,8 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
                mode: str = "auto") -> Outcome:
     """Search every group, select on validation, confirm with the sweep's seeds (all in one Tune session);
     write search.json, search.csv and the confirm trials' sweep record. Stopped trials are not failures."""
+    from harness.results.sequential import plan_of
+
     search = sweep.search
     assert search is not None
     groups = groups_of(sweep)
@@ -364,16 +369,22 @@ def run_search(sweep: SweepSpec, folder: ResultsFolder, *, sets: list[str], addr
                 phase = "confirm trials"
                 confirm = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
                 folder.write_sweep_record(dataclasses.replace(sweep, trials=confirm).record(sets))
-                pending = [t for t in confirm if folder.trial(t.key()).status() != "finished"]
-                print(f"sweep {sweep.name}: confirm: {len(confirm)} trials (best of each method x "
-                      f"{len(groups[0].seeds)} seeds), {len(confirm) - len(pending)} already finished, "
-                      f"{len(pending)} to run", flush=True)
-                progress.total = total + len(confirm)  # a group with no finished search trial confirms nothing
-                progress.done_before += len(confirm) - len(pending)  # confirm trials finished by an earlier run
-                if pending:
+                finished = sum(folder.trial(t.key()).status() == "finished" for t in confirm)
+                sequential = plan_of(sweep.raw.get("seeds")) is not None
+                print(f"sweep {sweep.name}: confirm: {'up to ' if sequential else ''}{len(confirm)} trials (best of "
+                      f"each method x {len(groups[0].seeds)} seeds{', seeds until decided' if sequential else ''}), "
+                      f"{finished} already finished", flush=True)
+                # a group with no finished search trial confirms nothing; a sequential round adds what it runs
+                progress.total = total + (finished if sequential else len(confirm))
+                progress.done_before += finished  # confirm trials finished by an earlier run
+
+                def run(pending: list[TrialSpec]) -> bool:
+                    progress.total += len(pending) if sequential else 0
                     progress.phase(f"sweep {sweep.name}: confirm ({len(pending)} trials)")
                     session.run_trials(pending, progress)
-                    interrupted = session.interrupted
+                    return session.interrupted
+
+                confirm, interrupted = run_confirm(sweep, folder, confirm, run)
     except KeyboardInterrupt:  # Ctrl-C outside Tune's loop (starting Ray), or a second Ctrl-C
         interrupted = True
     finally:

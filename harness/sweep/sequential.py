@@ -1,5 +1,7 @@
 """Run a sweep's seeds until decided (`seeds: {sequential: ...}`): the start seeds of every configuration,
 then, look by look, seeds only for the comparisons the design (harness/results/sequential.py) leaves open.
+A searched sweep's confirm trials (harness/sweep/search.py) go through the same rounds (`run_confirm`): the
+configurations are then the ones each method's search selected.
 
 Why the decisions are replayed from the trial folders each round rather than kept: a resumed sweep (after
 Ctrl-C, on another machine) reaches the same looks from the same finished records, and the summary's marks
@@ -56,6 +58,7 @@ def run_sequential(sweep: SweepSpec, folder: ResultsFolder, plan,
 
     from harness.config.schema import DEFAULT_PRIMARY
     from harness.results.stats import DEFAULT_ALPHA
+    from harness.sweep.session import pause_for_tests
 
     alpha = float(sweep.raw.get("alpha", DEFAULT_ALPHA))
     rope = sweep.raw.get("rope")
@@ -69,6 +72,24 @@ def run_sequential(sweep: SweepSpec, folder: ResultsFolder, plan,
             break
         if run(replace(sweep, trials=pending)):
             return [t for t in sweep.trials if t.key() in keys], True
+        pause_for_tests("TFBENCH_TEST_PAUSE_AFTER_ROUND")  # tests: a kill between the design's rounds
         if any(folder.trial(t.key()).status() != "finished" for t in pending):
             break  # a trial failed: no further look can be reached; the summary says which are open
     return [t for t in sweep.trials if t.key() in keys], False
+
+
+def run_confirm(sweep: SweepSpec, folder: ResultsFolder, confirm: list[TrialSpec],
+                run: Callable[[list[TrialSpec]], bool]) -> tuple[list[TrialSpec], bool]:
+    """A search's confirm trials (each method's selected configuration, and CE's, with every seed of the
+    sweep): with fixed seeds, all of them in one call of `run` (the pending trials -> interrupted); under
+    `seeds: {sequential: ...}`, the design's rounds over them, exactly as an unsearched sequential sweep.
+    Returns (the trials of the comparison, interrupted)."""
+    from dataclasses import replace
+
+    from harness.results.sequential import plan_of
+
+    plan = plan_of(sweep.raw.get("seeds"))
+    if plan is None:
+        pending = [t for t in confirm if folder.trial(t.key()).status() != "finished"]
+        return confirm, bool(pending) and run(pending)
+    return run_sequential(replace(sweep, trials=confirm), folder, plan, lambda s: run(s.trials))

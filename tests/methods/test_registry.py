@@ -170,3 +170,38 @@ def test_every_builtin_runs_a_step_and_round_trips_its_state(name):
     again.load_state_dict(m.state_dict())
     a = m.loss(z, y, ctx)["loss"].item()
     assert again.loss(z, y, ctx)["loss"].item() == pytest.approx(a, abs=1e-6)
+
+
+def test_declared_state_is_saved_restored_checked_and_moved():
+    """A user method declares its per-data tensors in `state`; the base class saves them by name, restores
+    copies in the current tensor's dtype, refuses another shape in one line, and `to` moves them together
+    with `extra_modules()`."""
+    from methods.base import Method
+
+    class Counting(Method):
+        name = "counting_test"
+        state = ("seen", "last")
+
+        def __init__(self, params=None, **context):
+            super().__init__(params, **context)
+            self.seen = torch.zeros(self.num_classes)   # (C,) float32
+            self.last = None                              # (B,) long, after the first step
+            self.head = torch.nn.Linear(2, 2)
+
+        def extra_modules(self):
+            return self.head
+
+    m = Counting(num_classes=3)
+    assert m.state_dict().keys() == {"seen"}  # None is not saved
+    m.seen += torch.tensor([1.0, 2.0, 3.0])
+    m.last = torch.tensor([2, 0])
+    saved = {"seen": torch.tensor([4, 5, 6], dtype=torch.float64), "last": m.last}
+    fresh = Counting(num_classes=3)
+    fresh.load_state_dict(saved)
+    assert fresh.seen.dtype == torch.float32 and fresh.seen.tolist() == [4.0, 5.0, 6.0]
+    assert fresh.last.tolist() == [2, 0] and fresh.last is not m.last  # a copy, not the caller's tensor
+    with pytest.raises(ValueError, match=r"checkpoint seen has shape \(4,\), expected \(3,\)"):
+        Counting(num_classes=3).load_state_dict({"seen": torch.zeros(4)})
+    moved = fresh.to("meta")
+    assert moved is fresh and fresh.device == torch.device("meta")
+    assert fresh.seen.device.type == fresh.last.device.type == fresh.head.weight.device.type == "meta"

@@ -231,9 +231,11 @@ def test_note_warns_about_few_blocks():
     assert "little power" not in across_datasets(big, higher_is_better=True).note
 
 
-def test_tables_render_ranks_and_pairs():
+def test_tables_render_ranks_and_pairs_only_on_request():
     res = across_datasets(pair_table(), higher_is_better=True, alpha=0.1)
-    ranks_table, pairs_table = across_tables(res)
+    [alone] = across_tables(res)  # by default the mean ranks only: every pair is asked for by name
+    ranks_table, pairs_table = across_tables(res, all_pairs=True)
+    assert alone.rows == ranks_table.rows
     assert ranks_table.headers == ["method", "mean rank", "d0", "d1", "d2", "d3", "d4", "d5"]
     assert ranks_table.rows[0] == ["A", "1.33", "1", "2", "1", "1", "2", "1"]
     assert ranks_table.rows[2] == ["B", "2.67", "2.5", "3", "2.5", "2.5", "3", "2.5"]

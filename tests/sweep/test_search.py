@@ -170,10 +170,11 @@ def epoch_lines(tdir: Path) -> int:
     return sum(" epoch " in f" {line}" and "/" in line for line in (tdir / "train.log").read_text().splitlines())
 
 
-def killed_after_first_method(path: Path, results: Path, tmp_path: Path) -> None:
-    """Run `tfbench run` in its own session, wait at the test hook after the first method's search, kill
-    the whole process group with SIGKILL, and wait until every process it started (marked through the
-    environment, which Ray passes on) has gone."""
+def killed_after_first_method(path: Path, results: Path, tmp_path: Path,
+                              hook: str = "TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP") -> None:
+    """Run `tfbench run` in its own session, wait at the test hook (by default: after the first method's
+    search), kill the whole process group with SIGKILL, and wait until every process it started (marked
+    through the environment, which Ray passes on) has gone."""
     import os
     import signal
     import subprocess
@@ -184,7 +185,7 @@ def killed_after_first_method(path: Path, results: Path, tmp_path: Path) -> None
     run_id = uuid.uuid4().hex
     pause = tmp_path / "paused"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PYTHONUNBUFFERED="1", TFBENCH_TEST_RUN=run_id, TFBENCH_TEST_PAUSE_AFTER_SEARCH_GROUP=str(pause))
+    env.update({"PYTHONUNBUFFERED": "1", "TFBENCH_TEST_RUN": run_id, hook: str(pause)})
     log = open(tmp_path / "killed.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(results),
                              "--no-progress"], cwd=Path(__file__).resolve().parents[2], env=env, stdout=log,
@@ -193,7 +194,7 @@ def killed_after_first_method(path: Path, results: Path, tmp_path: Path) -> None
         deadline = time.time() + 240
         while not pause.exists():
             assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-            assert time.time() < deadline, "timed out waiting for the first method's search"
+            assert time.time() < deadline, f"timed out waiting for {hook}"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -299,6 +300,54 @@ def test_search_then_confirm_end_to_end_with_resume_and_live_curves(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")}
     assert run_sweep(load_sweep(path), results, progress=False) == 0
     assert {p: p.stat().st_mtime_ns for p in (folder / "trials").glob("*/metrics.jsonl")} == mtimes
+
+
+@pytest.mark.slow
+def test_a_searched_sweep_with_sequential_seeds_confirms_as_the_design_decides_and_resumes(tmp_path):
+    """`search:` with `seeds: {sequential: {start: 3, max: 4}}`: killed (SIGKILL) after the design's first
+    round of confirm trials, then the same command: the search and the first round are not trained again,
+    and the comparison's trials are exactly those the design's replay wants (its fixed point)."""
+    import dataclasses
+
+    from harness.config.spec import TrialSpec
+    from harness.results.sequential import plan_of
+    from harness.sweep.runner import run_sweep
+    from harness.sweep.sequential import wanted
+
+    results = tmp_path / "results"
+    folder = results / "tune-test"
+    path = write_sweep(tmp_path, methods="[ce, ls]", epochs=1, search="""\
+search:
+  budget: 2
+  seed: 3
+  scheduler: {name: fifo}
+  space:
+    ls: {epsilon: {uniform: [0.0, 0.5]}}
+""")
+    path.write_text(path.read_text().replace("seeds: [0, 1]", "seeds: {sequential: {start: 3, max: 4}}"))
+    killed_after_first_method(path, results, tmp_path, hook="TFBENCH_TEST_PAUSE_AFTER_ROUND")
+    record = json.loads((folder / "search.json").read_text())
+    confirm = [k for g in record["groups"] for k in g["confirm"]]
+    assert len(confirm) == 8  # 2 methods x seeds 0..3: the most the design may run
+    first = {k: (folder / "trials" / k / "metrics.jsonl").stat().st_mtime_ns for k in confirm
+             if (folder / "trials" / k / "result.json").exists()}
+    seeds_of = {k: json.loads((folder / "trials" / k / "config.json").read_text())["spec"]["seed"] for k in first}
+    assert sorted(seeds_of.values()) == [0, 0, 1, 1, 2, 2]  # round 1: the start seeds of CE and of LS
+
+    assert run_sweep(load_sweep(path), results, progress=False) == 0
+    for k, mtime in first.items():
+        assert (folder / "trials" / k / "metrics.jsonl").stat().st_mtime_ns == mtime, f"{k} was trained again"
+    sweep = load_sweep(path)
+    specs = [TrialSpec.from_dict(d) for g in record["groups"] for d in g["confirm_specs"]]
+    run = ResultsFolder(folder)
+    want = wanted(dataclasses.replace(sweep, trials=specs), run, plan_of(sweep.raw["seeds"]), alpha=0.05,
+                  rope=None, metric="selected_top1")
+    rows = read_csv(folder / "trials.csv")
+    assert sorted(r["key"] for r in rows) == sorted(t.key() for t in want)
+    assert all(r["status"] == "finished" for r in rows)
+    summary = (folder / "summary.md").read_text()
+    ls = next(line for line in summary.splitlines() if line.startswith("| LS ") and "(look " in line)
+    assert ("at 3 seeds (look 1 of 2)" in ls) == (len(rows) == 6)
 
 
 def test_run_tensorboard_prints_the_command_that_shows_the_trials_curves(tmp_path, capsys):
