@@ -14,8 +14,7 @@ groups, the ablation rows, the learning curves and sharpness; one module keeps i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,18 +86,18 @@ def param_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("p.")]
 
 
-def _setting_columns(df: pd.DataFrame) -> list[str]:
+def setting_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in ("epochs", "protocol", "select") if c in df.columns]
 
 
 def family_columns(df: pd.DataFrame) -> list[str]:
     """What a configuration shares with the baseline it is compared with (one Holm family)."""
-    return ["dataset", "model", *_setting_columns(df)]
+    return ["dataset", "model", *setting_columns(df)]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The configuration a trial belongs to: everything that defines it except the seed."""
-    return ["method", "dataset", "model", *param_columns(df), *_setting_columns(df)]
+    return ["method", "dataset", "model", *param_columns(df), *setting_columns(df)]
 
 
 def with_metric_columns(trials: pd.DataFrame) -> pd.DataFrame:
@@ -146,7 +145,7 @@ def value_sort_key(v: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(v))
 
 
-def _nunique(s: pd.Series) -> int:
+def nunique(s: pd.Series) -> int:
     return s.nunique(dropna=False)
 
 
@@ -156,11 +155,11 @@ def varying_columns(df: pd.DataFrame) -> dict[str, list[str]]:
     These are what tell two rows of the same method apart. A parameter that differs only between
     datasets (a per-dataset preset such as lam) does not split the method's row.
     """
-    candidates = [*param_columns(df), *_setting_columns(df)]
+    candidates = [*param_columns(df), *setting_columns(df)]
     out: dict[str, list[str]] = {}
     for method, g in df.groupby("method", sort=False):
         cells = [cell for _, cell in g.groupby(["dataset", "model"], sort=False)]
-        out[str(method)] = [c for c in candidates if any(_nunique(cell[c]) > 1 for cell in cells)]
+        out[str(method)] = [c for c in candidates if any(nunique(cell[c]) > 1 for cell in cells)]
     return out
 
 
@@ -376,7 +375,7 @@ def sort_groups(groups: pd.DataFrame) -> pd.DataFrame:
     """Methods in the paper's order, then parameter values in numeric order (stable otherwise)."""
     if groups.empty:
         return groups
-    pcols = [*param_columns(groups), *_setting_columns(groups)]
+    pcols = [*param_columns(groups), *setting_columns(groups)]
     order = sorted(range(len(groups)), key=lambda i: (
         method_sort_key(str(groups["method"].iloc[i])),
         tuple(value_sort_key(groups[c].iloc[i]) for c in pcols)))
@@ -418,60 +417,6 @@ def across_scores(groups: pd.DataFrame, *, metric: str) -> pd.DataFrame:
                                         for _, r in best.iterrows()}
     methods = sorted({str(m) for m in groups["method"]}, key=method_sort_key) if len(groups) else []
     return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[method_label(m) for m in methods])
-
-
-# --- ablations: which parameter was swept, and the Table-3 rows of it ----------------------------------
-
-@dataclass(frozen=True)
-class AblationRow:
-    dataset: str
-    model: str
-    context: tuple[tuple[str, Any], ...]   # the other swept parameters, fixed in this row
-    groups: pd.DataFrame                    # one row per value of the parameter, in value order
-
-
-def swept_parameters(groups: pd.DataFrame) -> list[tuple[str, str]]:
-    """(method, p.<param>) for every parameter that takes more than one value within a dataset/model."""
-    out = []
-    for method in sorted(groups["method"].astype(str).unique(), key=method_sort_key):
-        g = groups[groups["method"] == method]
-        for c in param_columns(groups):
-            vals = [cell[c].dropna() for _, cell in g.groupby(["dataset", "model"], sort=False)]
-            if any(v.nunique() > 1 for v in vals):
-                out.append((method, c))
-    return out
-
-
-def ablation_rows(groups: pd.DataFrame, *, method: str, param: str) -> list[AblationRow]:
-    """The rows of the ablation table of `param`: per dataset/model, each slice in which only `param` moves.
-
-    A one-at-a-time sweep (the seed's Table 3: alpha at the default lambda, lambda at the default alpha)
-    gives one row per dataset; a full grid gives one row per combination of the other swept parameters.
-    """
-    g = groups[groups["method"] == method]
-    rows = []
-    for (dataset, model), cell in g.groupby(["dataset", "model"], sort=False):
-        others = [c for c in [*param_columns(g), *_setting_columns(g)]
-                  if c != param and _nunique(cell[c]) > 1]
-        parts = [((), cell)] if not others else [
-            (k if isinstance(k, tuple) else (k,), part)
-            for k, part in cell.groupby(others, dropna=False, sort=False)]
-        for k, part in parts:
-            part = part[part[param].notna()]
-            if part[param].nunique() < 2:
-                continue
-            order = sorted(range(len(part)), key=lambda i: value_sort_key(part[param].iloc[i]))
-            context = tuple((c[2:] if c.startswith("p.") else c, v) for c, v in zip(others, k, strict=True))
-            rows.append(AblationRow(str(dataset), str(model), context, part.iloc[order]))
-    return rows
-
-
-def ordered_values(values: Iterable[Any]) -> list[Any]:
-    """Distinct values: numeric order when all are numbers, else the order they come in."""
-    distinct = list(dict.fromkeys(v for v in values if not (isinstance(v, float) and math.isnan(v))))
-    if all(value_sort_key(v)[0] == 0 for v in distinct):
-        return sorted(distinct, key=float)
-    return distinct
 
 
 # --- sharpness (optional, written by `tfbench landscape`) ----------------------------------------------

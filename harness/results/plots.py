@@ -25,18 +25,17 @@ from matplotlib.figure import Figure
 from harness.io import atomic_write_bytes, atomic_write_text
 from harness.outputs import OutputFolder, source_of
 from harness.results import records
+from harness.results.ablation import ablation_rows, swept_parameters
 from harness.results.aggregate import (
     BASELINE,
     DEFAULT_METRIC,
     METRICS,
     TABLE_METRICS,
-    ablation_rows,
     across_scores,
     aggregate,
     best_per_method,
     cells,
     load_trials,
-    swept_parameters,
 )
 from harness.results.captions import FIGURE_STEMS
 from harness.results.curves import curve_stats, load_curves

@@ -9,14 +9,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.results.ablation import ablation_rows, ordered_values
 from harness.results.aggregate import (
     BASELINE,
     DEFAULT_METRIC,
     METRICS,
-    ablation_rows,
     fmt_value,
     method_label,
-    ordered_values,
     value_sort_key,
 )
 from harness.results.plots_style import (

@@ -17,6 +17,7 @@ import pandas as pd
 from harness.config.selection import SELECTION_RULES
 from harness.metrics import RATIOS, Metric, details
 from harness.results import records
+from harness.results.ablation import ablation_rows, ordered_values, swept_parameters
 from harness.results.across import across_section
 from harness.results.aggregate import (
     BASELINE,
@@ -24,13 +25,10 @@ from harness.results.aggregate import (
     LEGACY,
     METRICS,
     SHARPNESS,
-    ablation_rows,
     cells,
     companion,
     fmt_value,
     method_label,
-    ordered_values,
-    swept_parameters,
 )
 from harness.results.render import (  # noqa: F401 (format_mean_std, human_bytes, to_csv: the public names)
     Table,

@@ -14,15 +14,14 @@ from helpers import key_of
 from scipy import stats
 
 from harness.errors import UserError
+from harness.results.ablation import ablation_rows, swept_parameters
 from harness.results.aggregate import (
-    ablation_rows,
     aggregate,
     aggregate_sharpness,
     best_per_method,
     config_columns,
     load_trials,
     mean_std_n,
-    swept_parameters,
 )
 from harness.results.curves import curve_stats, load_curves
 
