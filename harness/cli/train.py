@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.config.resolve import parse_sets, resolve_trial
 from harness.errors import UserError
 from harness.io import probe_folder
+from harness.metrics import LAST, SELECTED
 from methods import load_user_module
 
 
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
         evaluate_trial(args.out, Evaluate(), device=str(spec.train.device), log=lambda s: print(s, flush=True))
     split = "test" if result["protocol"] == "clean" else "evaluation split"
-    print(f"done ({result['protocol']} protocol): {split} top-1 {result['selected_top1']:.4f} at the selected epoch "
-          f"{result['selected_epoch']}, {result['last_top1']:.4f} at the last; {result['step_time_s'] * 1e3:.1f} "
+    top1 = {epoch: result[f"{epoch}_top1"] for epoch in (SELECTED, LAST)}  # the vocabulary's names (reported())
+    print(f"done ({result['protocol']} protocol): {split} top-1 {top1[SELECTED]:.4f} at the selected epoch "
+          f"{result['selected_epoch']}, {top1[LAST]:.4f} at the last; {result['step_time_s'] * 1e3:.1f} "
           f"ms/step; {args.out / 'result.json'}")
     return 0

@@ -23,12 +23,16 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from harness.metrics import LAST, REPORTED, SELECTED, SELECTION, VOCABULARY
+
 NO_PREDICTIONS = "n/a (no predictions.npz: tfbench evaluate)"
 REPLICATES = 2000
 CHUNK = 200
-# the metric -> (the file's key prefix for its epoch and split, k of top-k)
-SOURCES = {"selected_top1": ("test_", 1), "selected_top5": ("test_", 5), "last_top1": ("last_test_", 1),
-           "last_top5": ("last_test_", 5), "val_selected_top1": ("val_", 1)}
+# predictions.npz's key prefix of each (split, epoch) it keeps; the best epoch's predictions are not kept
+_PREFIXES = {(REPORTED, SELECTED): "test_", (REPORTED, LAST): "last_test_", (SELECTION, SELECTED): "val_"}
+# the metric -> (the file's key prefix for its epoch and split, k of top-k): every top-k of the vocabulary kept there
+SOURCES = {m.name: (_PREFIXES[(m.split, m.epoch)], int(m.quantity[3:])) for m in VOCABULARY.values()
+           if m.quantity in ("top1", "top5") and (m.split, m.epoch) in _PREFIXES}
 
 Reader = Callable[[str], "dict | None"]
 
