@@ -43,12 +43,14 @@ from harness.config.schema import (
     Costs,
     DatasetDefaults,
     Entry,
+    Figures,
     Resources,
     Scheduler,
     SearchSettings,
     SeedRange,
     Seeds,
     Sequential,
+    SequentialSeeds,
     SweepFile,
 )
 from harness.config.search import SearchSpec, check_given, check_search
@@ -63,13 +65,13 @@ __all__ = ["MAX_TRIALS", "Resources", "SweepError", "SweepSpec", "load_sweep"]
 TOP_KEYS = list(SweepFile.model_fields)
 RESOURCE_KEYS = list(Resources.model_fields)
 KEY_NAMES = {(): TOP_KEYS, ("train",): TRAIN_FIELDS, ("resources",): RESOURCE_KEYS, ("costs",): list(Costs.model_fields),
-             ("seeds",): ["count", "start", "sequential"],
-             ("seeds", "sequential"): ["start", "max", "step", "spending"],
+             ("seeds",): [*SeedRange.model_fields, *Sequential.model_fields],
+             ("seeds", "sequential"): list(SequentialSeeds.model_fields),
              ("methods", "*"): ["name", "params"], ("datasets", "*"): ["name", "params"],
              ("dataset_defaults", "*"): list(DatasetDefaults.model_fields),
              ("dataset_defaults", "*", "train"): TRAIN_FIELDS,
              ("search",): list(SearchSettings.model_fields), ("search", "scheduler"): list(Scheduler.model_fields),
-             ("figures",): ["width"]}
+             ("figures",): list(Figures.model_fields)}
 _SEEDS = TypeAdapter(Seeds)
 
 
