@@ -2,6 +2,7 @@
 through here."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -116,6 +117,18 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def file_stem(text: str) -> str:
+    """`text` as a portable file-name stem: anything but letters, digits, '_', '.' and '-' becomes '-'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def content_hash(value: Any, length: int) -> str:
+    """The first `length` hex digits of sha256 over `value`'s canonical JSON (sorted keys, no spaces): equal on
+    every run, machine and folder for equal values (trial keys, request hashes, cost keys)."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def checkout_root() -> Path | None:

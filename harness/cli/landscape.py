@@ -156,7 +156,9 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _stem(group: tuple[str, str]) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{group[0]}_{group[1]}").strip("-")
+    from harness.io import file_stem
+
+    return file_stem(f"{group[0]}_{group[1]}")
 
 
 def _target(args: argparse.Namespace, results: Path, picks: list[Pick]) -> Path:

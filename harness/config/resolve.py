@@ -5,8 +5,6 @@ This is the one edge where configuration becomes typed arguments: after it, noth
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from harness.config.problems import render
 from harness.config.schema import MAX_SEED
 from harness.config.spec import NOT_IN_KEY_DATASET, TrainConfig, TrainSettings, TrialSpec
 from harness.errors import UserError
+from harness.io import content_hash
 from methods import METHODS, make_params
 from methods.params import check_params, explain
 from methods.registry import did_you_mean
@@ -116,8 +115,7 @@ def request_hash(**given: Any) -> str:
     given = dict(given)
     given["dataset_params"] = {k: v for k, v in (given.get("dataset_params") or {}).items()
                                if k not in NOT_IN_KEY_DATASET}
-    blob = json.dumps(given, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_hash(given, 16)
 
 
 def resolve_trial(*, method: str, dataset: str, seed: int, model: str | None = None,

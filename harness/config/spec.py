@@ -3,7 +3,6 @@ its stable hash is the trial key (the folder name under results/<sweep>/trials/)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from harness.config.selection import DEFAULT_RULE, RULES
+from harness.io import content_hash
 
 STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)  # every model of the typed edge
 MAX_INT = 2**31 - 1          # ints reach C code (32-bit) through torch
@@ -256,5 +256,4 @@ class TrialSpec:
 
     def key(self) -> str:
         """Stable across runs, folders and machines: sha256 of the canonical JSON of `key_dict()`."""
-        blob = json.dumps(self.key_dict(), sort_keys=True, separators=(",", ":"), default=str)
-        return f"{self.method}-{self.dataset}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return f"{self.method}-{self.dataset}-s{self.seed}-" + content_hash(self.key_dict(), 10)

@@ -17,10 +17,7 @@ Pure functions and file reads only (no torch): the results import it, and the be
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ import pandas as pd
 
 from harness.config.spec import NOT_IN_KEY_DATASET, TrialSpec
 from harness.folders import ResultsFolder, read_json
+from harness.io import content_hash, file_stem
 from harness.outputs import OutputFolder, source_of
 
 COSTS = "costs"                 # results/<sweep>/costs/
@@ -57,7 +55,7 @@ def cell_of(spec: Mapping[str, Any]) -> tuple[str, str]:
 
 def cell_file(dataset: str, model: str) -> str:
     """`<dataset>_<model>.json`, with anything but letters, digits, '_', '.', '-' replaced (as the figures' names)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset}_{model}").strip("-") + ".json"
+    return file_stem(f"{dataset}_{model}") + ".json"
 
 
 def step_config(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,7 +75,7 @@ def reference_config(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:12]
+    return content_hash(value, 12)
 
 
 def cost_key(spec: Mapping[str, Any]) -> str:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from harness.io import atomic_write_bytes, atomic_write_text
+from harness.io import atomic_write_bytes, atomic_write_text, file_stem
 from harness.outputs import OutputFolder, source_of
 from harness.results import records
 from harness.results.ablation import ablation_rows, swept_parameters
@@ -62,10 +61,6 @@ __all__ = ["BUILTIN_COLORS", "COLUMN_WIDTH_IN", "PAGE_WIDTH_IN", "STYLE", "new_f
 
 
 FORMATS = ("png", "pdf")
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
 def save_figure(fig: Figure, path_stem: str | Path, *, caption: str | None = None) -> list[Path]:
@@ -181,7 +176,7 @@ def _figures(results_dir: Path, metric: str, *, write: bool, width: float = COLU
     for method, param in swept_parameters(groups):
         if ablation_rows(groups, method=method, param=param):
             fig = ablation_curve(groups, method=method, param=param, metric=metric, width=width)
-            figures.append((_safe(f"ablation_{method}_{param[2:]}"), fig))
+            figures.append((file_stem(f"ablation_{method}_{param[2:]}"), fig))
     for dataset, model in cells(groups):
         best = best_per_method(groups, dataset=dataset, model=model)
         in_cell = ((stats["dataset"].astype(str) == dataset) & (stats["model"].astype(str) == model)
@@ -189,26 +184,26 @@ def _figures(results_dir: Path, metric: str, *, write: bool, width: float = COLU
         if in_cell.any():
             fig = learning_curves(stats, dataset=dataset, model=model, labels=list(best["label"]),
                                   colors=colors, selected=best, width=width)
-            figures.append((_safe(f"learning_{dataset}_{model}"), fig))
+            figures.append((file_stem(f"learning_{dataset}_{model}"), fig))
         if (groups["method"] != BASELINE).any():
             from harness.results.plots_differences import differences_figure
 
             fig = differences_figure(groups, dataset=dataset, model=model, metric=metric, colors=colors,
                                      width=width)
-            figures.append((_safe(f"differences_{dataset}_{model}"), fig))
+            figures.append((file_stem(f"differences_{dataset}_{model}"), fig))
         if np.isfinite(best[["time_x", "extra_state_bytes"]].astype(float)).any(axis=None):  # a cost to draw
             fig = accuracy_vs_cost(best, dataset=dataset, model=model, metric=metric, colors=colors, width=width)
-            figures.append((_safe(f"cost_{dataset}_{model}"), fig))
+            figures.append((file_stem(f"cost_{dataset}_{model}"), fig))
     from harness.results.plots_reliability import prediction_figures  # from predictions.npz, where kept
 
-    figures += prediction_figures(results_dir, trials, groups, colors, _safe, width=width)
+    figures += prediction_figures(results_dir, trials, groups, colors, width=width)
     from harness.results.plots_search import search_figures  # tuned sweeps: search.json
     from harness.results.search_tables import read_search
 
     record = read_search(results_dir)
     if record is not None:
         searched = method_colors({*colors, *(str(g["method"]) for g in record["groups"])})
-        figures += [(_safe(stem), fig) for stem, fig in search_figures(record, searched, width=width)]
+        figures += [(file_stem(stem), fig) for stem, fig in search_figures(record, searched, width=width)]
     if len(cells(groups)) >= 2:
         from harness.results.ranks import across_datasets
 

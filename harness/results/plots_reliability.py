@@ -3,7 +3,6 @@ diagrams (methods side by side), risk-coverage curves, and accuracy against corr
 drawn from its configuration chosen on the selection split (`best_per_method`), its seeds' images pooled."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.io import file_stem
 from harness.results import calibration as cal
 from harness.results.aggregate import best_per_method, cells, config_labels
 from harness.results.beyond import corruption_accuracy, risk_coverage
@@ -153,7 +153,7 @@ def corruption_curves(by_label: dict[str, list[dict[str, np.ndarray]]], colors: 
 
 
 def prediction_figures(results_dir: Path, trials: pd.DataFrame, groups: pd.DataFrame, colors: dict[str, str],
-                       safe: Callable[[str], str], *, width: float | None = None) -> list[tuple[str, Figure]]:
+                       *, width: float | None = None) -> list[tuple[str, Figure]]:
     """(file stem, figure) of the three figures of every data set / model whose trials kept predictions."""
     figures: list[tuple[str, Figure]] = []
     by_method = {label: colors.get(str(m)) for label, m in zip(groups["label"], groups["method"], strict=True)}
@@ -161,11 +161,11 @@ def prediction_figures(results_dir: Path, trials: pd.DataFrame, groups: pd.DataF
         by_label = pooled(results_dir, trials, groups, dataset, model)
         if not by_label:
             continue
-        figures.append((safe(f"reliability_{dataset}_{model}"),
+        figures.append((file_stem(f"reliability_{dataset}_{model}"),
                         reliability_diagrams(by_label, by_method, dataset=dataset, model=model, width=width)))
-        figures.append((safe(f"risk_coverage_{dataset}_{model}"),
+        figures.append((file_stem(f"risk_coverage_{dataset}_{model}"),
                         risk_coverage_curves(by_label, by_method, dataset=dataset, model=model, width=width)))
         if any("corruption_correct" in p for preds in by_label.values() for p in preds):
-            figures.append((safe(f"corruptions_{dataset}_{model}"),
+            figures.append((file_stem(f"corruptions_{dataset}_{model}"),
                             corruption_curves(by_label, by_method, dataset=dataset, model=model, width=width)))
     return figures
