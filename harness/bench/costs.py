@@ -308,9 +308,7 @@ def measure_sweep(specs: Sequence[TrialSpec], *, cpus_per_trial: float, gpus_per
         try:
             record = measure_cell(cell, configs, device=device, threads=threads, repeats=repeats, warmup=warmup,
                                   window=window, budget_s=budget_s, memory=memory, log=log)
-        except (Exception, KeyboardInterrupt) as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
+        except Exception as e:  # noqa: BLE001 (a failed cell says why in its file; the other cells go on)
             record = {**_head(cell, configs, device, threads), "status": "failed", "error": f"{type(e).__name__}: {e}"}
             log(f"costs: {cell[0]} / {cell[1]}: the measurement failed: {record['error']}")
         path = _write(target, cell, record)
@@ -365,12 +363,7 @@ def measure_folder(results_dir: str | Path, *, force: bool = False, log: Callabl
 
     folder = ResultsFolder(Path(results_dir))
     keys = list(load_trials(folder.path, warn=lambda s: None, write=False)["key"].astype(str))
-    recorded = dict(folder.recorded_trials())
-    specs = []
-    for key in keys:
-        spec = folder.trial(key).spec() or recorded.get(key)
-        if spec is not None:
-            specs.append(TrialSpec.from_dict(spec, stored=True))
+    specs = [TrialSpec.from_dict(spec, stored=True) for spec in store.trial_specs(folder.path, keys).values()]
     if not specs:
         raise UserError(f"{results_dir}: no trial spec recorded (config.json or sweep.yaml); nothing to measure")
     resources = folder.sweep_value("resources") or {}

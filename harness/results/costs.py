@@ -174,7 +174,7 @@ def _normal(spec: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _specs(results_dir: Path, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+def trial_specs(results_dir: Path, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
     """key -> the trial's resolved spec: its config.json, else sweep.yaml's trial list (a trial not run yet)."""
     folder = ResultsFolder(results_dir)
     recorded: dict[str, dict[str, Any]] | None = None
@@ -200,7 +200,7 @@ def with_costs(trials: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     if trials.empty or "key" not in trials.columns:
         return trials
     results_dir = Path(results_dir)
-    specs = _specs(results_dir, trials["key"].astype(str))
+    specs = trial_specs(results_dir, trials["key"].astype(str))
     off = switched_off(results_dir)
     files: dict[tuple[str, str], tuple[dict | None, dict]] = {}
     for i, key in zip(trials.index, trials["key"].astype(str), strict=True):
@@ -276,4 +276,4 @@ def cost_lines(groups: pd.DataFrame) -> list[str]:
 
 __all__ = ["COLUMNS", "COMMAND", "COSTS", "FORMAT", "KINDS", "MEASURED", "REFERENCE", "STEP_TRAIN", "cell_file",
            "cell_key", "cell_of", "config_ratios", "controlled_costs", "cost_key", "cost_lines", "costs_target", "how_line", "read_cell",
-           "reference_config", "reference_key", "step_config", "switched_off", "with_costs"]
+           "reference_config", "reference_key", "step_config", "switched_off", "trial_specs", "with_costs"]
