@@ -159,8 +159,10 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
             raise UserError(f"{results_dir / 'landscape' / 'sharpness.csv'} lacks the column(s) "
                             f"{', '.join(missing)}")
     sharp_groups = aggregate_sharpness(sharp, trials) if sharp is not None and not sharp.empty else None
+    across, unranked = (across_section(groups, metric=metric, alpha=alpha, all_pairs=all_pairs) if not groups.empty
+                        else ([], ""))
     sections = summary_tables(groups, metric=metric, alpha=alpha, sharp_groups=sharp_groups, primary=primary,
-                              all_pairs=all_pairs)
+                              across=across)
 
     n_pending = len(trials) - n_ok - n_failed
     stale = int(trials.attrs.get("stale_left_out", 0))
@@ -187,7 +189,6 @@ def render_summary(results_dir: str | Path | Sequence[str | Path], *, metric: st
         else METRICS[metric].effect
     guide = reading_guide(metric=metric, alpha=alpha, effect=eff,
                           rope=float(groups["rope"].iloc[0]) * METRICS[metric].scale if len(groups) else None)
-    unranked = across_section(groups, metric=metric, alpha=alpha)[1] if not groups.empty else ""
     head += f" {unranked}" if unranked else ""
     costs = " ".join(cost_lines(groups))
     md = [f"# Results: {name}\n", f"{head}\n", f"{verdicts} {proto[0].upper()}{proto[1:]}. {selection}\n",

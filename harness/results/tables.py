@@ -18,7 +18,6 @@ from harness.config.selection import SELECTION_RULES
 from harness.metrics import RATIOS, Metric, details
 from harness.results import records
 from harness.results.ablation import ablation_rows, ordered_values, swept_parameters
-from harness.results.across import across_section
 from harness.results.aggregate import (
     BASELINE,
     DEFAULT_METRIC,
@@ -415,16 +414,16 @@ def sharpness_table(sharp_groups: pd.DataFrame) -> Table:
 
 def summary_tables(groups: pd.DataFrame, *, metric: str = DEFAULT_METRIC, alpha: float = DEFAULT_ALPHA,
                    sharp_groups: pd.DataFrame | None = None, primary: str | None = None,
-                   all_pairs: bool = False) -> dict[str, list[Table]]:
-    """Section title -> tables, in the order the summary shows them (`all_pairs`: the across-data-set
-    section's every-pair table too, harness/results/across.py)."""
+                   across: list[Table] | None = None) -> dict[str, list[Table]]:
+    """Section title -> tables, in the order the summary shows them; `across`: the across-data-set section's
+    tables (harness/results/across.py `across_section`, computed once by the caller, which also states its line)."""
 
     if groups.empty:
         return {}
     kw = dict(metric=metric, alpha=alpha, primary=primary or metric)
     out = {"Comparison": [comparison_table(groups, **kw)],
            f"Against {method_label(BASELINE)}": paired_tables(groups, **kw),
-           "Across data sets": across_section(groups, metric=metric, alpha=alpha, all_pairs=all_pairs)[0],
+           "Across data sets": across or [],
            "Ablations": ablation_tables(groups, **kw)}
     if sharp_groups is not None and not sharp_groups.empty:
         out["Sharpness"] = [sharpness_table(sharp_groups)]
